@@ -1,0 +1,187 @@
+"""The one bridge from SPDK's C callbacks to Python.
+
+SPDK reports completions by calling ``fn(..., void *cb_arg)``.  spdk_io passes
+a small integer *key* as ``cb_arg`` and keeps what the key stands for in one
+table.  For every callback signature there is exactly one ``CFUNCTYPE``
+trampoline, created at import and kept alive for the life of the process, so
+no callback object is ever created per call or freed while C holds it.
+
+An entry is ``(fn, op)``: the trampoline calls ``fn`` with the callback's
+arguments (minus ``cb_arg``).  If ``fn`` raises, the exception goes to ``op``
+when it is still pending (so it reaches the task awaiting it); otherwise it
+stops the loop of this OS thread with :class:`~spdk_io.errors.CallbackError`.
+Nothing raised in a callback is ever lost or allowed to unwind into C.
+
+One-shot entries are removed when their callback fires; persistent entries
+(pollers, event callbacks) stay until :func:`forget` is called.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from spdk_io import _generated as g
+from spdk_io._loader import fast
+from spdk_io.loop import Op, _local
+
+__all__ = ["forget", "once", "pending_count", "persistent"]
+
+Entry = tuple[Callable[..., Any], "Op[Any] | None"]
+
+_once: dict[int, Entry] = {}
+_persistent: dict[int, Entry] = {}
+_next_key = itertools.count(1).__next__
+stale_callbacks = 0
+#: Errors raised in callbacks while no loop ran on this thread; the next loop turn raises them.
+orphan_errors: list[BaseException] = []
+
+
+def once(fn: Callable[..., Any], op: Op[Any] | None = None) -> int:
+    """Register ``fn`` to run once, when a callback with the returned key fires."""
+    key = _next_key()
+    _once[key] = (fn, op)
+    return key
+
+
+def persistent(fn: Callable[..., Any], op: Op[Any] | None = None) -> int:
+    """Register ``fn`` for a callback that may fire many times (a poller, an event)."""
+    key = _next_key()
+    _persistent[key] = (fn, op)
+    return key
+
+
+def forget(key: int) -> None:
+    """Drop a registration (a one-shot whose C call failed, or a persistent one)."""
+    _once.pop(key, None)
+    _persistent.pop(key, None)
+
+
+def pending_count() -> int:
+    """How many one-shot callbacks SPDK still owes us (in-flight operations)."""
+    return len(_once)
+
+
+def _fail(exc: BaseException, op: Op[Any] | None, what: str) -> None:
+    if op is not None and not op.done() and not isinstance(exc, KeyboardInterrupt | SystemExit):
+        op.set_exception(exc)
+        return
+    loop = getattr(_local, "loop", None)
+    if loop is not None:
+        loop.report_callback_error(exc, what)
+    else:
+        orphan_errors.append(exc)
+
+
+def _take(key: int | None) -> Entry | None:
+    global stale_callbacks
+    entry = _once.pop(key, None) if key is not None else None
+    if entry is None:
+        entry = _persistent.get(key) if key is not None else None
+        if entry is None:
+            stale_callbacks += 1
+    return entry
+
+
+# --------------------------------------------------------------------------- trampolines
+# One per C signature.  Each looks up its key, calls the entry, and catches everything.
+
+
+def _on_ctx(ctx: int | None) -> None:
+    """``void (*)(void *ctx)``: messages, fini callbacks, io-wait retries."""
+    entry = _take(ctx)
+    if entry is not None:
+        try:
+            entry[0]()
+        except BaseException as exc:
+            _fail(exc, entry[1], "message callback")
+
+
+def _on_rc_ctx(rc: int, ctx: int | None) -> None:
+    """``void (*)(int rc, void *ctx)``: subsystem init, config load."""
+    entry = _take(ctx)
+    if entry is not None:
+        try:
+            entry[0](rc)
+        except BaseException as exc:
+            _fail(exc, entry[1], "completion callback")
+
+
+def _on_poll(ctx: int | None) -> int:
+    """``int (*)(void *ctx)``: pollers.  A poller that raises reports idle."""
+    entry = _persistent.get(ctx) if ctx is not None else None
+    if entry is None:
+        return 0
+    try:
+        return 1 if entry[0]() else 0
+    except BaseException as exc:
+        _fail(exc, entry[1], "poller")
+        return 0
+
+
+def _on_bdev_event(event_type: int, bdev: Any, ctx: int | None) -> None:
+    """``spdk_bdev_event_cb_t``: hot-remove, resize, media events (persistent)."""
+    entry = _persistent.get(ctx) if ctx is not None else None
+    if entry is not None:
+        try:
+            entry[0](event_type)
+        except BaseException as exc:
+            _fail(exc, entry[1], "bdev event callback")
+
+
+class _BdevIoPtr(ctypes.c_void_p):
+    """``struct spdk_bdev_io *`` as a callback argument.
+
+    A subclass of ``c_void_p`` is not converted to a Python int, so it can be
+    passed straight back to ``spdk_bdev_free_io`` with no conversion.
+    """
+
+
+_free_io = fast("spdk_bdev_free_io", None)
+
+
+def _on_bdev_io(bdev_io: _BdevIoPtr, success: bool, ctx: int | None) -> None:
+    """``spdk_bdev_io_completion_cb``: the entry sees ``(op, success, bdev_io)``; we free the io."""
+    entry = _once.pop(ctx, None) if ctx is not None else None
+    if entry is None:
+        _free_io(bdev_io)
+        global stale_callbacks
+        stale_callbacks += 1
+        return
+    try:
+        entry[0](entry[1], success, bdev_io)
+    except BaseException as exc:
+        _fail(exc, entry[1], "bdev I/O completion")
+    finally:
+        _free_io(bdev_io)
+
+
+def _no_hook(addr: int) -> None:
+    return None
+
+
+#: Called with the address of every SPDK thread created (set by :mod:`spdk_io.thread`).
+new_thread_hook: Callable[[int], None] = _no_hook
+
+
+def _on_new_thread(thread: Any) -> int:
+    """``spdk_new_thread_fn``: SPDK created a thread; someone must poll it."""
+    try:
+        new_thread_hook(ctypes.cast(thread, ctypes.c_void_p).value or 0)
+    except BaseException as exc:
+        _fail(exc, None, "new thread callback")
+        return -1
+    return 0
+
+
+ctx_cb = g.spdk_msg_fn(_on_ctx)
+new_thread_cb = g.spdk_new_thread_fn(_on_new_thread)
+rc_ctx_cb = g.spdk_subsystem_init_fn(_on_rc_ctx)
+poll_cb = g.spdk_poller_fn(_on_poll)
+bdev_event_cb = g.spdk_bdev_event_cb_t(_on_bdev_event)
+_bdev_io_thunk = ctypes.CFUNCTYPE(None, _BdevIoPtr, ctypes.c_bool, ctypes.c_void_p)(_on_bdev_io)
+#: The same C thunks, typed as the generated callback types that SPDK's prototypes expect.
+bdev_io_cb = ctypes.cast(_bdev_io_thunk, g.spdk_bdev_io_completion_cb)
+io_wait_cb = ctypes.cast(ctx_cb, g.spdk_bdev_io_wait_cb)

@@ -1,0 +1,95 @@
+"""The exceptions spdk_io raises.
+
+Every failure reported by SPDK becomes an :class:`SpdkError` (or a subclass)
+that carries the errno, its symbolic name, the operation that failed and the
+object it concerned, so a log line says what happened without a debugger.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+__all__ = [
+    "BdevRemovedError",
+    "CallbackError",
+    "Cancelled",
+    "RpcError",
+    "SpdkError",
+    "WrongThreadError",
+]
+
+
+class SpdkError(OSError):
+    """An SPDK call failed.
+
+    ``errno`` is the positive errno value, ``errno_name`` its symbolic name
+    (``"ENOMEM"``), ``op`` the operation (``"spdk_bdev_open_ext"``) and ``obj``
+    what it was applied to (a bdev name, a thread name, ...), or ``None``.
+    """
+
+    def __init__(self, err: int, op: str, obj: object = None, detail: str | None = None) -> None:
+        err = abs(err)
+        self.errno_name = _errno.errorcode.get(err, f"E{err}")
+        self.op = op
+        self.obj = obj
+        what = f"{op}({obj})" if obj is not None else op
+        msg = f"{what} failed: {self.errno_name} ({os.strerror(err)})"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(err, msg)
+        # OSError keeps strerror for its str(); make str() the full message instead.
+        self._message = msg
+
+    def __str__(self) -> str:
+        return self._message
+
+    @classmethod
+    def check(cls, rc: int, op: str, obj: object = None) -> int:
+        """Return ``rc`` if it is not negative, else raise for ``-rc``."""
+        if rc < 0:
+            raise cls(-rc, op, obj)
+        return rc
+
+
+class RpcError(SpdkError):
+    """A JSON-RPC method returned an error: ``code`` and ``message`` are SPDK's.
+
+    Many SPDK methods answer with ``-errno`` as the code (``-19`` for a missing
+    bdev); then ``errno`` is that value, otherwise it is ``EIO``.
+    """
+
+    def __init__(self, method: str, code: int, message: str, data: object = None) -> None:
+        self.code = code
+        self.message = message
+        self.data = data
+        self.method = method
+        err = -code if 0 < -code < 4096 else _errno.EIO
+        super().__init__(err, f"rpc {method}")
+        self._message = f"rpc {method} failed: [{code}] {message}"
+
+
+class BdevRemovedError(SpdkError):
+    """The bdev behind a descriptor was removed (hot-remove or delete)."""
+
+    def __init__(self, name: str, op: str = "bdev I/O") -> None:
+        super().__init__(_errno.ENODEV, op, name, "bdev was removed")
+
+
+class WrongThreadError(RuntimeError):
+    """A thread-bound SPDK object was used from an OS thread that does not own it."""
+
+
+class CallbackError(RuntimeError):
+    """A Python callable called from SPDK (a poller, a message) raised.
+
+    The original exception is the ``__cause__``.
+    """
+
+
+class Cancelled(BaseException):
+    """Thrown into a task that was cancelled.
+
+    A ``BaseException`` (like ``asyncio.CancelledError``) so that ``except
+    Exception`` does not swallow it.
+    """

@@ -1,0 +1,522 @@
+"""Tasks, the one suspension trap, and the loop that drives an SPDK thread.
+
+Model
+-----
+* A task is a coroutine (``async def``).  It suspends in exactly one way: by
+  awaiting an :class:`Op`, which yields that ``Op`` to the loop (the *trap*).
+  Every awaitable in spdk_io - sleeps, I/O, RPCs, cross-thread calls, joins -
+  is an ``Op`` or awaits one.
+* An ``Op`` is a pending operation with one waiter.  Whoever finishes it (a C
+  callback, a timer, another task) calls :meth:`Op.set_result` or
+  :meth:`Op.set_exception`, which only records the outcome and puts the waiter
+  on the ready queue.  Tasks are never resumed inside a C callback's stack.
+* A :class:`Loop` belongs to one SPDK thread and one OS thread.  Each turn it
+  runs the tasks that are ready, then calls ``spdk_thread_poll`` once.  While
+  anything is ready or SPDK reports work it turns without sleeping; when idle
+  it sleeps until the next timed poller is due or another thread wakes it.
+
+Invariants
+----------
+* An ``Op`` is completed at most once; completing it again raises.
+* A task waits on at most one ``Op``; an ``Op`` has at most one waiter.
+* Everything here runs on the loop's OS thread.  Other threads reach a loop
+  only through :meth:`Loop.wake` (and SPDK's message rings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from typing import Any, Generic, TypeVar, cast
+
+from spdk_io.errors import CallbackError, Cancelled
+
+__all__ = [
+    "Loop",
+    "Op",
+    "Task",
+    "current_loop",
+    "gather",
+    "sleep",
+    "spawn",
+    "timeout",
+    "wait_for",
+]
+
+T = TypeVar("T")
+
+_PENDING = 0
+_DONE = 1
+_FAILED = 2
+
+
+class InvalidStateError(RuntimeError):
+    """An ``Op``'s result was read before it finished, or it was finished twice."""
+
+
+class Op(Generic[T]):
+    """A pending operation: the only thing a task can wait on.
+
+    ``abort`` (optional) is called if the waiting task is cancelled while the
+    operation is still pending; it may release resources (unregister a timer)
+    but the ``Op`` itself stays completable, so a late C callback is harmless.
+    ``keep`` holds Python objects that must stay alive until the operation
+    completes (buffers handed to SPDK, ctypes arguments).
+    """
+
+    __slots__ = ("_abort", "_state", "_value", "_waiter", "keep", "what")
+
+    def __init__(self, what: str = "", abort: Callable[[], None] | None = None) -> None:
+        self._state = _PENDING
+        self._value: Any = None
+        self._waiter: Task[Any] | None = None
+        self._abort = abort
+        self.keep: object = None
+        self.what = what
+
+    def __repr__(self) -> str:
+        state = ("pending", "done", "failed")[self._state]
+        return f"<Op {self.what or '?'} {state}>"
+
+    def done(self) -> bool:
+        return self._state != _PENDING
+
+    def result(self) -> T:
+        """The value, or raise the exception, the operation finished with."""
+        if self._state == _DONE:
+            return cast(T, self._value)
+        if self._state == _FAILED:
+            raise cast(BaseException, self._value)
+        raise InvalidStateError(f"{self!r} has not finished")
+
+    def set_result(self, value: T) -> None:
+        if self._state != _PENDING:
+            raise InvalidStateError(f"{self!r} finished twice")
+        self._state = _DONE
+        self._value = value
+        self.keep = None
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter._op = None
+            waiter._loop._ready.append(waiter)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if self._state != _PENDING:
+            raise InvalidStateError(f"{self!r} finished twice")
+        self._state = _FAILED
+        self._value = exc
+        self.keep = None
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter._op = None
+            waiter._loop._ready.append(waiter)
+
+    def __await__(self) -> Generator[Op[Any], None, T]:
+        if self._state == _PENDING:
+            yield self  # the trap: the loop parks the task until this Op finishes
+        return self.result()
+
+
+_YIELD = Op[None]("yield")
+_YIELD._state = _DONE
+
+
+class _YieldNow:
+    """Awaiting this reschedules the task behind every ready task (``sleep(0)``)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Op[Any], None, None]:
+        yield _YIELD  # a finished Op: the loop re-queues the task at the back
+
+
+_yield_now = _YieldNow()
+
+
+class Task(Generic[T]):
+    """A coroutine scheduled on a :class:`Loop`.  Await it to get its result."""
+
+    __slots__ = ("_cancel", "_coro", "_done", "_loop", "_observed", "_op", "_throw", "name")
+
+    def __init__(self, loop: Loop, coro: Coroutine[Any, Any, T], name: str) -> None:
+        self._loop = loop
+        self._coro = coro
+        self.name = name
+        self._op: Op[Any] | None = None  # what the task waits on
+        self._throw: BaseException | None = None  # thrown in at the next resume
+        self._cancel: BaseException | None = None  # cancellation not yet delivered
+        self._done: Op[T] = Op(f"task {name}")
+        self._observed = False
+
+    def __repr__(self) -> str:
+        state = "done" if self._done.done() else ("waiting" if self._op else "ready")
+        return f"<Task {self.name} {state}>"
+
+    def done(self) -> bool:
+        return self._done.done()
+
+    def result(self) -> T:
+        self._observed = True
+        return self._done.result()
+
+    def cancel(self, exc: BaseException | None = None) -> bool:
+        """Ask the task to stop: ``Cancelled`` (or ``exc``) is thrown in at its next suspension.
+
+        Returns False if the task had already finished.  Safe to call more than once.
+        """
+        if self._done.done():
+            return False
+        if self._cancel is None and self._throw is None:
+            self._cancel = exc if exc is not None else Cancelled(f"task {self.name} was cancelled")
+        op = self._op
+        if op is not None:
+            # Parked: detach from the Op (a late completion then wakes nobody) and wake up.
+            self._op = None
+            op._waiter = None
+            if op._abort is not None:
+                abort, op._abort = op._abort, None
+                abort()
+            self._throw, self._cancel = self._cancel, None
+            self._loop._ready.append(self)
+        return True
+
+    def __await__(self) -> Generator[Op[Any], None, T]:
+        self._observed = True
+        return self._done.__await__()
+
+
+def current_loop() -> Loop:
+    """The loop running on this OS thread; raises RuntimeError if there is none."""
+    loop: Loop | None = getattr(_local, "loop", None)
+    if loop is None:
+        raise RuntimeError("no spdk_io loop on this OS thread (use spdk_io.run or block_on)")
+    return loop
+
+
+_local = threading.local()
+
+#: The longest an idle loop sleeps before polling again, in seconds.  SPDK threads
+#: that are woken only through SPDK's own message rings are noticed this late.
+IDLE_SLEEP_MAX = 0.001
+#: Idle turns before the loop considers sleeping (keeps the idle path to one C call).
+IDLE_SPIN = 64
+
+
+class Loop:
+    """Runs tasks and polls one SPDK thread, on the OS thread that created it.
+
+    ``poll`` is the callable that polls the SPDK thread once and returns its
+    busy count; ``should_spin`` says whether SPDK has work that needs polling
+    (active pollers); ``next_timer`` returns seconds until the next timed
+    poller, or ``None``.  The :mod:`spdk_io.thread` module supplies them.
+    """
+
+    def __init__(
+        self,
+        poll: Callable[[], int],
+        should_spin: Callable[[], bool] = lambda: False,
+        next_timer: Callable[[], float | None] = lambda: None,
+        name: str = "loop",
+    ) -> None:
+        self.name = name
+        self._ready: deque[Task[Any]] = deque()
+        self._poll = poll
+        self._should_spin = should_spin
+        self._next_timer = next_timer
+        self._wake = threading.Event()
+        self._owner = threading.get_ident()
+        self._tasks: set[Task[Any]] = set()
+        self._crash: BaseException | None = None
+        self._running = False
+        self._unobserved: list[Task[Any]] = []
+        self.current: Task[Any] | None = None
+        self.turns = 0
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> Task[T]:
+        """Schedule ``coro`` to run as a new task on this loop."""
+        if not isinstance(coro, Coroutine):
+            raise TypeError(f"spawn() needs a coroutine, got {type(coro).__name__}")
+        task = Task(self, coro, name or str(getattr(coro, "__qualname__", "task")))
+        self._tasks.add(task)
+        self._ready.append(task)
+        return task
+
+    def crash(self, exc: BaseException) -> None:
+        """Stop ``run_until_complete`` with ``exc`` (used for errors nobody awaits)."""
+        if self._crash is None:
+            self._crash = exc
+        self.wake()
+
+    def report_callback_error(self, exc: BaseException, what: str) -> None:
+        """A Python callable invoked from C raised: stop the loop with a clear error."""
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            self.crash(exc)
+            return
+        err = CallbackError(f"{what} raised {type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        self.crash(err)
+
+    def wake(self) -> None:
+        """Wake the loop if it sleeps (safe from any OS thread)."""
+        self._wake.set()
+
+    def _step(self, task: Task[Any]) -> None:
+        coro = task._coro
+        self.current = task
+        try:
+            exc = task._throw
+            if exc is None:
+                op = coro.send(None)
+            else:
+                task._throw = None
+                op = coro.throw(exc)
+        except StopIteration as stop:
+            self.current = None
+            self._tasks.discard(task)
+            task._done.set_result(stop.value)
+            return
+        except BaseException as err:
+            self.current = None
+            self._tasks.discard(task)
+            task._done.set_exception(err)
+            if isinstance(err, KeyboardInterrupt | SystemExit):
+                self.crash(err)
+            elif not task._observed and task._done._waiter is None:
+                self._unobserved.append(task)
+            return
+        self.current = None
+        try:
+            state = op._state
+        except AttributeError:
+            task._throw = TypeError(f"task {task.name} awaited {op!r}, not an spdk_io awaitable")
+            self._ready.append(task)
+            return
+        if state:  # already finished (or a plain yield): run again after the others
+            self._ready.append(task)
+        elif task._cancel is not None:
+            task._throw, task._cancel = task._cancel, None
+            if op._abort is not None:
+                abort, op._abort = op._abort, None
+                abort()
+            self._ready.append(task)
+        elif op._waiter is not None:
+            task._throw = RuntimeError(f"{op!r} is already awaited by {op._waiter!r}")
+            self._ready.append(task)
+        else:
+            op._waiter = task
+            task._op = op
+
+    # -- driving ------------------------------------------------------------------------
+
+    def run_ready(self) -> int:
+        """Run every task that is ready now (not those it makes ready); return the count."""
+        ready = self._ready
+        n = len(ready)
+        step = self._step
+        for _ in range(n):
+            step(ready.popleft())
+        return n
+
+    def _idle(self) -> None:
+        if self._should_spin():
+            return
+        delay = IDLE_SLEEP_MAX
+        nxt = self._next_timer()
+        if nxt is not None and nxt < delay:
+            delay = nxt
+        if delay > 0:
+            self._wake.wait(delay)
+        self._wake.clear()
+
+    def run_until_complete(self, main: Awaitable[T]) -> T:
+        """Drive the loop until ``main`` finishes; return its result or raise its exception."""
+        if threading.get_ident() != self._owner:
+            raise RuntimeError(f"loop {self.name} belongs to another OS thread")
+        if self._running or getattr(_local, "loop", None) is not None:
+            raise RuntimeError("an spdk_io loop is already running on this OS thread")
+        task = main if isinstance(main, Task) else self.spawn(_as_coro(main))
+        task._observed = True  # its outcome is returned or raised below
+        done = task._done
+        ready = self._ready
+        poll = self._poll
+        step = self._step
+        _local.loop = self
+        self._running = True
+        idle = 0
+        turns = 0
+        try:
+            try:
+                while not done._state:
+                    for _ in range(len(ready)):
+                        step(ready.popleft())
+                    if poll() or ready:
+                        idle = 0
+                    else:
+                        idle += 1
+                        if idle >= IDLE_SPIN:
+                            idle = 0
+                            self._idle()
+                    turns += 1
+                    if self._crash is not None:
+                        raise self._crash
+            except BaseException as exc:
+                self._crash = None
+                self._shutdown_tasks(exc)
+                raise
+        finally:
+            self.turns += turns
+            self._running = False
+            _local.loop = None
+        lost = [t for t in self._unobserved if not t._observed]
+        self._unobserved.clear()
+        if lost:
+            first = lost[0]._done._value
+            names = ", ".join(t.name for t in lost)
+            raise CallbackError(f"task(s) {names} failed and were never awaited") from first
+        return task.result()
+
+    def _shutdown_tasks(self, reason: BaseException, budget: float = 5.0) -> None:
+        """Cancel every task and let them unwind (``finally`` blocks run), for ``budget`` s."""
+        for t in list(self._tasks):
+            t.cancel()
+        deadline = time.monotonic() + budget
+        while self._tasks and time.monotonic() < deadline:
+            self.run_ready()
+            self._poll()
+        for t in list(self._tasks):  # stuck tasks: close them so their frames unwind
+            self._tasks.discard(t)
+            t._coro.close()
+        self._crash = None  # errors while unwinding follow from ``reason``, which propagates
+
+    # -- timers are provided by the SPDK thread: see spdk_io.thread ---------------------
+    _sleep_impl: Callable[[float], Op[None]]
+
+    def pending_tasks(self) -> int:
+        return len(self._tasks)
+
+
+async def _await(aw: Awaitable[T]) -> T:
+    return await aw
+
+
+def _as_coro(aw: Awaitable[T]) -> Coroutine[Any, Any, T]:
+    return aw if isinstance(aw, Coroutine) else _await(aw)
+
+
+# ------------------------------------------------------------------------------ API
+
+
+def spawn(coro: Coroutine[Any, Any, T], name: str | None = None) -> Task[T]:
+    """Start ``coro`` as a task on the current loop and return its :class:`Task`."""
+    return current_loop().spawn(coro, name)
+
+
+def sleep(seconds: float = 0) -> Awaitable[None]:
+    """Suspend the task for ``seconds`` (on an SPDK timed poller); ``sleep(0)`` just yields."""
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"sleep() needs a non-negative number of seconds, got {seconds!r}")
+    if seconds == 0:
+        return _yield_now
+    return current_loop()._sleep_impl(seconds)
+
+
+class timeout:
+    """Cancel the enclosed block after ``seconds``, raising :class:`TimeoutError`.
+
+    ``async with spdk_io.timeout(0.5): await something()``
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if seconds != seconds or seconds < 0:
+            raise ValueError(f"timeout() needs a non-negative number of seconds, got {seconds!r}")
+        self.seconds = seconds
+        self._watcher: Task[None] | None = None
+        self._fired = False
+        self._task: Task[Any] | None = None
+        self._exc: Cancelled | None = None
+
+    async def __aenter__(self) -> timeout:
+        loop = current_loop()
+        task = _current_task(loop)
+        self._task = task
+        self._exc = Cancelled(f"timed out after {self.seconds} s")
+        watcher = loop.spawn(self._watch(loop._sleep_impl(self.seconds)), name="timeout")
+        watcher._observed = True
+        self._watcher = watcher
+        return self
+
+    async def _watch(self, timer: Op[None]) -> None:
+        try:
+            await timer
+        except Cancelled:
+            return
+        if self._task is not None:
+            self._fired = True
+            self._task.cancel(self._exc)
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: Any
+    ) -> bool:
+        self._task = None  # a timer firing from now on must not touch the task
+        if self._watcher is not None:
+            self._watcher.cancel()  # unregisters the timer if it has not fired
+        if self._fired and ev is self._exc:
+            raise TimeoutError(f"timed out after {self.seconds} s") from None
+        return False
+
+
+def _current_task(loop: Loop) -> Task[Any]:
+    if loop.current is None:
+        raise RuntimeError("not called from inside an spdk_io task")
+    return loop.current
+
+
+def current_task() -> Task[Any]:
+    """The task that is running now."""
+    return _current_task(current_loop())
+
+
+async def wait_for(aw: Awaitable[T], seconds: float) -> T:
+    """Await ``aw`` but give up after ``seconds`` with :class:`TimeoutError`."""
+    async with timeout(seconds):
+        return await aw
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def gather(*aws: Awaitable[Any]) -> list[Any]:
+    """Run the awaitables concurrently; return their results in order.
+
+    If one raises, the others are cancelled and awaited, then the first
+    exception propagates.
+    """
+    loop = current_loop()
+    tasks = [a if isinstance(a, Task) else loop.spawn(_as_coro(a)) for a in aws]
+    try:
+        return [await t for t in tasks]
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            if not t.done():
+                with contextlib.suppress(BaseException):  # the first error is the one raised
+                    await t
+        raise
+
+
+async def wait(tasks: Iterable[Task[Any]]) -> None:
+    """Wait until every task in ``tasks`` has finished, whatever the outcome."""
+    for t in list(tasks):
+        if not t.done():
+            try:
+                await t
+            except BaseException:
+                if not t.done():  # the waiting task itself was cancelled
+                    raise
+    return None

@@ -1,0 +1,89 @@
+"""Shared fixtures: one real SPDK environment per test session, and a time limit on every test.
+
+Nothing of SPDK is mocked.  Tests that need a fresh process (``spdk_io.run``,
+teardown after failures, Ctrl-C) run Python in a subprocess via ``run_py``.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Seconds a test may take before it is failed (soft, via SIGALRM) ...
+TEST_TIME_LIMIT = int(os.environ.get("SPDK_IO_TEST_TIMEOUT", "60"))
+#: ... and before the whole process is killed with a traceback (hard: a hang inside C).
+HARD_LIMIT_MARGIN = 30
+
+
+class TestTimeout(Exception):
+    """Raised in the main thread when a test runs past its time limit."""
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise TestTimeout(f"test exceeded {TEST_TIME_LIMIT} s")
+
+
+@pytest.fixture(autouse=True)
+def time_limit() -> Iterator[None]:
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(TEST_TIME_LIMIT)
+    faulthandler.dump_traceback_later(TEST_TIME_LIMIT + HARD_LIMIT_MARGIN, exit=True)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="session")
+def env() -> Iterator[Any]:
+    """SPDK brought up once for the session (no hugepages, 512 MiB)."""
+    from spdk_io.env import Env
+
+    with Env(name="spdk_io_tests", mem_size_mb=512) as e:
+        yield e
+
+
+@pytest.fixture
+def run(env: Any) -> Callable[[Awaitable[Any]], Any]:
+    """Run a coroutine on the session's app thread and return its result."""
+
+    def _run(aw: Awaitable[T]) -> T:
+        result: T = env.block_on(aw)
+        return result
+
+    return _run
+
+
+def run_py(
+    code: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh Python process (its own SPDK), from the repo root."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=full_env,
+        check=False,
+    )

@@ -1,0 +1,135 @@
+"""spdk_io.run and Env in fresh processes: the README example, teardown after errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import pytest
+
+from spdk_io.env import EnvOptions
+from tests.conftest import run_py
+
+
+def test_readme_example_runs() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+
+        async def main() -> None:
+            await spdk_io.rpc.call(
+                "bdev_malloc_create", {"name": "Malloc0", "num_blocks": 1024, "block_size": 4096}
+            )
+            info = await spdk_io.rpc.call("bdev_get_bdevs", {"name": "Malloc0"})
+            print("blocks", info[0]["num_blocks"])
+
+        spdk_io.run(main(), name="demo")
+        print("clean exit")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "blocks 1024" in proc.stdout and "clean exit" in proc.stdout
+
+
+def test_error_in_main_tears_down_and_process_can_run_again() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+
+        async def bad() -> None:
+            await spdk_io.sleep(0.001)
+            raise ValueError("main failed")
+
+        try:
+            spdk_io.run(bad())
+        except ValueError as exc:
+            print("caught", exc)
+
+        async def good() -> str:
+            v = await spdk_io.rpc.call("spdk_get_version")
+            return v["version"]
+
+        print("second run", spdk_io.run(good()))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "caught main failed" in proc.stdout
+    assert "second run SPDK v26.05" in proc.stdout
+
+
+def test_ctrl_c_cancels_tasks_and_tears_down() -> None:
+    proc = run_py(
+        """
+        import os, signal
+        import spdk_io
+
+        async def main() -> None:
+            try:
+                await spdk_io.sleep(0.01)
+                os.kill(os.getpid(), signal.SIGINT)
+                await spdk_io.sleep(30)
+            finally:
+                print("task cleanup ran", flush=True)
+
+        try:
+            spdk_io.run(main())
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt after teardown")
+        from spdk_io import env
+        print("active env:", env._active)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "task cleanup ran" in proc.stdout
+    assert "KeyboardInterrupt after teardown" in proc.stdout
+    assert "active env: None" in proc.stdout
+
+
+def test_json_config_runtime_methods_are_applied() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+        config = {"subsystems": [{"subsystem": "bdev", "config": [
+            {"method": "bdev_malloc_create",
+             "params": {"name": "CfgMalloc", "num_blocks": 64, "block_size": 512}}]}]}
+
+        async def main() -> int:
+            info = await spdk_io.rpc.call("bdev_get_bdevs", {"name": "CfgMalloc"})
+            return info[0]["num_blocks"]
+
+        print("num_blocks", spdk_io.run(main(), config=config))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "num_blocks 64" in proc.stdout
+
+
+def test_bad_config_fails_cleanly() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+        from spdk_io.errors import SpdkError
+        config = {"subsystems": [{"subsystem": "bdev", "config": [
+            {"method": "bdev_malloc_create", "params": {"name": "X", "num_blocks": -5}}]}]}
+
+        async def main() -> None:
+            pass
+
+        try:
+            spdk_io.run(main(), config=config)
+        except SpdkError as exc:
+            print("SpdkError:", exc.op)
+        print("after", spdk_io.env._active)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "SpdkError: spdk_subsystem_load_config" in proc.stdout
+    assert "after None" in proc.stdout
+
+
+def test_env_options_validate() -> None:
+    with pytest.raises(ValueError):
+        EnvOptions(mem_size_mb=0)
+    with pytest.raises(ValueError):
+        EnvOptions(core_mask="zz")
+    with pytest.raises(ValueError):
+        EnvOptions(iova_mode="bogus")
+    opts = EnvOptions(no_huge=True).resolved()
+    assert opts.no_huge and opts.mem_size_mb == 512

@@ -1,0 +1,257 @@
+"""SPDK threads, messages, spawn/join across OS threads, pollers, and thread-binding checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import spdk_io
+from spdk_io import SpdkThread, ThreadHandle
+from spdk_io.errors import CallbackError, Cancelled, WrongThreadError
+from spdk_io.thread import Poller, current_thread
+
+Run = Callable[[Awaitable[Any]], Any]
+
+
+def test_current_thread_is_app_thread(run: Run) -> None:
+    async def main() -> str:
+        return current_thread().name
+
+    assert run(main()) == "app_thread"
+
+
+def test_send_runs_on_target_thread(run: Run) -> None:
+    async def main() -> list[int]:
+        seen: list[int] = []
+        ThreadHandle.current().send(lambda: seen.append(threading.get_ident()))
+        while not seen:
+            await spdk_io.sleep(0)
+        return seen
+
+    assert run(main()) == [threading.get_ident()]
+
+
+def test_spawn_join_sync_and_async(run: Run) -> None:
+    def plain(x: int) -> tuple[int, str]:
+        return x * 2, current_thread().name
+
+    async def coro(x: int) -> int:
+        await spdk_io.sleep(0.001)
+        return x + 1
+
+    h1 = SpdkThread.spawn(plain, 21, name="w1")
+    assert h1.join(timeout=10) == (42, "w1")
+
+    async def main() -> int:
+        h2 = SpdkThread.spawn(coro, 1, name="w2")
+        return await h2
+
+    assert run(main()) == 2
+
+
+def test_spawned_exception_reaches_joiner(env: Any) -> None:
+    def bad() -> None:
+        raise ValueError("from worker")
+
+    h = SpdkThread.spawn(bad, name="bad")
+    with pytest.raises(ValueError, match="from worker"):
+        h.join(timeout=10)
+
+
+def test_call_round_trips_between_several_threads(run: Run) -> None:
+    n = 3
+    app = None
+
+    async def worker(i: int) -> list[str]:
+        assert app is not None
+        names = []
+        for _ in range(5):
+            # call back into the app thread, and into ourselves
+            names.append(await app.call(lambda: current_thread().name))
+            names.append(await ThreadHandle.current().call(lambda: current_thread().name))
+        return names
+
+    async def main() -> list[list[str]]:
+        nonlocal app
+        app = ThreadHandle.current()
+        handles = [SpdkThread.spawn(worker, i, name=f"w{i}") for i in range(n)]
+        return [await h for h in handles]
+
+    results = run(main())
+    for i, names in enumerate(results):
+        assert names == ["app_thread", f"w{i}"] * 5
+
+
+def test_call_propagates_exception_and_async_functions(run: Run) -> None:
+    async def remote_coro() -> str:
+        await spdk_io.sleep(0.001)
+        return current_thread().name
+
+    def remote_fail() -> None:
+        raise LookupError("remote")
+
+    async def main() -> str:
+        ready = threading.Event()
+        handle_box: list[ThreadHandle] = []
+
+        async def server() -> None:
+            handle_box.append(ThreadHandle.current())
+            ready.set()
+            await spdk_io.sleep(0.3)
+
+        h = SpdkThread.spawn(server, name="server")
+        while not ready.is_set():
+            await spdk_io.sleep(0.001)
+        target = handle_box[0]
+        with pytest.raises(LookupError, match="remote"):
+            await target.call(remote_fail)
+        name = await target.call(remote_coro)
+        await h
+        return name
+
+    assert run(main()) == "server"
+
+
+def test_cancel_while_cross_thread_reply_pending_is_harmless(run: Run) -> None:
+    async def main() -> str:
+        started = threading.Event()
+        box: list[ThreadHandle] = []
+
+        async def server() -> None:
+            box.append(ThreadHandle.current())
+            started.set()
+            await spdk_io.sleep(0.2)
+
+        h = SpdkThread.spawn(server, name="slow")
+        while not started.is_set():
+            await spdk_io.sleep(0.001)
+
+        def slow() -> str:
+            time.sleep(0.05)  # the reply arrives after the caller gave up
+            return "late"
+
+        async def caller() -> str:
+            return await box[0].call(slow)
+
+        task = spdk_io.spawn(caller())
+        await spdk_io.sleep(0)
+        task.cancel()
+        with pytest.raises(Cancelled):
+            await task
+        await h  # the late reply was delivered (and dropped) while we waited
+        await spdk_io.sleep(0.01)
+        return "ok"
+
+    assert run(main()) == "ok"
+
+
+def test_poller_counts_pauses_and_unregisters(run: Run) -> None:
+    async def main() -> tuple[int, int, int]:
+        count = 0
+
+        def tick() -> bool:
+            nonlocal count
+            count += 1
+            return True
+
+        with Poller(tick, name="counter") as p:
+            while count < 10:
+                await spdk_io.sleep(0)
+            p.pause()
+            paused_at = count
+            await spdk_io.sleep(0.005)
+            after_pause = count
+            p.resume()
+            while count < after_pause + 5:
+                await spdk_io.sleep(0)
+        assert not p.registered
+        stopped = count
+        await spdk_io.sleep(0.005)
+        assert count == stopped
+        return paused_at, after_pause, count
+
+    paused_at, after_pause, final = run(main())
+    assert paused_at == after_pause
+    assert final >= after_pause + 5
+
+
+def test_periodic_poller_runs_at_its_period(run: Run) -> None:
+    async def main() -> int:
+        hits = 0
+
+        def tick() -> bool:
+            nonlocal hits
+            hits += 1
+            return False
+
+        with Poller(tick, period_us=10_000, name="periodic"):
+            await spdk_io.sleep(0.055)
+        return hits
+
+    hits = run(main())
+    assert 2 <= hits <= 7
+
+
+def test_poller_exception_stops_run_with_clear_error(run: Run) -> None:
+    holder: list[Poller] = []
+
+    async def main() -> None:
+        def boom() -> bool:
+            raise ZeroDivisionError("in poller")
+
+        holder.append(Poller(boom, name="boom"))
+        await spdk_io.sleep(1)
+
+    try:
+        with pytest.raises(CallbackError, match="poller raised ZeroDivisionError") as info:
+            run(main())
+        assert isinstance(info.value.__cause__, ZeroDivisionError)
+    finally:
+        holder[0].unregister()
+
+    async def still_works() -> int:
+        await spdk_io.sleep(0.001)
+        return 1
+
+    assert run(still_works()) == 1  # the loop is usable after the failure
+
+
+def test_message_exception_reaches_awaiting_task(run: Run) -> None:
+    async def main() -> None:
+        with pytest.raises(ArithmeticError):
+            await ThreadHandle.current().call(lambda: 1 // 0)
+
+    run(main())
+
+
+def test_thread_bound_objects_refuse_other_os_threads(run: Run) -> None:
+    async def main() -> None:
+        p = Poller(lambda: False, period_us=1000, name="bound")
+        errors: list[BaseException] = []
+
+        def elsewhere() -> None:
+            try:
+                p.unregister()
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=elsewhere)
+        t.start()
+        t.join()
+        assert p.registered
+        p.unregister()
+        assert len(errors) == 1 and isinstance(errors[0], WrongThreadError)
+
+    run(main())
+
+
+def test_poller_rejects_bad_period(run: Run) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError):
+            Poller(lambda: False, period_us=-1)
+
+    run(main())
