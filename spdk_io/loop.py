@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any, Generic, TypeVar, cast
@@ -126,16 +127,10 @@ _YIELD = Op[None]("yield")
 _YIELD._state = _DONE
 
 
-class _YieldNow:
-    """Awaiting this reschedules the task behind every ready task (``sleep(0)``)."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Op[Any], None, None]:
-        yield _YIELD  # a finished Op: the loop re-queues the task at the back
-
-
-_yield_now = _YieldNow()
+@types.coroutine
+def _yield_now() -> Generator[Op[Any], None, None]:
+    """Reschedule the task behind every ready task (what ``sleep(0)`` returns)."""
+    yield _YIELD  # a finished Op: the loop re-queues the task at the back
 
 
 class Task(Generic[T]):
@@ -191,7 +186,7 @@ class Task(Generic[T]):
 
 
 def current_loop() -> Loop:
-    """The loop running on this OS thread; raises RuntimeError if there is none."""
+    """The loop of this OS thread's SPDK thread; raises RuntimeError if there is none."""
     loop: Loop | None = getattr(_local, "loop", None)
     if loop is None:
         raise RuntimeError("no spdk_io loop on this OS thread (use spdk_io.run or block_on)")
@@ -210,22 +205,30 @@ IDLE_SPIN = 64
 class Loop:
     """Runs tasks and polls one SPDK thread, on the OS thread that created it.
 
-    ``poll`` is the callable that polls the SPDK thread once and returns its
-    busy count; ``should_spin`` says whether SPDK has work that needs polling
-    (active pollers); ``next_timer`` returns seconds until the next timed
-    poller, or ``None``.  The :mod:`spdk_io.thread` module supplies them.
+    ``poll(*poll_args)`` polls the SPDK thread once and returns its busy count
+    (a C function with prebuilt arguments, so a turn costs one C call).
+    ``extra``, if given, polls further work (SPDK's own threads) on every 8th
+    turn, or on every turn while it reports work.  ``should_spin`` says
+    whether SPDK has work that needs polling (active pollers); ``next_timer``
+    returns seconds until the next timed poller, or ``None``.  The
+    :mod:`spdk_io.thread` module supplies them.
     """
 
     def __init__(
         self,
-        poll: Callable[[], int],
+        poll: Callable[..., int],
+        poll_args: tuple[Any, ...] = (),
+        *,
+        extra: Callable[[], int] | None = None,
         should_spin: Callable[[], bool] = lambda: False,
         next_timer: Callable[[], float | None] = lambda: None,
         name: str = "loop",
     ) -> None:
         self.name = name
         self._ready: deque[Task[Any]] = deque()
-        self._poll = poll
+        self._cpoll = poll
+        self._poll_args = poll_args
+        self._extra = extra
         self._should_spin = should_spin
         self._next_timer = next_timer
         self._wake = threading.Event()
@@ -234,8 +237,14 @@ class Loop:
         self._crash: BaseException | None = None
         self._running = False
         self._unobserved: list[Task[Any]] = []
-        self.current: Task[Any] | None = None
+        self.current: Task[Any] | None = None  # the task last stepped (the running one, in a task)
         self.turns = 0
+        _local.loop = self  # the loop of this OS thread, running or not
+
+    def close(self) -> None:
+        """Forget this loop as its OS thread's loop (its SPDK thread is gone)."""
+        if getattr(_local, "loop", None) is self:
+            _local.loop = None
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -268,30 +277,34 @@ class Loop:
         self._wake.set()
 
     def _step(self, task: Task[Any]) -> None:
-        coro = task._coro
+        """Resume ``task`` once (``_drive`` inlines the common case of this)."""
         self.current = task
         try:
             exc = task._throw
             if exc is None:
-                op = coro.send(None)
+                op = task._coro.send(None)
             else:
                 task._throw = None
-                op = coro.throw(exc)
-        except StopIteration as stop:
-            self.current = None
-            self._tasks.discard(task)
-            task._done.set_result(stop.value)
-            return
+                op = task._coro.throw(exc)
         except BaseException as err:
-            self.current = None
-            self._tasks.discard(task)
-            task._done.set_exception(err)
-            if isinstance(err, KeyboardInterrupt | SystemExit):
-                self.crash(err)
-            elif not task._observed and task._done._waiter is None:
-                self._unobserved.append(task)
+            self._finished(task, err)
             return
-        self.current = None
+        self._park(task, op)
+
+    def _finished(self, task: Task[Any], err: BaseException) -> None:
+        """``task``'s coroutine ended with ``err`` (``StopIteration`` when it returned)."""
+        self._tasks.discard(task)
+        if isinstance(err, StopIteration):
+            task._done.set_result(err.value)
+            return
+        task._done.set_exception(err)
+        if isinstance(err, KeyboardInterrupt | SystemExit):
+            self.crash(err)
+        elif not task._observed and task._done._waiter is None:
+            self._unobserved.append(task)
+
+    def _park(self, task: Task[Any], op: Op[Any]) -> None:
+        """``task`` yielded ``op`` (the trap): requeue it, or make it ``op``'s waiter."""
         try:
             state = op._state
         except AttributeError:
@@ -335,45 +348,33 @@ class Loop:
             self._wake.wait(delay)
         self._wake.clear()
 
+    def poll(self) -> int:
+        """Poll SPDK once (and the extra work); return how much work was done."""
+        n = self._cpoll(*self._poll_args)
+        if self._extra is not None:
+            n += self._extra()
+        return n
+
     def run_until_complete(self, main: Awaitable[T]) -> T:
         """Drive the loop until ``main`` finishes; return its result or raise its exception."""
         if threading.get_ident() != self._owner:
             raise RuntimeError(f"loop {self.name} belongs to another OS thread")
-        if self._running or getattr(_local, "loop", None) is not None:
+        if self._running or getattr(_local, "running", False):
             raise RuntimeError("an spdk_io loop is already running on this OS thread")
         task = main if isinstance(main, Task) else self.spawn(_as_coro(main))
         task._observed = True  # its outcome is returned or raised below
-        done = task._done
-        ready = self._ready
-        poll = self._poll
-        step = self._step
-        _local.loop = self
+        _local.running = True
         self._running = True
-        idle = 0
-        turns = 0
         try:
             try:
-                while not done._state:
-                    for _ in range(len(ready)):
-                        step(ready.popleft())
-                    if poll() or ready:
-                        idle = 0
-                    else:
-                        idle += 1
-                        if idle >= IDLE_SPIN:
-                            idle = 0
-                            self._idle()
-                    turns += 1
-                    if self._crash is not None:
-                        raise self._crash
+                self._drive(task._done)
             except BaseException as exc:
                 self._crash = None
                 self._shutdown_tasks(exc)
                 raise
         finally:
-            self.turns += turns
             self._running = False
-            _local.loop = None
+            _local.running = False
         lost = [t for t in self._unobserved if not t._observed]
         self._unobserved.clear()
         if lost:
@@ -382,6 +383,87 @@ class Loop:
             raise CallbackError(f"task(s) {names} failed and were never awaited") from first
         return task.result()
 
+    def _drive(self, done: Op[Any]) -> None:
+        # The hot loop: everything it touches is a local.  One turn = the ready
+        # tasks, one C poll, and bookkeeping; an idle turn is the C poll plus a
+        # few integer operations.
+        ready = self._ready
+        popleft = ready.popleft
+        append = ready.append
+        step = self._step
+        park = self._park
+        finished = self._finished
+        cpoll = self._cpoll
+        a1, a2, a3 = (*self._poll_args, None, None, None)[:3]
+        nargs = len(self._poll_args)
+        if nargs != 3:
+            args = self._poll_args
+
+            def cpoll3(_a: Any, _b: Any, _c: Any) -> int:
+                return cpoll(*args)
+
+            poll3 = cpoll3
+        else:
+            poll3 = cpoll
+        extra = self._extra
+        spin = IDLE_SPIN
+        idle = 0
+        turns = 0
+        rounds = 0
+        extra_busy = 0
+        try:
+            while not done._state:
+                if ready:
+                    for _ in range(len(ready)):
+                        # _step, inlined for the common case: resume with no exception,
+                        # the task yields an Op, and it is finished or nobody waits on it.
+                        task = popleft()
+                        if task._throw is not None:
+                            step(task)
+                            continue
+                        self.current = task
+                        try:
+                            op = task._coro.send(None)
+                        except BaseException as err:
+                            finished(task, err)
+                            continue
+                        try:
+                            if op._state:
+                                append(task)
+                                continue
+                            if task._cancel is None and op._waiter is None:
+                                op._waiter = task
+                                task._op = op
+                                continue
+                        except AttributeError:
+                            pass
+                        park(task, op)
+                    if done._state:
+                        break
+                    if ready:  # tasks that only yielded: poll SPDK on every 4th such round
+                        rounds += 1
+                        if rounds & 3:
+                            continue
+                if poll3(a1, a2, a3) or ready:
+                    idle = 0
+                else:
+                    idle += 1
+                    if idle >= spin:
+                        idle = 0
+                        self._idle()
+                turns += 1
+                # Every 8th turn (every turn while it is busy): the extra work, and
+                # errors that callbacks reported.
+                if extra_busy or not turns & 7:
+                    if extra is not None:
+                        extra_busy = extra()
+                    if self._crash is not None:
+                        raise self._crash
+            if self._crash is not None:
+                raise self._crash
+        finally:
+            self.turns += turns
+
     def _shutdown_tasks(self, reason: BaseException, budget: float = 5.0) -> None:
         """Cancel every task and let them unwind (``finally`` blocks run), for ``budget`` s."""
         for t in list(self._tasks):
@@ -389,7 +471,7 @@ class Loop:
         deadline = time.monotonic() + budget
         while self._tasks and time.monotonic() < deadline:
             self.run_ready()
-            self._poll()
+            self.poll()
         for t in list(self._tasks):  # stuck tasks: close them so their frames unwind
             self._tasks.discard(t)
             t._coro.close()
@@ -420,10 +502,10 @@ def spawn(coro: Coroutine[Any, Any, T], name: str | None = None) -> Task[T]:
 
 def sleep(seconds: float = 0) -> Awaitable[None]:
     """Suspend the task for ``seconds`` (on an SPDK timed poller); ``sleep(0)`` just yields."""
+    if seconds == 0:
+        return _yield_now()
     if seconds != seconds or seconds < 0:
         raise ValueError(f"sleep() needs a non-negative number of seconds, got {seconds!r}")
-    if seconds == 0:
-        return _yield_now
     return current_loop()._sleep_impl(seconds)
 
 

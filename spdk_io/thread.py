@@ -61,26 +61,14 @@ class SpdkThread:
         self._closed = False
         addr = ctypes.c_void_p(_addr(ptr))
         self._arg = addr
-        poll = _poll
-        zero32, zero64 = ctypes.c_uint32(0), ctypes.c_uint64(0)
-        guests = _guests
-
-        def poll_once() -> int:
-            return poll(addr, zero32, zero64)  # type: ignore[no-any-return]  # restype c_int
-
-        def poll_with_guests() -> int:
-            n: int = poll(addr, zero32, zero64)
-            if guests:
-                for guest in guests:
-                    n += poll(guest, zero32, zero64)
-            return n
-
         self.is_host = host
         self.loop = Loop(
-            poll_with_guests if host else poll_once,
-            self._has_active_pollers,
-            self._next_timer,
-            name,
+            _poll,
+            (addr, _ZERO32, _ZERO64),
+            extra=_poll_guests if host else None,
+            should_spin=self._has_active_pollers,
+            next_timer=self._next_timer,
+            name=name,
         )
         self.loop._sleep_impl = self._sleep
         with _registry_lock:
@@ -134,7 +122,7 @@ class SpdkThread:
         self.check_owner()
         if _bridge.orphan_errors:
             raise _bridge.orphan_errors.pop(0)
-        return self.loop._poll()
+        return self.loop.poll()
 
     def _polled(self) -> list[ctypes.c_void_p]:
         return [self._arg, *_guests] if self.is_host else [self._arg]
@@ -184,6 +172,7 @@ class SpdkThread:
             _by_id.pop(self.id, None)
         if self.is_host:
             globals()["_host"] = None
+        self.loop.close()
         if getattr(_local, "thread", None) is self:
             _local.thread = None
             g.spdk_set_thread(None)
@@ -247,6 +236,17 @@ _guests: list[ctypes.c_void_p] = []
 _host: SpdkThread | None = None
 
 
+_ZERO32 = ctypes.c_uint32(0)
+_ZERO64 = ctypes.c_uint64(0)
+
+
+def _poll_guests() -> int:
+    n = 0
+    for guest in _guests:
+        n += _poll(guest, _ZERO32, _ZERO64)
+    return n
+
+
 def _adopt(addr: int) -> None:
     if getattr(_local, "creating", False):
         return  # one of ours: its creator polls it
@@ -268,7 +268,7 @@ def _reap_guests() -> None:
 def shutdown_guests(timeout: float = 5.0) -> None:
     """Poll guest threads until they exit (after subsystem fini), then destroy them."""
     deadline = time.monotonic() + timeout
-    zero32, zero64 = ctypes.c_uint32(0), ctypes.c_uint64(0)
+    zero32, zero64 = _ZERO32, _ZERO64
     while _guests and time.monotonic() < deadline:
         for guest in list(_guests):
             _poll(guest, zero32, zero64)
