@@ -181,7 +181,8 @@ new_thread_cb = g.spdk_new_thread_fn(_on_new_thread)
 rc_ctx_cb = g.spdk_subsystem_init_fn(_on_rc_ctx)
 poll_cb = g.spdk_poller_fn(_on_poll)
 bdev_event_cb = g.spdk_bdev_event_cb_t(_on_bdev_event)
-_bdev_io_thunk = ctypes.CFUNCTYPE(None, _BdevIoPtr, ctypes.c_bool, ctypes.c_void_p)(_on_bdev_io)
+#: The completion thunk, for hot paths that call SPDK without argtypes conversion.
+bdev_io_thunk = ctypes.CFUNCTYPE(None, _BdevIoPtr, ctypes.c_bool, ctypes.c_void_p)(_on_bdev_io)
 #: The same C thunks, typed as the generated callback types that SPDK's prototypes expect.
-bdev_io_cb = ctypes.cast(_bdev_io_thunk, g.spdk_bdev_io_completion_cb)
+bdev_io_cb = ctypes.cast(bdev_io_thunk, g.spdk_bdev_io_completion_cb)
 io_wait_cb = ctypes.cast(ctx_cb, g.spdk_bdev_io_wait_cb)

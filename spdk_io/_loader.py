@@ -348,13 +348,15 @@ lib = ctypes.CDLL(None)
 pylib = ctypes.PyDLL(None)
 
 
-def fast(name: str, restype: Any) -> Any:
-    """``name`` bound for hot paths: GIL held, no ``argtypes`` (so no per-call conversion).
+def fast(name: str, restype: Any, argtypes: list[Any] | None = None) -> Any:
+    """``name`` bound for hot paths: called with the GIL held (no release/reacquire).
 
-    Callers pass only prebuilt ctypes objects or ints that fit a C int (which
-    the x86-64 and AArch64 ABIs widen to the same 64-bit value).
+    With ``argtypes=None`` ctypes converts nothing, so callers must pass only
+    ctypes objects, or ints for C ``int``-sized parameters: a Python int is
+    passed as a 32-bit C int, and a 64-bit parameter (pointer, ``uint64_t``)
+    that lands on the stack would get garbage in its upper half.
     """
     fn = getattr(ctypes.PyDLL(None), name)
     fn.restype = restype
-    fn.argtypes = None
+    fn.argtypes = argtypes
     return fn

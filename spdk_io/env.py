@@ -14,9 +14,11 @@ the first one's memory and core options (SPDK re-initialises with NULL opts).
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
+import logging
 import threading
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +26,7 @@ from typing import Any, TypeVar
 from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io.errors import SpdkError
-from spdk_io.loop import Op
+from spdk_io.loop import Op, wait_for
 from spdk_io.thread import SpdkThread, shutdown_guests
 
 __all__ = ["Env", "EnvOptions", "block_on", "run"]
@@ -111,6 +113,22 @@ class EnvOptions:
         return opts, keep
 
 
+#: Seconds each teardown step may take before it is abandoned.
+TEARDOWN_TIMEOUT = 10.0
+_log = logging.getLogger("spdk_io")
+_teardown_hooks: list[Callable[[], Awaitable[None]]] = []
+
+
+def on_teardown(hook: Callable[[], Awaitable[None]]) -> None:
+    """Run ``hook()`` on the app thread when an Env stops, before subsystems finish.
+
+    Modules that hand out SPDK resources (descriptors, channels) register one
+    to release what the user left open, so teardown never waits forever.
+    """
+    if hook not in _teardown_hooks:
+        _teardown_hooks.append(hook)
+
+
 _state_lock = threading.Lock()
 _first_options: EnvOptions | None = None  # EAL options are fixed by the first init
 _active: Env | None = None
@@ -191,10 +209,7 @@ class Env:
         global _active
         try:
             if self._stage >= 4 and self.thread is not None:
-                from spdk_io import rpc
-
-                rpc._shutdown()
-                self.thread.block_on(self._fini_subsystems())
+                self.thread.block_on(self._teardown())
             if self._stage >= 3 and self.thread is not None:
                 shutdown_guests()
                 self.thread.close()
@@ -209,11 +224,27 @@ class Env:
                 if _active is self:
                     _active = None
 
-    async def _fini_subsystems(self) -> None:
+    async def _teardown(self) -> None:
+        """Close what Python still holds open, then finish every subsystem (bounded in time)."""
+        from spdk_io import rpc
+
+        for hook in list(_teardown_hooks):
+            try:
+                await wait_for(hook(), TEARDOWN_TIMEOUT)
+            except Exception as exc:  # teardown goes on; the hook's failure is reported
+                _log.warning(
+                    "teardown hook %s failed: %s", getattr(hook, "__qualname__", hook), exc
+                )
+        rpc._shutdown()
         op: Op[None] = Op("spdk_subsystem_fini")
         key = _bridge.once(lambda: op.set_result(None), op)
         g.spdk_subsystem_fini(_bridge.ctx_cb, key)
-        await op
+        try:
+            await wait_for(op, TEARDOWN_TIMEOUT)
+        except TimeoutError:
+            raise SpdkError(
+                errno.ETIMEDOUT, "spdk_subsystem_fini", None, "a subsystem did not finish"
+            ) from None
 
     def __enter__(self) -> Env:
         return self.start()

@@ -17,6 +17,7 @@ other OS thread with :class:`~spdk_io.errors.WrongThreadError`.
 from __future__ import annotations
 
 import ctypes
+import errno
 import inspect
 import threading
 import time
@@ -32,6 +33,9 @@ from spdk_io.loop import Loop, Op, current_loop
 __all__ = ["JoinHandle", "Poller", "SpdkThread", "ThreadHandle", "current_thread"]
 
 T = TypeVar("T")
+
+#: Seconds an exiting SPDK thread may take to release what it holds.
+EXIT_TIMEOUT = 10.0
 
 _local = threading.local()
 _by_id: dict[int, SpdkThread] = {}  # SPDK thread id -> the SpdkThread that polls it
@@ -163,10 +167,17 @@ class SpdkThread:
         self.check_owner()
         self._closed = True
         g.spdk_thread_exit(self._ptr)
-        for _ in range(10_000_000):
+        deadline = time.monotonic() + EXIT_TIMEOUT
+        while not g.spdk_thread_is_exited(self._ptr):
             g.spdk_thread_poll(self._ptr, 0, 0)
-            if g.spdk_thread_is_exited(self._ptr):
-                break
+            if time.monotonic() > deadline:
+                # Destroying a thread that has not exited would corrupt SPDK: leak it instead.
+                raise SpdkError(
+                    errno.EBUSY,
+                    "spdk_thread_exit",
+                    self.name,
+                    "pollers, I/O channels or messages are still outstanding",
+                )
         g.spdk_thread_destroy(self._ptr)
         with _registry_lock:
             _by_id.pop(self.id, None)

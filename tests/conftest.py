@@ -57,6 +57,9 @@ def env() -> Iterator[Any]:
 
     with Env(name="spdk_io_tests", mem_size_mb=512) as e:
         yield e
+        # Teardown runs outside any test's time limit: bound it too (hard, with a traceback).
+        faulthandler.dump_traceback_later(TEST_TIME_LIMIT + HARD_LIMIT_MARGIN, exit=True)
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture

@@ -1,0 +1,564 @@
+"""Block devices: look them up, open them, and do I/O on them.
+
+* :class:`Bdev` is a snapshot of a registered bdev's properties, looked up by
+  name.  It holds no pointer, so it can never dangle.
+* :class:`BdevDesc` is an open descriptor with its I/O channel, bound to the
+  SPDK thread that opened it.  Its I/O methods return awaitables.  Every
+  argument is checked before anything reaches SPDK: a bad range, length or
+  buffer raises ``ValueError``, a closed or read-only descriptor raises, use
+  from another OS thread raises :class:`~spdk_io.errors.WrongThreadError`.
+* Buffers handed to SPDK are pinned until the device completes the I/O, even
+  if the awaiting task is cancelled, so memory is never freed under the device.
+* When SPDK is out of ``bdev_io`` objects (``-ENOMEM``) the I/O is queued with
+  ``spdk_bdev_queue_io_wait`` and retried, not failed.
+* Hot-remove: the descriptor stops taking new I/O (:class:`BdevRemovedError`),
+  lets in-flight I/O finish, then closes itself on its thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import uuid as _uuid
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from spdk_io import _bridge
+from spdk_io import _generated as g
+from spdk_io._loader import fast
+from spdk_io.dma import DmaBuf, iovecs
+from spdk_io.env import on_teardown
+from spdk_io.errors import BdevRemovedError, SpdkError
+from spdk_io.loop import Op, sleep
+from spdk_io.thread import current_thread
+
+__all__ = ["Bdev", "BdevDesc", "IoType"]
+
+
+class IoType:
+    """The I/O types a bdev may support (``enum spdk_bdev_io_type``)."""
+
+    READ = g.SPDK_BDEV_IO_TYPE_READ
+    WRITE = g.SPDK_BDEV_IO_TYPE_WRITE
+    UNMAP = g.SPDK_BDEV_IO_TYPE_UNMAP
+    FLUSH = g.SPDK_BDEV_IO_TYPE_FLUSH
+    RESET = g.SPDK_BDEV_IO_TYPE_RESET
+    WRITE_ZEROES = g.SPDK_BDEV_IO_TYPE_WRITE_ZEROES
+    COMPARE = g.SPDK_BDEV_IO_TYPE_COMPARE
+    COMPARE_AND_WRITE = g.SPDK_BDEV_IO_TYPE_COMPARE_AND_WRITE
+    ABORT = g.SPDK_BDEV_IO_TYPE_ABORT
+    COPY = g.SPDK_BDEV_IO_TYPE_COPY
+
+    NAMES: ClassVar[dict[int, str]] = {
+        READ: "read",
+        WRITE: "write",
+        UNMAP: "unmap",
+        FLUSH: "flush",
+        RESET: "reset",
+        WRITE_ZEROES: "write_zeroes",
+        COMPARE: "compare",
+        COMPARE_AND_WRITE: "compare_and_write",
+        ABORT: "abort",
+        COPY: "copy",
+    }
+
+
+@dataclass(frozen=True)
+class Bdev:
+    """What a registered bdev looked like when it was looked up."""
+
+    name: str
+    product_name: str
+    block_size: int
+    num_blocks: int
+    uuid: _uuid.UUID | None
+    write_unit_size: int
+    required_alignment: int
+    md_size: int
+    md_interleaved: bool
+    optimal_io_boundary: int
+    io_types: frozenset[str]
+
+    @property
+    def size(self) -> int:
+        """Capacity in bytes."""
+        return self.block_size * self.num_blocks
+
+    def supports(self, io_type: str) -> bool:
+        """Whether the bdev supports ``io_type`` (``"unmap"``, ``"compare"``, ...)."""
+        return io_type in self.io_types
+
+    @classmethod
+    def _from_ptr(cls, ptr: Any) -> Bdev:
+        raw_uuid = g.spdk_bdev_get_uuid(ptr)
+        uid = (
+            _uuid.UUID(bytes=bytes(ctypes.string_at(ctypes.addressof(raw_uuid.contents), 16)))
+            if raw_uuid
+            else None
+        )
+        return cls(
+            name=(g.spdk_bdev_get_name(ptr) or b"").decode(),
+            product_name=(g.spdk_bdev_get_product_name(ptr) or b"").decode(),
+            block_size=g.spdk_bdev_get_block_size(ptr),
+            num_blocks=g.spdk_bdev_get_num_blocks(ptr),
+            uuid=uid if uid and uid.int else None,
+            write_unit_size=g.spdk_bdev_get_write_unit_size(ptr),
+            required_alignment=g.spdk_bdev_get_buf_align(ptr),
+            md_size=g.spdk_bdev_get_md_size(ptr),
+            md_interleaved=bool(g.spdk_bdev_is_md_interleaved(ptr)),
+            optimal_io_boundary=g.spdk_bdev_get_optimal_io_boundary(ptr),
+            io_types=frozenset(
+                name for t, name in IoType.NAMES.items() if g.spdk_bdev_io_type_supported(ptr, t)
+            ),
+        )
+
+    @classmethod
+    def get(cls, name: str) -> Bdev:
+        """Look a bdev up by name (or alias); ``LookupError`` if there is none."""
+        current_thread()  # bdev lists are read on SPDK threads only
+        if not isinstance(name, str) or not name or "\0" in name:
+            raise ValueError(f"invalid bdev name {name!r}")
+        ptr = g.spdk_bdev_get_by_name(name.encode())
+        if not ptr:
+            raise LookupError(f"no bdev named {name!r}")
+        return cls._from_ptr(ptr)
+
+    @classmethod
+    def list(cls) -> list[Bdev]:
+        """Every registered bdev."""
+        current_thread()
+        out = []
+        ptr = g.spdk_bdev_first()
+        while ptr:
+            out.append(cls._from_ptr(ptr))
+            ptr = g.spdk_bdev_next(ptr)
+        return out
+
+    def open(self, write: bool = False) -> BdevDesc:
+        """Open this bdev (see :meth:`BdevDesc.open`)."""
+        return BdevDesc.open(self.name, write=write)
+
+
+# ------------------------------------------------------------------------------ fast calls
+# The hot submission functions, bound once with the GIL held (PyDLL) and no argtypes:
+# every argument is prebuilt or a small int, so ctypes converts nothing per call.
+
+
+_VP, _U64 = ctypes.c_void_p, ctypes.c_uint64
+_RW_ARGS = [_VP, _VP, _VP, _U64, _U64, _VP, _VP]  # desc, ch, buf, offset, num, cb, cb_arg
+_read_blocks = fast("spdk_bdev_read_blocks", ctypes.c_int, _RW_ARGS)
+_write_blocks = fast("spdk_bdev_write_blocks", ctypes.c_int, _RW_ARGS)
+_nvme_status = fast("spdk_bdev_io_get_nvme_status", None)
+
+
+class IoChannel:
+    """A bdev I/O channel on one SPDK thread (``spdk_bdev_get_io_channel``)."""
+
+    def __init__(self, desc: BdevDesc) -> None:
+        self.thread = desc.thread
+        self._ptr: Any = g.spdk_bdev_get_io_channel(desc._ptr)
+        if not self._ptr:
+            raise SpdkError(errno.ENOMEM, "spdk_bdev_get_io_channel", desc.name)
+        self.arg = ctypes.c_void_p(ctypes.cast(self._ptr, ctypes.c_void_p).value)
+
+    def put(self) -> None:
+        if self._ptr:
+            g.spdk_put_io_channel(self._ptr)
+            self._ptr = None
+
+
+_open: weakref.WeakSet[BdevDesc] = weakref.WeakSet()
+
+
+async def _close_all() -> None:
+    """Env teardown: close descriptors the user left open on this thread, after their I/O."""
+    me = current_thread()
+    for desc in list(_open):
+        if desc.thread is not me or desc._closed:
+            continue
+        while desc._inflight:
+            await sleep(0.001)
+        desc._really_close()
+
+
+on_teardown(_close_all)
+
+
+class BdevDesc:
+    """An open bdev descriptor with its I/O channel, bound to the opening SPDK thread.
+
+    Use as a context manager.  Offsets and lengths are in bytes in
+    :meth:`read`/:meth:`write` and friends, in blocks in the ``*_blocks`` variants.
+    """
+
+    def __init__(self, name: str, write: bool) -> None:
+        self.thread = current_thread()
+        self.name = name
+        self.writable = write
+        self._removed = False
+        self._closed = False
+        self._inflight = 0
+        self._event_key = _bridge.persistent(self._on_event)
+        desc = ctypes.POINTER(g.struct_spdk_bdev_desc)()
+        rc = g.spdk_bdev_open_ext(
+            name.encode(), write, _bridge.bdev_event_cb, self._event_key, ctypes.byref(desc)
+        )
+        if rc != 0:
+            _bridge.forget(self._event_key)
+            if rc == -errno.ENODEV:
+                raise LookupError(f"no bdev named {name!r}")
+            raise SpdkError(-rc, "spdk_bdev_open_ext", name)
+        self._ptr = desc
+        self.bdev = Bdev._from_ptr(g.spdk_bdev_desc_get_bdev(desc))
+        self._bdev_ptr = g.spdk_bdev_desc_get_bdev(desc)
+        self.block_size = self.bdev.block_size
+        self.num_blocks = self.bdev.num_blocks
+        try:
+            self._channel = IoChannel(self)
+        except BaseException:
+            g.spdk_bdev_close(desc)
+            _bridge.forget(self._event_key)
+            raise
+        self._desc_arg = ctypes.c_void_p(ctypes.cast(desc, ctypes.c_void_p).value)
+        self._ch_arg = self._channel.arg
+        _open.add(self)
+
+    @classmethod
+    def open(cls, name: str, write: bool = False) -> BdevDesc:
+        """Open the bdev ``name`` on the current SPDK thread, read-only unless ``write``."""
+        if not isinstance(name, str) or not name or "\0" in name:
+            raise ValueError(f"invalid bdev name {name!r}")
+        return cls(name, bool(write))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("removed" if self._removed else "open")
+        return f"<BdevDesc {self.name} {'rw' if self.writable else 'ro'} {state}>"
+
+    def __enter__(self) -> BdevDesc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def inflight(self) -> int:
+        """I/Os submitted and not yet completed by the device."""
+        return self._inflight
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the descriptor.  Refused while I/O is in flight; idempotent."""
+        if self._closed:
+            return
+        self.thread.check_owner()
+        if self._inflight:
+            raise BlockingIOError(
+                f"{self.name}: {self._inflight} I/O still in flight; await them first"
+            )
+        self._really_close()
+
+    def _really_close(self) -> None:
+        self._closed = True
+        _open.discard(self)
+        self._channel.put()
+        g.spdk_bdev_close(self._ptr)
+        _bridge.forget(self._event_key)
+
+    def _on_event(self, event_type: int) -> None:
+        if event_type == g.SPDK_BDEV_EVENT_REMOVE:
+            self._removed = True
+            if not self._inflight and not self._closed:
+                self._really_close()
+        elif event_type == g.SPDK_BDEV_EVENT_RESIZE and not self._closed:
+            self.num_blocks = g.spdk_bdev_get_num_blocks(self._bdev_ptr)
+
+    # -- checks --------------------------------------------------------------------------
+
+    def _check(self, write: bool) -> None:
+        self.thread.check_owner()
+        if self._removed:
+            raise BdevRemovedError(self.name)
+        if self._closed:
+            raise ValueError(f"I/O on closed descriptor of {self.name}")
+        if write and not self.writable:
+            raise PermissionError(f"{self.name} was opened read-only")
+
+    def _blocks(self, offset: int, length: int) -> tuple[int, int]:
+        """Byte offset and length to blocks, refusing anything unaligned."""
+        bs = self.block_size
+        if offset % bs or length % bs:
+            raise ValueError(
+                f"{self.name}: offset {offset} and length {length} must be multiples "
+                f"of the block size {bs}"
+            )
+        return offset // bs, length // bs
+
+    def _range(self, offset_blocks: int, num_blocks: int) -> None:
+        if offset_blocks < 0 or num_blocks <= 0:
+            raise ValueError(
+                f"{self.name}: invalid range: offset {offset_blocks}, {num_blocks} blocks"
+            )
+        if offset_blocks + num_blocks > self.num_blocks:
+            raise ValueError(
+                f"{self.name}: blocks {offset_blocks}..{offset_blocks + num_blocks} are past "
+                f"the end ({self.num_blocks} blocks)"
+            )
+
+    def _buffer(self, buf: DmaBuf, num_blocks: int) -> int:
+        if not isinstance(buf, DmaBuf):
+            raise TypeError(
+                f"I/O buffers must be DmaBuf (DMA-safe memory), got {type(buf).__name__}"
+            )
+        need = num_blocks * self.block_size
+        if len(buf) < need:
+            raise ValueError(
+                f"{self.name}: buffer of {len(buf)} bytes is too small for {need} bytes"
+            )
+        return buf.addr
+
+    # -- submission ----------------------------------------------------------------------
+
+    def _submit(
+        self,
+        what: str,
+        call: Callable[[int], int],
+        keep: Sequence[DmaBuf],
+        complete: Callable[[Op[Any], bool, Any], None] | None = None,
+    ) -> Op[Any]:
+        """Start an I/O: pin its buffers, register its completion, call SPDK.
+
+        ``call(key)`` submits with ``key`` as ``cb_arg`` and returns SPDK's rc;
+        ``complete(op, success, bdev_io)`` turns the completion into a result.
+        """
+        op: Op[Any] = Op(what)
+        for b in keep:
+            b._pin()
+        op.keep = keep
+        key = _bridge.once(complete or self._complete, op)
+        rc = call(key)
+        if rc == 0 or rc == -errno.ENOMEM:
+            self._inflight += 1
+            if rc:
+                self._wait_for_io(op, call, key)
+            return op
+        _bridge.forget(key)
+        for b in keep:
+            b._unpin()
+        raise SpdkError(-rc, what, self.name)
+
+    def _wait_for_io(self, op: Op[Any], call: Callable[[int], int], key: int) -> None:
+        """Retry ``call`` when a ``bdev_io`` is free again (``spdk_bdev_queue_io_wait``)."""
+        entry = g.struct_spdk_bdev_io_wait_entry()
+        entry.bdev = self._bdev_ptr
+
+        holder = [entry]  # SPDK links the struct into a list: keep it alive until it calls back
+
+        def retry() -> None:
+            holder.clear()
+            rc = call(key)
+            if rc == -errno.ENOMEM:
+                self._wait_for_io(op, call, key)
+            elif rc != 0:
+                _bridge.forget(key)
+                self._finish(op, SpdkError(-rc, op.what, self.name))
+
+        entry.cb_fn = _bridge.io_wait_cb
+        entry.cb_arg = _bridge.once(retry, op)
+        rc = g.spdk_bdev_queue_io_wait(self._bdev_ptr, self._channel._ptr, ctypes.byref(entry))
+        if rc != 0:
+            _bridge.forget(entry.cb_arg)
+            _bridge.forget(key)
+            self._finish(op, SpdkError(-rc, "spdk_bdev_queue_io_wait", self.name))
+
+    def _complete(self, op: Op[Any], success: bool, bdev_io: Any) -> None:
+        self._finish(op, None if success else SpdkError(errno.EIO, op.what, self.name))
+
+    def _finish(self, op: Op[Any], exc: BaseException | None, value: object = None) -> None:
+        self._inflight -= 1
+        keep: Sequence[DmaBuf] = op.keep  # type: ignore[assignment]  # set by _submit
+        for b in keep:
+            b._unpin()
+        if exc is None:
+            op.set_result(value)
+        else:
+            op.set_exception(exc)
+        if self._removed and not self._inflight and not self._closed:
+            self._really_close()
+
+    # -- I/O -----------------------------------------------------------------------------
+
+    def read_blocks(self, buf: DmaBuf, offset_blocks: int, num_blocks: int) -> Op[None]:
+        """Read ``num_blocks`` blocks at ``offset_blocks`` into ``buf``."""
+        return self._rw("read", _read_blocks, buf, offset_blocks, num_blocks, False)
+
+    def write_blocks(self, buf: DmaBuf, offset_blocks: int, num_blocks: int) -> Op[None]:
+        """Write ``num_blocks`` blocks from ``buf`` at ``offset_blocks``."""
+        return self._rw("write", _write_blocks, buf, offset_blocks, num_blocks, True)
+
+    def _rw(
+        self, what: str, fn: Any, buf: DmaBuf, offset_blocks: int, num_blocks: int, write: bool
+    ) -> Op[None]:
+        self._check(write)
+        self._range(offset_blocks, num_blocks)
+        self._buffer(buf, num_blocks)
+        d, c, cb = self._desc_arg, self._ch_arg, _bridge.bdev_io_thunk
+
+        def submit(key: int) -> int:
+            # buf.addr is read here, once the buffer is pinned (it cannot be freed now)
+            return fn(d, c, buf.addr, offset_blocks, num_blocks, cb, key)  # type: ignore[no-any-return]
+
+        return self._submit(what, submit, (buf,))
+
+    def read(self, buf: DmaBuf, offset: int = 0, length: int | None = None) -> Op[None]:
+        """Read ``length`` bytes (default: all of ``buf``) at byte ``offset``."""
+        ob, nb = self._blocks(offset, len(buf) if length is None else length)
+        return self.read_blocks(buf, ob, nb)
+
+    def write(self, buf: DmaBuf, offset: int = 0, length: int | None = None) -> Op[None]:
+        """Write ``length`` bytes (default: all of ``buf``) at byte ``offset``."""
+        ob, nb = self._blocks(offset, len(buf) if length is None else length)
+        return self.write_blocks(buf, ob, nb)
+
+    def _vectored(
+        self, what: str, fn: Any, bufs: Sequence[DmaBuf], offset_blocks: int, write: bool
+    ) -> Op[None]:
+        self._check(write)
+        if not bufs:
+            raise ValueError("vectored I/O needs at least one buffer")
+        for b in bufs:
+            if not isinstance(b, DmaBuf):
+                raise TypeError(f"I/O buffers must be DmaBuf, got {type(b).__name__}")
+        total = sum(len(b) for b in bufs)
+        _, num_blocks = self._blocks(0, total)
+        self._range(offset_blocks, num_blocks)
+        iov = iovecs(bufs)
+        d, c = self._ptr, self._channel._ptr
+        return self._submit(
+            what,
+            lambda key: fn(
+                d, c, iov, len(bufs), offset_blocks, num_blocks, _bridge.bdev_io_cb, key
+            ),
+            list(bufs),
+        )
+
+    def readv_blocks(self, bufs: Sequence[DmaBuf], offset_blocks: int) -> Op[None]:
+        """Scatter-read into ``bufs`` (their total length, a whole number of blocks)."""
+        return self._vectored("readv", g.spdk_bdev_readv_blocks, bufs, offset_blocks, False)
+
+    def writev_blocks(self, bufs: Sequence[DmaBuf], offset_blocks: int) -> Op[None]:
+        """Gather-write ``bufs`` (their total length, a whole number of blocks)."""
+        return self._vectored("writev", g.spdk_bdev_writev_blocks, bufs, offset_blocks, True)
+
+    def readv(self, bufs: Sequence[DmaBuf], offset: int = 0) -> Op[None]:
+        return self.readv_blocks(bufs, self._blocks(offset, 0)[0])
+
+    def writev(self, bufs: Sequence[DmaBuf], offset: int = 0) -> Op[None]:
+        return self.writev_blocks(bufs, self._blocks(offset, 0)[0])
+
+    def _no_data(
+        self, what: str, fn: Any, offset_blocks: int, num_blocks: int, io_type: str
+    ) -> Op[None]:
+        self._check(what != "flush")
+        if not self.bdev.supports(io_type):
+            raise SpdkError(
+                errno.ENOTSUP,
+                what,
+                self.name,
+                f"{self.bdev.product_name} does not support {io_type}",
+            )
+        self._range(offset_blocks, num_blocks)
+        d, c = self._ptr, self._channel._ptr
+        return self._submit(
+            what, lambda key: fn(d, c, offset_blocks, num_blocks, _bridge.bdev_io_cb, key), ()
+        )
+
+    def write_zeroes_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
+        return self._no_data(
+            "write_zeroes",
+            g.spdk_bdev_write_zeroes_blocks,
+            offset_blocks,
+            num_blocks,
+            "write_zeroes",
+        )
+
+    def unmap_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
+        return self._no_data("unmap", g.spdk_bdev_unmap_blocks, offset_blocks, num_blocks, "unmap")
+
+    def flush_blocks(self, offset_blocks: int = 0, num_blocks: int | None = None) -> Op[None]:
+        n = self.num_blocks - offset_blocks if num_blocks is None else num_blocks
+        return self._no_data("flush", g.spdk_bdev_flush_blocks, offset_blocks, n, "flush")
+
+    def write_zeroes(self, offset: int, length: int) -> Op[None]:
+        return self.write_zeroes_blocks(*self._blocks(offset, length))
+
+    def unmap(self, offset: int, length: int) -> Op[None]:
+        return self.unmap_blocks(*self._blocks(offset, length))
+
+    def flush(self, offset: int = 0, length: int | None = None) -> Op[None]:
+        ob, nb = self._blocks(
+            offset, self.num_blocks * self.block_size - offset if length is None else length
+        )
+        return self.flush_blocks(ob, nb)
+
+    def compare_blocks(self, buf: DmaBuf, offset_blocks: int, num_blocks: int) -> Op[bool]:
+        """Compare ``buf`` with the blocks on the device: True if equal, False on a miscompare."""
+        self._check(False)
+        self._range(offset_blocks, num_blocks)
+        self._buffer(buf, num_blocks)
+        iov = iovecs([buf.slice(0, num_blocks * self.block_size)])
+        d, c = self._ptr, self._channel._ptr
+        return self._submit(
+            "compare",
+            lambda key: g.spdk_bdev_comparev_blocks(
+                d, c, iov, 1, offset_blocks, num_blocks, _bridge.bdev_io_cb, key
+            ),
+            (buf,),
+            self._complete_compare,
+        )
+
+    def compare_and_write_blocks(
+        self, compare: DmaBuf, write: DmaBuf, offset_blocks: int, num_blocks: int
+    ) -> Op[bool]:
+        """Atomically write ``write`` if the blocks equal ``compare``: False on a miscompare."""
+        self._check(True)
+        self._range(offset_blocks, num_blocks)
+        self._buffer(compare, num_blocks)
+        self._buffer(write, num_blocks)
+        n = num_blocks * self.block_size
+        ciov, wiov = iovecs([compare.slice(0, n)]), iovecs([write.slice(0, n)])
+        d, c = self._ptr, self._channel._ptr
+        return self._submit(
+            "compare_and_write",
+            lambda key: g.spdk_bdev_comparev_and_writev_blocks(
+                d, c, ciov, 1, wiov, 1, offset_blocks, num_blocks, _bridge.bdev_io_cb, key
+            ),
+            (compare, write),
+            self._complete_compare,
+        )
+
+    def _complete_compare(self, op: Op[Any], success: bool, bdev_io: Any) -> None:
+        if success:
+            self._finish(op, None, True)
+            return
+        cdw0, sct, sc = ctypes.c_uint32(), ctypes.c_int(), ctypes.c_int()
+        _nvme_status(bdev_io, ctypes.byref(cdw0), ctypes.byref(sct), ctypes.byref(sc))
+        if sct.value == g.SPDK_NVME_SCT_MEDIA_ERROR and sc.value == g.SPDK_NVME_SC_COMPARE_FAILURE:
+            self._finish(op, None, False)
+        else:
+            self._finish(
+                op,
+                SpdkError(errno.EIO, op.what, self.name, f"NVMe status {sct.value}/{sc.value:#x}"),
+            )
+
+    def reset(self) -> Op[None]:
+        """Reset the bdev (``spdk_bdev_reset``); in-flight I/O may fail."""
+        self._check(True)
+        if not self.bdev.supports("reset"):
+            raise SpdkError(errno.ENOTSUP, "reset", self.name)
+        d, c = self._ptr, self._channel._ptr
+        return self._submit(
+            "reset", lambda key: g.spdk_bdev_reset(d, c, _bridge.bdev_io_cb, key), ()
+        )
