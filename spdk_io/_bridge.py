@@ -144,11 +144,9 @@ _free_io = fast("spdk_bdev_free_io", None)
 
 def _on_bdev_io(bdev_io: _BdevIoPtr, success: bool, ctx: int | None) -> None:
     """``spdk_bdev_io_completion_cb``: the entry sees ``(op, success, bdev_io)``; we free the io."""
-    entry = _once.pop(ctx, None) if ctx is not None else None
+    entry = _take(ctx)  # one-shot I/Os, and the persistent entries of IoSlots
     if entry is None:
         _free_io(bdev_io)
-        global stale_callbacks
-        stale_callbacks += 1
         return
     try:
         entry[0](entry[1], success, bdev_io)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import threading
 import uuid as _uuid
 import weakref
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from spdk_io.errors import BdevRemovedError, SpdkError
 from spdk_io.loop import Op, sleep
 from spdk_io.thread import current_thread
 
-__all__ = ["Bdev", "BdevDesc", "IoType"]
+__all__ = ["Bdev", "BdevDesc", "IoSlot", "IoType"]
 
 
 class IoType:
@@ -150,6 +151,9 @@ _VP, _U64 = ctypes.c_void_p, ctypes.c_uint64
 _RW_ARGS = [_VP, _VP, _VP, _U64, _U64, _VP, _VP]  # desc, ch, buf, offset, num, cb, cb_arg
 _read_blocks = fast("spdk_bdev_read_blocks", ctypes.c_int, _RW_ARGS)
 _write_blocks = fast("spdk_bdev_write_blocks", ctypes.c_int, _RW_ARGS)
+# IoSlot passes only prebuilt ctypes objects: no argtypes, no conversion at all.
+_read_blocks_raw = fast("spdk_bdev_read_blocks", ctypes.c_int)
+_write_blocks_raw = fast("spdk_bdev_write_blocks", ctypes.c_int)
 _nvme_status = fast("spdk_bdev_io_get_nvme_status", None)
 
 
@@ -349,8 +353,13 @@ class BdevDesc:
             b._unpin()
         raise SpdkError(-rc, what, self.name)
 
-    def _wait_for_io(self, op: Op[Any], call: Callable[[int], int], key: int) -> None:
-        """Retry ``call`` when a ``bdev_io`` is free again (``spdk_bdev_queue_io_wait``)."""
+    def _wait_for_io(
+        self, op: Op[Any], call: Callable[[int], int], key: int, one_shot: bool = True
+    ) -> None:
+        """Retry ``call`` when a ``bdev_io`` is free again (``spdk_bdev_queue_io_wait``).
+
+        ``key`` is the completion's registration: dropped on failure if ``one_shot``.
+        """
         entry = g.struct_spdk_bdev_io_wait_entry()
         entry.bdev = self._bdev_ptr
 
@@ -360,9 +369,10 @@ class BdevDesc:
             holder.clear()
             rc = call(key)
             if rc == -errno.ENOMEM:
-                self._wait_for_io(op, call, key)
+                self._wait_for_io(op, call, key, one_shot)
             elif rc != 0:
-                _bridge.forget(key)
+                if one_shot:
+                    _bridge.forget(key)
                 self._finish(op, SpdkError(-rc, op.what, self.name))
 
         entry.cb_fn = _bridge.io_wait_cb
@@ -370,7 +380,8 @@ class BdevDesc:
         rc = g.spdk_bdev_queue_io_wait(self._bdev_ptr, self._channel._ptr, ctypes.byref(entry))
         if rc != 0:
             _bridge.forget(entry.cb_arg)
-            _bridge.forget(key)
+            if one_shot:
+                _bridge.forget(key)
             self._finish(op, SpdkError(-rc, "spdk_bdev_queue_io_wait", self.name))
 
     def _complete(self, op: Op[Any], success: bool, bdev_io: Any) -> None:
@@ -553,6 +564,10 @@ class BdevDesc:
                 SpdkError(errno.EIO, op.what, self.name, f"NVMe status {sct.value}/{sc.value:#x}"),
             )
 
+    def slot(self, buf: DmaBuf) -> IoSlot:
+        """A reusable submission context over ``buf`` for the hot path (see :class:`IoSlot`)."""
+        return IoSlot(self, buf)
+
     def reset(self) -> Op[None]:
         """Reset the bdev (``spdk_bdev_reset``); in-flight I/O may fail."""
         self._check(True)
@@ -562,3 +577,120 @@ class BdevDesc:
         return self._submit(
             "reset", lambda key: g.spdk_bdev_reset(d, c, _bridge.bdev_io_cb, key), ()
         )
+
+
+_get_ident = threading.get_ident
+_bdev_io_thunk = _bridge.bdev_io_thunk
+
+
+class IoSlot:
+    """One outstanding I/O at a time, with every argument prebuilt: the hot path.
+
+    A slot pins its buffer for its whole life, registers one persistent
+    completion, and reuses one :class:`Op` and its ctypes arguments, so a
+    read or write costs one C call and allocates nothing but the await.  The
+    checks of :class:`BdevDesc` still apply.  Use one slot per concurrently
+    outstanding I/O (a perf tool's queue depth); close it (or leave the
+    ``with`` block) to release the buffer.
+    """
+
+    def __init__(self, desc: BdevDesc, buf: DmaBuf) -> None:
+        desc._check(False)
+        desc._buffer(buf, 1)
+        buf._pin()
+        self.desc = desc
+        self.buf = buf
+        self._capacity_blocks = len(buf) // desc.block_size
+        self._op: Op[None] = Op("slot I/O")
+        self._op._state = 1  # idle: finished
+        self._op.keep = ()
+        self._off = ctypes.c_uint64()
+        self._num = ctypes.c_uint64()
+        self._buf_arg = ctypes.c_void_p(buf.addr)
+        self._key = _bridge.persistent(self._complete)
+        self._key_arg = ctypes.c_void_p(self._key)
+        self._owner = desc.thread.owner
+        self._closed = False
+
+    def __enter__(self) -> IoSlot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the buffer.  Refused while the slot's I/O is in flight; idempotent."""
+        if self._closed:
+            return
+        if not self._op._state:
+            raise BlockingIOError("the slot's I/O is still in flight")
+        self._closed = True
+        _bridge.forget(self._key)
+        self.buf._unpin()
+
+    def read_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
+        """Read into the slot's buffer; await the result."""
+        return self._submit(_read_blocks_raw, offset_blocks, num_blocks, False)
+
+    def write_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
+        """Write from the slot's buffer; await the result."""
+        return self._submit(_write_blocks_raw, offset_blocks, num_blocks, True)
+
+    def _submit(self, fn: Any, offset_blocks: int, num_blocks: int, write: bool) -> Op[None]:
+        op = self._op
+        desc = self.desc
+        if (
+            not op._state
+            or self._closed
+            or not 0 < num_blocks <= self._capacity_blocks
+            or offset_blocks < 0
+            or offset_blocks + num_blocks > desc.num_blocks
+            or desc._removed
+            or desc._closed
+            or (write and not desc.writable)
+            or _get_ident() != self._owner
+        ):
+            self._refuse(offset_blocks, num_blocks, write)
+        self._off.value = offset_blocks
+        if num_blocks != self._num.value:
+            self._num.value = num_blocks
+        rc = fn(
+            desc._desc_arg,
+            desc._ch_arg,
+            self._buf_arg,
+            self._off,
+            self._num,
+            _bdev_io_thunk,
+            self._key_arg,
+        )
+        if rc and rc != -errno.ENOMEM:
+            raise SpdkError(-rc, "write" if write else "read", desc.name)
+        op._state = 0
+        op._value = None
+        desc._inflight += 1
+        if rc:  # out of bdev_io: wait for one, then submit again
+            retry = _write_blocks if write else _read_blocks
+            args = (desc._desc_arg, desc._ch_arg, self._buf_arg, offset_blocks, num_blocks)
+            desc._wait_for_io(
+                op, lambda key: retry(*args, _bdev_io_thunk, key), self._key, one_shot=False
+            )
+        return op
+
+    def _refuse(self, offset_blocks: int, num_blocks: int, write: bool) -> None:
+        """Raise the exception that explains why an I/O cannot be submitted."""
+        if self._closed:
+            raise RuntimeError("slot is closed")
+        if not self._op._state:
+            raise RuntimeError("slot is busy: await its I/O first")
+        self.desc._check(write)
+        self.desc._range(offset_blocks, num_blocks)
+        self.desc._buffer(self.buf, num_blocks)
+        raise AssertionError("unreachable: an I/O was refused without a reason")
+
+    def _complete(self, op: None, success: bool, bdev_io: Any) -> None:
+        desc = self.desc
+        if success and not desc._removed:
+            desc._inflight -= 1
+            self._op.set_result(None)
+        else:
+            desc._finish(self._op, None if success else SpdkError(errno.EIO, "slot I/O", desc.name))

@@ -332,3 +332,52 @@ def test_descriptor_left_open_is_closed_at_teardown() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "clean teardown" in proc.stdout
+
+
+def test_io_slot_reuses_one_op_and_checks_like_the_descriptor(run: Run) -> None:
+    async def main() -> None:
+        async with malloc("Slot0", blocks=64):
+            with BdevDesc.open("Slot0", write=True) as d:
+                buf = DmaBuf.alloc(2 * BS)
+                with d.slot(buf) as slot:
+                    for i in range(8):
+                        buf.fill(i)
+                        await slot.write_blocks(i * 2, 2)
+                    for i in range(8):
+                        await slot.read_blocks(i * 2, 1)
+                        assert buf[0] == i and buf[BS - 1] == i
+                    with pytest.raises(BufferError):
+                        buf.free()  # pinned for the slot's life
+                    op = slot.read_blocks(0, 1)
+                    with pytest.raises(RuntimeError, match="busy"):
+                        slot.read_blocks(1, 1)
+                    await op
+                    with pytest.raises(ValueError, match="past"):
+                        slot.read_blocks(63, 2)
+                    with pytest.raises(ValueError, match="too small"):
+                        slot.read_blocks(0, 3)
+                    with pytest.raises(ValueError):
+                        slot.read_blocks(-1, 1)
+                    errors: list[BaseException] = []
+                    t = threading.Thread(
+                        target=lambda: _catch(errors, lambda: slot.read_blocks(0, 1))
+                    )
+                    t.start()
+                    t.join()
+                    assert isinstance(errors[0], WrongThreadError)
+                with pytest.raises(RuntimeError, match="closed"):
+                    slot.read_blocks(0, 1)
+                buf.free()  # released by closing the slot
+            with BdevDesc.open("Slot0") as ro, ro.slot(DmaBuf.alloc(BS)) as rslot:
+                with pytest.raises(PermissionError):
+                    rslot.write_blocks(0, 1)
+                await rslot.read_blocks(0, 1)
+
+    run(main())
+
+
+def _catch(errors: list[BaseException], fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except BaseException as exc:
+        errors.append(exc)
