@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "EnvOptions": "env",
     "run": "env",
     "block_on": "env",
+    # app
+    "App": "app",
     # loop
     "Op": "loop",
     "Task": "loop",
@@ -57,7 +59,18 @@ _EXPORTS: dict[str, str] = {
     "CallbackError": "errors",
     "Cancelled": "errors",
 }
-_SUBMODULES = {"env", "loop", "thread", "errors", "rpc", "dma", "bdev", "perf"}
+_SUBMODULES = {
+    "app",
+    "env",
+    "loop",
+    "thread",
+    "errors",
+    "rpc",
+    "dma",
+    "bdev",
+    "bdev_modules",
+    "perf",
+}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
@@ -77,13 +90,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit re-exports)
+    from spdk_io import app as app
     from spdk_io import bdev as bdev
+    from spdk_io import bdev_modules as bdev_modules
     from spdk_io import dma as dma
     from spdk_io import env as env
     from spdk_io import errors as errors
     from spdk_io import loop as loop
     from spdk_io import rpc as rpc
     from spdk_io import thread as thread
+    from spdk_io.app import App as App
     from spdk_io.env import Env as Env
     from spdk_io.env import EnvOptions as EnvOptions
     from spdk_io.env import block_on as block_on

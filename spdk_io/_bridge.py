@@ -160,8 +160,22 @@ def _no_hook(addr: int) -> None:
     return None
 
 
+def no_hook() -> None:
+    return None
+
+
 #: Called with the address of every SPDK thread created (set by :mod:`spdk_io.thread`).
 new_thread_hook: Callable[[int], None] = _no_hook
+#: Called by ``void (*)(void)`` callbacks: the app framework's shutdown (set by spdk_io.app).
+shutdown_hook: Callable[[], None] = no_hook
+
+
+def _on_void() -> None:
+    """``void (*)(void)``: no context argument, so it calls the one hook there is."""
+    try:
+        shutdown_hook()
+    except BaseException as exc:
+        _fail(exc, None, "shutdown callback")
 
 
 def _on_new_thread(thread: Any) -> int:
@@ -176,6 +190,7 @@ def _on_new_thread(thread: Any) -> int:
 
 ctx_cb = g.spdk_msg_fn(_on_ctx)
 new_thread_cb = g.spdk_new_thread_fn(_on_new_thread)
+void_cb = g.spdk_app_shutdown_cb(_on_void)
 rc_ctx_cb = g.spdk_subsystem_init_fn(_on_rc_ctx)
 poll_cb = g.spdk_poller_fn(_on_poll)
 bdev_event_cb = g.spdk_bdev_event_cb_t(_on_bdev_event)

@@ -108,8 +108,7 @@ _deferred: list[int] = []  # addresses whose free waits for an Env to be up
 
 
 def _env_up() -> bool:
-    active = _env._active
-    return active is not None and active._stage >= 1
+    return _env.is_up()
 
 
 def _release(addr: int) -> None:

@@ -130,6 +130,15 @@ def on_teardown(hook: Callable[[], Awaitable[None]]) -> None:
 
 
 _state_lock = threading.Lock()
+_framework_up = False  # set while spdk_io.app.App runs SPDK's app framework
+
+
+def is_up() -> bool:
+    """Whether SPDK's environment is initialised in this process (by an Env or an App)."""
+    active = _active
+    return _framework_up or (active is not None and active._stage >= 1)
+
+
 _first_options: EnvOptions | None = None  # EAL options are fixed by the first init
 _active: Env | None = None
 
@@ -216,6 +225,7 @@ class Env:
             if self._stage >= 2:
                 g.spdk_thread_lib_fini()
             if self._stage >= 1:
+                self._stage = 0  # mark down first: nothing may allocate past this point
                 g.spdk_env_fini()
         finally:
             self._stage = 0

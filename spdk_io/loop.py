@@ -478,7 +478,16 @@ class Loop:
         self._crash = None  # errors while unwinding follow from ``reason``, which propagates
 
     # -- timers are provided by the SPDK thread: see spdk_io.thread ---------------------
-    _sleep_impl: Callable[[float], Op[None]]
+    #: ``_call_later(seconds, fn)`` runs ``fn()`` once after ``seconds`` (an SPDK timed
+    #: poller) and returns a function that cancels it (harmless after it ran).
+    _call_later: Callable[[float, Callable[[], None]], Callable[[], None]]
+
+    def _sleep_impl(self, seconds: float) -> Op[None]:
+        op: Op[None] = Op("sleep")
+        op._abort = self._call_later(
+            seconds, lambda: op.set_result(None) if not op.done() else None
+        )
+        return op
 
     def pending_tasks(self) -> int:
         return len(self._tasks)
@@ -512,43 +521,36 @@ def sleep(seconds: float = 0) -> Awaitable[None]:
 class timeout:
     """Cancel the enclosed block after ``seconds``, raising :class:`TimeoutError`.
 
-    ``async with spdk_io.timeout(0.5): await something()``
+    ``async with spdk_io.timeout(0.5): await something()``.  The deadline is an
+    SPDK timed poller that cancels the task when it fires; leaving the block
+    unregisters it.
     """
 
     def __init__(self, seconds: float) -> None:
         if seconds != seconds or seconds < 0:
             raise ValueError(f"timeout() needs a non-negative number of seconds, got {seconds!r}")
         self.seconds = seconds
-        self._watcher: Task[None] | None = None
+        self._cancel_timer: Callable[[], None] | None = None
         self._fired = False
-        self._task: Task[Any] | None = None
-        self._exc: Cancelled | None = None
+        self._exc = Cancelled(f"timed out after {seconds} s")
 
     async def __aenter__(self) -> timeout:
         loop = current_loop()
         task = _current_task(loop)
-        self._task = task
-        self._exc = Cancelled(f"timed out after {self.seconds} s")
-        watcher = loop.spawn(self._watch(loop._sleep_impl(self.seconds)), name="timeout")
-        watcher._observed = True
-        self._watcher = watcher
-        return self
 
-    async def _watch(self, timer: Op[None]) -> None:
-        try:
-            await timer
-        except Cancelled:
-            return
-        if self._task is not None:
+        def fire() -> None:
             self._fired = True
-            self._task.cancel(self._exc)
+            task.cancel(self._exc)
+
+        self._cancel_timer = loop._call_later(self.seconds, fire)
+        return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: Any
     ) -> bool:
-        self._task = None  # a timer firing from now on must not touch the task
-        if self._watcher is not None:
-            self._watcher.cancel()  # unregisters the timer if it has not fired
+        if self._cancel_timer is not None:
+            self._cancel_timer()  # a no-op if it fired
+            self._cancel_timer = None
         if self._fired and ev is self._exc:
             raise TimeoutError(f"timed out after {self.seconds} s") from None
         return False

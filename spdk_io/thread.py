@@ -74,7 +74,7 @@ class SpdkThread:
             next_timer=self._next_timer,
             name=name,
         )
-        self.loop._sleep_impl = self._sleep
+        self.loop._call_later = self._call_later
         with _registry_lock:
             _by_id[self.id] = self
 
@@ -99,6 +99,30 @@ class SpdkThread:
         g.spdk_set_thread(ptr)
         _local.thread = thread
         return thread
+
+    @classmethod
+    def wrap_current(cls, name: str) -> SpdkThread:
+        """Wrap the SPDK thread this OS thread runs now, created by someone else (a reactor).
+
+        Its creator polls, exits and destroys it; call :meth:`_forget` when it is gone.
+        """
+        if getattr(_local, "thread", None) is not None:
+            raise RuntimeError(f"OS thread already polls SPDK thread {_local.thread.name}")
+        ptr = g.spdk_get_thread()
+        if not ptr:
+            raise RuntimeError("no SPDK thread is current on this OS thread")
+        thread = cls(ptr, name)
+        _local.thread = thread
+        return thread
+
+    def _forget(self) -> None:
+        """Drop a wrapped thread whose owner destroyed it."""
+        self._closed = True
+        with _registry_lock:
+            _by_id.pop(self.id, None)
+        self.loop.close()
+        if getattr(_local, "thread", None) is self:
+            _local.thread = None
 
     def __repr__(self) -> str:
         return f"<SpdkThread {self.name} id={self.id}{' closed' if self._closed else ''}>"
@@ -150,13 +174,16 @@ class SpdkThread:
 
     # -- timers --------------------------------------------------------------------------
 
-    def _sleep(self, seconds: float) -> Op[None]:
-        op: Op[None] = Op("sleep")
-        poller = Poller(
-            lambda: _fire(op, poller), period_us=max(1, round(seconds * 1e6)), name="sleep"
-        )
-        op._abort = poller.unregister
-        return op
+    def _call_later(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
+        """Run ``fn()`` once after ``seconds`` on a timed poller; return its cancel function."""
+
+        def fire() -> bool:
+            poller.unregister()
+            fn()
+            return True
+
+        poller = Poller(fire, period_us=max(1, round(seconds * 1e6)), name="timer")
+        return poller.unregister
 
     # -- teardown ------------------------------------------------------------------------
 
@@ -294,13 +321,6 @@ def shutdown_guests(timeout: float = 5.0) -> None:
 
 
 _bridge.new_thread_hook = _adopt
-
-
-def _fire(op: Op[None], poller: Poller) -> int:
-    poller.unregister()
-    if not op.done():
-        op.set_result(None)
-    return 1
 
 
 def current_thread() -> SpdkThread:

@@ -1,0 +1,174 @@
+"""SPDK's application framework (``spdk_app_start``) with a coroutine as the application.
+
+:class:`App` hands the process to SPDK's reactors, as ``spdk_tgt`` does: SPDK
+parses the JSON config, starts the RPC server on ``rpc_addr``, runs one
+reactor per core of ``reactor_mask`` and handles SIGINT/SIGTERM.  spdk_io's
+loop is hosted by a poller on the app thread, so the coroutine and its tasks
+run there exactly as under :func:`spdk_io.run`.  When the coroutine finishes,
+what it left open is closed and the framework stops.
+
+Use :class:`~spdk_io.env.Env` / :func:`~spdk_io.run` to keep control of the
+process instead.  The framework initialises DPDK, so an App cannot share a
+process with an Env, and SPDK supports one App per process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from spdk_io import _bridge, env
+from spdk_io import _generated as g
+from spdk_io.errors import Cancelled, SpdkError
+from spdk_io.loop import Task, wait_for
+from spdk_io.thread import Poller, SpdkThread
+
+__all__ = ["App"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class _State:
+    thread: SpdkThread | None = None
+    task: Task[Any] | None = None
+    stopping: bool = False
+    crash: BaseException | None = None
+
+
+class App:
+    """``spdk_app_start`` with a JSON config, an RPC address and a reactor mask."""
+
+    _started = False
+
+    def __init__(
+        self,
+        name: str = "spdk_io",
+        *,
+        config_file: str | Path | None = None,
+        config: Mapping[str, Any] | str | None = None,
+        rpc_addr: str | None = None,
+        reactor_mask: str = "0x1",
+        mem_size_mb: int | None = None,
+        no_huge: bool | None = None,
+        shm_id: int = -1,
+    ) -> None:
+        if config_file is not None and config is not None:
+            raise ValueError("pass config_file or config, not both")
+        if config_file is not None and not Path(config_file).is_file():
+            raise FileNotFoundError(f"JSON config {config_file} does not exist")
+        opts = env.EnvOptions(
+            name=name,
+            core_mask=reactor_mask,
+            mem_size_mb=mem_size_mb,
+            no_huge=no_huge,
+            shm_id=shm_id,
+        ).resolved()
+        self.options = opts
+        self.config_file = None if config_file is None else str(config_file)
+        self.config = env._config_bytes(config) if config is not None else None
+        self.rpc_addr = rpc_addr
+
+    def run(self, main: Coroutine[Any, Any, T]) -> T:
+        """Start the framework, run ``main`` on the app thread, stop; return its result."""
+        if App._started or env._active is not None:
+            main.close()
+            raise RuntimeError("SPDK supports one App per process, and not alongside an Env")
+        App._started = True
+        state = _State()
+        keep: list[Any] = []
+
+        def b(text: str | None) -> bytes | None:
+            if text is None:
+                return None
+            keep.append(text.encode())
+            return keep[-1]  # type: ignore[no-any-return]
+
+        o = self.options
+        opts = g.struct_spdk_app_opts()
+        g.spdk_app_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        opts.name = b(o.name)
+        opts.reactor_mask = b(o.core_mask)
+        opts.shm_id = o.shm_id
+        opts.no_huge = bool(o.no_huge)
+        opts.no_pci = o.no_pci
+        if o.mem_size_mb is not None:
+            opts.mem_size = o.mem_size_mb
+        opts.rpc_addr = b(self.rpc_addr)
+        opts.json_config_file = b(self.config_file)
+        if self.config is not None:
+            data = ctypes.create_string_buffer(self.config, len(self.config))
+            keep.append(data)
+            opts.json_data = ctypes.addressof(data)
+            opts.json_data_size = len(self.config)
+        opts.shutdown_cb = _bridge.void_cb
+        _bridge.shutdown_hook = lambda: _shutdown(state)
+
+        key = _bridge.once(lambda: _on_start(state, main))
+        try:
+            rc = g.spdk_app_start(ctypes.byref(opts), _bridge.ctx_cb, key)
+        finally:
+            _bridge.forget(key)
+            _bridge.shutdown_hook = _bridge.no_hook
+            if state.thread is not None:
+                state.thread._forget()
+            env._framework_up = False
+            g.spdk_app_fini()
+        if state.crash is not None:
+            raise state.crash
+        if state.task is None:
+            main.close()
+            raise SpdkError(-rc if rc < 0 else (rc or 5), "spdk_app_start", o.name)
+        return state.task.result()  # type: ignore[no-any-return]
+
+
+def _on_start(state: _State, main: Coroutine[Any, Any, Any]) -> None:
+    """Runs on the app thread once the framework is up: host the loop in a poller."""
+    env._framework_up = True
+    thread = SpdkThread.wrap_current("app_thread")
+    state.thread = thread
+    loop = thread.loop
+    task = loop.spawn(main, name="main")
+    task._observed = True
+    state.task = task
+
+    def drive() -> bool:
+        ran = loop.run_ready()
+        if loop._crash is not None and state.crash is None:
+            state.crash, loop._crash = loop._crash, None
+            task.cancel()
+        if task.done() and not state.stopping:
+            state.stopping = True
+            finisher = loop.spawn(_finish(state, poller), name="app-teardown")
+            finisher._observed = True
+        return ran > 0
+
+    poller = Poller(drive, name="spdk_io_loop")
+
+
+async def _finish(state: _State, poller: Poller) -> None:
+    """Close what the application left open, then stop the framework."""
+    from spdk_io import rpc
+
+    for hook in list(env._teardown_hooks):
+        try:
+            await wait_for(hook(), env.TEARDOWN_TIMEOUT)
+        except Exception as exc:
+            env._log.warning("teardown hook failed: %s", exc)
+    rpc._shutdown()
+    poller.unregister()
+    failed = state.crash is not None or (
+        state.task is not None and state.task._done._state == 2  # failed
+    )
+    g.spdk_app_stop(-1 if failed else 0)
+
+
+def _shutdown(state: _State) -> None:
+    """SIGINT/SIGTERM (through SPDK): cancel the application; teardown follows."""
+    if state.task is not None and not state.task.done():
+        state.task.cancel(Cancelled("SPDK application shutdown requested"))
+    elif state.task is None:
+        g.spdk_app_stop(0)

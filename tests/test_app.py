@@ -1,0 +1,98 @@
+"""spdk_io.App: SPDK's app framework hosting the loop (each test in a fresh process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import run_py
+
+CONFIG = """{"subsystems": [{"subsystem": "bdev", "config": [{"method": "bdev_malloc_create",
+  "params": {"name": "AppMalloc", "num_blocks": 64, "block_size": 4096}}]}]}"""
+
+
+def test_app_runs_main_with_config_file_and_rpc_server(tmp_path: Path) -> None:
+    cfg = tmp_path / "app.json"
+    cfg.write_text(CONFIG)
+    sock = tmp_path / "app.sock"
+    proc = run_py(
+        f"""
+        import subprocess
+        import spdk_io
+        from spdk_io.bdev import BdevDesc
+        from spdk_io.dma import DmaBuf
+
+        async def main() -> tuple[int, int, str]:
+            with BdevDesc.open("AppMalloc", write=True) as d:
+                buf = DmaBuf.alloc(4096)
+                buf.fill(7)
+                await d.write(buf, 0)
+                buf.fill(0)
+                await d.read(buf, 0)
+            cmd = ["spdk-rpc", "-s", "{sock}", "bdev_get_bdevs", "-b", "AppMalloc"]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            while proc.poll() is None:
+                await spdk_io.sleep(0.01)
+            assert proc.stdout is not None
+            return d.num_blocks, buf[0], proc.stdout.read()
+
+        app = spdk_io.App("apptest", config_file="{cfg}", rpc_addr="{sock}")
+        blocks, byte, listing = app.run(main())
+        print("blocks", blocks, "byte", byte, "rpc sees it", '"AppMalloc"' in listing)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "blocks 64 byte 7 rpc sees it True" in proc.stdout
+
+
+def test_app_propagates_errors_and_refuses_a_second_start() -> None:
+    proc = run_py(
+        f"""
+        import spdk_io
+
+        async def bad() -> None:
+            await spdk_io.sleep(0.01)
+            raise KeyError("in app")
+
+        try:
+            spdk_io.App("apptest", config={CONFIG!r}).run(bad())
+        except KeyError as exc:
+            print("caught", exc)
+
+        async def ok() -> None:
+            pass
+
+        try:
+            spdk_io.App("again").run(ok())
+        except RuntimeError as exc:
+            print("refused:", exc)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "caught 'in app'" in proc.stdout
+    assert "refused: SPDK supports one App per process" in proc.stdout
+
+
+def test_app_sigint_cancels_main_and_stops() -> None:
+    proc = run_py(
+        """
+        import os, signal
+        import spdk_io
+
+        async def main() -> str:
+            try:
+                await spdk_io.sleep(0.05)
+                os.kill(os.getpid(), signal.SIGINT)
+                await spdk_io.sleep(30)
+                return "not cancelled"
+            except spdk_io.Cancelled:
+                print("main cancelled", flush=True)
+                raise
+
+        try:
+            spdk_io.App("sigint").run(main())
+        except spdk_io.Cancelled:
+            print("App.run raised Cancelled")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "main cancelled" in proc.stdout and "App.run raised Cancelled" in proc.stdout
