@@ -94,22 +94,17 @@ class Op(Generic[T]):
         raise InvalidStateError(f"{self!r} has not finished")
 
     def set_result(self, value: T) -> None:
-        if self._state != _PENDING:
-            raise InvalidStateError(f"{self!r} finished twice")
-        self._state = _DONE
-        self._value = value
-        self.keep = None
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter._op = None
-            waiter._loop._ready.append(waiter)
+        self._finish(_DONE, value)
 
     def set_exception(self, exc: BaseException) -> None:
+        self._finish(_FAILED, exc)
+
+    def _finish(self, state: int, value: object) -> None:
+        """Record the outcome, drop what was kept alive, and make the waiter ready."""
         if self._state != _PENDING:
             raise InvalidStateError(f"{self!r} finished twice")
-        self._state = _FAILED
-        self._value = exc
+        self._state = state
+        self._value = value
         self.keep = None
         waiter = self._waiter
         if waiter is not None:
@@ -200,6 +195,11 @@ _local = threading.local()
 IDLE_SLEEP_MAX = 0.001
 #: Idle turns before the loop considers sleeping (keeps the idle path to one C call).
 IDLE_SPIN = 64
+#: Idle turns after which a loop hands the GIL to other loops' OS threads, if any run.
+GIL_HANDOFF = 4
+_running = [0]  # loops running now, in this process
+_running_lock = threading.Lock()
+_sleep = time.sleep
 
 
 class Loop:
@@ -365,6 +365,8 @@ class Loop:
         task._observed = True  # its outcome is returned or raised below
         _local.running = True
         self._running = True
+        with _running_lock:
+            _running[0] += 1
         try:
             try:
                 self._drive(task._done)
@@ -373,6 +375,8 @@ class Loop:
                 self._shutdown_tasks(exc)
                 raise
         finally:
+            with _running_lock:
+                _running[0] -= 1
             self._running = False
             _local.running = False
         lost = [t for t in self._unobserved if not t._observed]
@@ -451,6 +455,8 @@ class Loop:
                     if idle >= spin:
                         idle = 0
                         self._idle()
+                    elif idle == GIL_HANDOFF and _running[0] > 1:
+                        _sleep(0)  # polls hold the GIL: let the other loops' threads run
                 turns += 1
                 # Every 8th turn (every turn while it is busy): the extra work, and
                 # errors that callbacks reported.

@@ -569,6 +569,18 @@ def is_python_keyword(name: str) -> bool:
     return keyword.iskeyword(name) or name in ("None", "True", "False")
 
 
+def _pointer_to(target: CType) -> CType:
+    """``T *`` for a mapped ``T``."""
+    return CType(
+        f"ctypes.POINTER({target.expr})",
+        "pointer",
+        f"ctypes._Pointer[{target.stub}]",
+        target=target,
+        size=8,
+        name_deps=target.name_deps,
+    )
+
+
 class Collector:
     """Walks the translation unit and turns SPDK's declarations into the model."""
 
@@ -824,14 +836,7 @@ class Collector:
         target = self.map_type(pointee, "inner", by_ref=by_ref)
         if target.kind == "funcptr" and target.fn_type:
             return dataclasses.replace(target, fn_type=False)
-        return CType(
-            f"ctypes.POINTER({target.expr})",
-            "pointer",
-            f"ctypes._Pointer[{target.stub}]",
-            target=target,
-            size=8,
-            name_deps=target.name_deps,
-        )
+        return _pointer_to(target)
 
     @staticmethod
     def _char_pointer(ctx: Context, const: bool) -> CType:
@@ -848,15 +853,7 @@ class Collector:
             canonical = element.get_canonical()
             if canonical.kind in (TK.CHAR_S, TK.CHAR_U):
                 return self._char_pointer(ctx, bool(canonical.is_const_qualified()))
-            target = self.map_type(element, "inner", by_ref=True)
-            return CType(
-                f"ctypes.POINTER({target.expr})",
-                "pointer",
-                f"ctypes._Pointer[{target.stub}]",
-                target=target,
-                size=8,
-                name_deps=target.name_deps,
-            )
+            return _pointer_to(self.map_type(element, "inner", by_ref=True))
         count = int(t.get_array_size()) if t.kind == TK.CONSTANTARRAY else 0
         return self._array_of(self.map_type(element, "field", by_ref), count)
 
