@@ -195,11 +195,7 @@ _local = threading.local()
 IDLE_SLEEP_MAX = 0.001
 #: Idle turns before the loop considers sleeping (keeps the idle path to one C call).
 IDLE_SPIN = 64
-#: Idle turns after which a loop hands the GIL to other loops' OS threads, if any run.
-GIL_HANDOFF = 4
-_running = [0]  # loops running now, in this process
-_running_lock = threading.Lock()
-_sleep = time.sleep
+
 
 
 class Loop:
@@ -365,8 +361,6 @@ class Loop:
         task._observed = True  # its outcome is returned or raised below
         _local.running = True
         self._running = True
-        with _running_lock:
-            _running[0] += 1
         try:
             try:
                 self._drive(task._done)
@@ -375,8 +369,6 @@ class Loop:
                 self._shutdown_tasks(exc)
                 raise
         finally:
-            with _running_lock:
-                _running[0] -= 1
             self._running = False
             _local.running = False
         lost = [t for t in self._unobserved if not t._observed]
@@ -455,8 +447,7 @@ class Loop:
                     if idle >= spin:
                         idle = 0
                         self._idle()
-                    elif idle == GIL_HANDOFF and _running[0] > 1:
-                        _sleep(0)  # polls hold the GIL: let the other loops' threads run
+
                 turns += 1
                 # Every 8th turn (every turn while it is busy): the extra work, and
                 # errors that callbacks reported.
