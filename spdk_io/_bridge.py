@@ -144,10 +144,16 @@ _free_io = fast("spdk_bdev_free_io", None)
 
 def _on_bdev_io(bdev_io: _BdevIoPtr, success: bool, ctx: int | None) -> None:
     """``spdk_bdev_io_completion_cb``: the entry sees ``(op, success, bdev_io)``; we free the io."""
-    entry = _take(ctx)  # one-shot I/Os, and the persistent entries of IoSlots
+    # _take, inlined: one-shot I/Os, then the persistent entries of IoSlots
+    key = ctx or 0  # NULL: key 0 is never registered
+    entry = _once.pop(key, None)
     if entry is None:
-        _free_io(bdev_io)
-        return
+        entry = _persistent.get(key)
+        if entry is None:
+            global stale_callbacks
+            stale_callbacks += 1
+            _free_io(bdev_io)
+            return
     try:
         entry[0](entry[1], success, bdev_io)
     except BaseException as exc:

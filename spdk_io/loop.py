@@ -115,6 +115,8 @@ class Op(Generic[T]):
     def __await__(self) -> Generator[Op[Any], None, T]:
         if self._state == _PENDING:
             yield self  # the trap: the loop parks the task until this Op finishes
+        if self._state == _DONE:
+            return cast(T, self._value)
         return self.result()
 
 
