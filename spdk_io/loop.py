@@ -197,6 +197,8 @@ _local = threading.local()
 IDLE_SLEEP_MAX = 0.001
 #: Idle turns before the loop considers sleeping (keeps the idle path to one C call).
 IDLE_SPIN = 64
+#: While tasks stay ready (they only yield), SPDK is polled after this many task steps.
+POLL_EVERY = 64
 
 
 
@@ -407,12 +409,13 @@ class Loop:
         spin = IDLE_SPIN
         idle = 0
         turns = 0
-        rounds = 0
+        since_poll = 0
         extra_busy = 0
         try:
             while not done._state:
                 if ready:
-                    for _ in range(len(ready)):
+                    n = len(ready)
+                    for _ in range(n):
                         # _step, inlined for the common case: resume with no exception,
                         # the task yields an Op, and it is finished or nobody waits on it.
                         task = popleft()
@@ -438,10 +441,11 @@ class Loop:
                         park(task, op)
                     if done._state:
                         break
-                    if ready:  # tasks that only yielded: poll SPDK on every 4th such round
-                        rounds += 1
-                        if rounds & 3:
+                    if ready:  # tasks that only yielded: poll SPDK every POLL_EVERY steps
+                        since_poll += n
+                        if since_poll < POLL_EVERY:
                             continue
+                    since_poll = 0
                 if poll3(a1, a2, a3) or ready:
                     idle = 0
                 else:

@@ -16,6 +16,7 @@ other OS thread with :class:`~spdk_io.errors.WrongThreadError`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import inspect
@@ -446,7 +447,9 @@ class JoinHandle(Generic[T]):
             self._finished.set()
             waiters, self._waiters = self._waiters, []
         for origin, op in waiters:
-            origin._post(lambda op=op: self._deliver(op), None)  # type: ignore[misc]
+            # If the awaiting thread has exited, nobody is left to tell.
+            with contextlib.suppress(SpdkError):
+                origin._post(lambda op=op: self._deliver(op), None)  # type: ignore[misc]
 
     def _deliver(self, op: Op[T]) -> None:
         if op.done():
