@@ -16,7 +16,7 @@ def test_app_runs_main_with_config_file_and_rpc_server(tmp_path: Path) -> None:
     sock = tmp_path / "app.sock"
     proc = run_py(
         f"""
-        import subprocess
+        import json, socket
         import spdk_io
         from spdk_io.bdev import BdevDesc
         from spdk_io.dma import DmaBuf
@@ -28,12 +28,24 @@ def test_app_runs_main_with_config_file_and_rpc_server(tmp_path: Path) -> None:
                 await d.write(buf, 0)
                 buf.fill(0)
                 await d.read(buf, 0)
-            cmd = ["spdk-rpc", "-s", "{sock}", "bdev_get_bdevs", "-b", "AppMalloc"]
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-            while proc.poll() is None:
-                await spdk_io.sleep(0.01)
-            assert proc.stdout is not None
-            return d.num_blocks, buf[0], proc.stdout.read()
+            # A JSON-RPC client of our own on the framework's socket (SPDK serves it).
+            client = socket.socket(socket.AF_UNIX)
+            client.connect("{sock}")
+            client.setblocking(False)
+            request = {{"jsonrpc": "2.0", "id": 1, "method": "bdev_get_bdevs",
+                       "params": {{"name": "AppMalloc"}}}}
+            client.sendall(json.dumps(request).encode())
+            reply = b""
+            while True:
+                await spdk_io.sleep(0.005)
+                try:
+                    reply += client.recv(65536)
+                    answer = json.loads(reply)
+                    break
+                except (BlockingIOError, ValueError):
+                    continue  # nothing yet, or not the whole answer yet
+            client.close()
+            return d.num_blocks, buf[0], json.dumps(answer["result"])
 
         app = spdk_io.App("apptest", config_file="{cfg}", rpc_addr="{sock}")
         blocks, byte, listing = app.run(main())
