@@ -22,6 +22,7 @@ import errno
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar, overload
 
@@ -64,6 +65,7 @@ class SpdkThread:
         self.id: int = g.spdk_thread_get_id(ptr)
         self.owner = threading.get_ident()
         self._closed = False
+        self._pollers: weakref.WeakSet[Poller] = weakref.WeakSet()
         addr = ctypes.c_void_p(_addr(ptr))
         self._arg = addr
         self.is_host = host
@@ -193,6 +195,9 @@ class SpdkThread:
         if self._closed:
             return
         self.check_owner()
+        g.spdk_set_thread(self._ptr)  # SPDK's calls below act on the current thread
+        for poller in list(self._pollers):  # left registered by the user: SPDK would wait 5 s
+            poller.unregister()
         self._closed = True
         g.spdk_thread_exit(self._ptr)
         deadline = time.monotonic() + EXIT_TIMEOUT
@@ -306,6 +311,7 @@ def _reap_guests() -> None:
 
 def shutdown_guests(timeout: float = 5.0) -> None:
     """Poll guest threads until they exit (after subsystem fini), then destroy them."""
+    previous = g.spdk_get_thread()
     deadline = time.monotonic() + timeout
     zero32, zero64 = _ZERO32, _ZERO64
     while _guests and time.monotonic() < deadline:
@@ -318,7 +324,7 @@ def shutdown_guests(timeout: float = 5.0) -> None:
         while not _is_exited(guest) and time.monotonic() < deadline + timeout:
             _poll(guest, zero32, zero64)
         _reap_guests()
-    g.spdk_set_thread(None)
+    g.spdk_set_thread(previous)  # SPDK calls on this OS thread go to its own thread again
 
 
 _bridge.new_thread_hook = _adopt
@@ -505,6 +511,7 @@ class Poller:
         self.period_us = period_us
         self.name = name
         self.paused = False
+        self.thread._pollers.add(self)
 
     def __repr__(self) -> str:
         state = "unregistered" if not self._ptr else ("paused" if self.paused else "active")
@@ -515,9 +522,16 @@ class Poller:
         return bool(self._ptr)
 
     def _check(self) -> None:
-        self.thread.check_owner()
+        self._forget_if_thread_gone()
         if not self._ptr:
             raise RuntimeError(f"poller {self.name} is unregistered")
+        self.thread.check_owner()
+
+    def _forget_if_thread_gone(self) -> None:
+        """SPDK freed the pollers of an exited thread: never touch ours again."""
+        if self._ptr and self.thread._closed:
+            self._ptr = None
+            _bridge.forget(self._key)
 
     def pause(self) -> None:
         self._check()
@@ -532,7 +546,8 @@ class Poller:
             self.paused = False
 
     def unregister(self) -> None:
-        """Stop the poller.  Idempotent."""
+        """Stop the poller.  Idempotent, and harmless once its thread has exited."""
+        self._forget_if_thread_gone()
         if not self._ptr:
             return
         self.thread.check_owner()

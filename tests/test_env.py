@@ -133,3 +133,33 @@ def test_env_options_validate() -> None:
         EnvOptions(iova_mode="bogus")
     opts = EnvOptions(no_huge=True).resolved()
     assert opts.no_huge and opts.mem_size_mb == 512
+
+
+def test_objects_outliving_their_env_are_harmless() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+        from spdk_io import bdev_modules as bm
+        from spdk_io.bdev import BdevDesc
+        from spdk_io.thread import Poller
+
+        kept = {}
+
+        async def main() -> None:
+            kept["poller"] = Poller(lambda: False, period_us=1000, name="outlives")
+            await bm.create_malloc("Outlive0", 16, 4096)
+            kept["desc"] = BdevDesc.open("Outlive0")
+
+        spdk_io.run(main())
+        kept["poller"].unregister()          # its SPDK thread is gone: a no-op
+        kept["desc"].close()                 # closed at teardown: a no-op
+        for call in (kept["poller"].pause, lambda: kept["desc"].read_blocks(None, 0, 1)):
+            try:
+                call()
+            except (RuntimeError, ValueError) as exc:
+                print(type(exc).__name__)
+        print("no crash")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["RuntimeError", "ValueError", "no", "crash"]
