@@ -16,6 +16,7 @@ nothing.  :func:`serve` starts a server on a path of your choice (socket mode
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -55,7 +56,7 @@ class RpcServer:
         finally:
             os.umask(old)
         if not self._ptr:
-            raise SpdkError(98, "spdk_rpc_server_listen", str(self.path))  # EADDRINUSE-like
+            raise SpdkError(errno.EADDRINUSE, "spdk_rpc_server_listen", str(self.path))
         os.chmod(self.path, 0o600)
         self._poller: Poller | None = None
         if period_us:

@@ -53,13 +53,13 @@ class SpdkThread:
     """An SPDK thread owned and polled by the OS thread that created it.
 
     Create one with :meth:`create` (inside an initialised environment).  The
-    owning OS thread drives it with :meth:`run` / :meth:`block_on`; when done,
+    owning OS thread drives it with :meth:`block_on`; when done,
     :meth:`close` exits it, polls until SPDK says it has exited, and destroys it.
     """
 
     def __init__(self, ptr: Any, name: str, host: bool = False) -> None:
         if not ptr:
-            raise SpdkError(12, "spdk_thread_create", name)  # ENOMEM: SPDK returns NULL
+            raise SpdkError(errno.ENOMEM, "spdk_thread_create", name)  # SPDK returns NULL
         self._ptr = ptr
         self.name = name
         self.id: int = g.spdk_thread_get_id(ptr)
@@ -507,7 +507,7 @@ class Poller:
         )
         if not self._ptr:
             _bridge.forget(self._key)
-            raise SpdkError(12, "spdk_poller_register", name)
+            raise SpdkError(errno.ENOMEM, "spdk_poller_register", name)
         self.period_us = period_us
         self.name = name
         self.paused = False
