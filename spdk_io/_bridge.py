@@ -27,7 +27,7 @@ from spdk_io import _generated as g
 from spdk_io._loader import fast
 from spdk_io.loop import Op, _local
 
-__all__ = ["forget", "once", "pending_count", "persistent"]
+__all__ = ["forget", "once", "persistent"]
 
 Entry = tuple[Callable[..., Any], "Op[Any] | None"]
 
@@ -57,11 +57,6 @@ def forget(key: int) -> None:
     """Drop a registration (a one-shot whose C call failed, or a persistent one)."""
     _once.pop(key, None)
     _persistent.pop(key, None)
-
-
-def pending_count() -> int:
-    """How many one-shot callbacks SPDK still owes us (in-flight operations)."""
-    return len(_once)
 
 
 def _fail(exc: BaseException, op: Op[Any] | None, what: str) -> None:
@@ -144,16 +139,10 @@ _free_io = fast("spdk_bdev_free_io", None)
 
 def _on_bdev_io(bdev_io: _BdevIoPtr, success: bool, ctx: int | None) -> None:
     """``spdk_bdev_io_completion_cb``: the entry sees ``(op, success, bdev_io)``; we free the io."""
-    # _take, inlined: one-shot I/Os, then the persistent entries of IoSlots
-    key = ctx or 0  # NULL: key 0 is never registered
-    entry = _once.pop(key, None)
+    entry = _take(ctx)  # one-shot I/Os, and the persistent entries of IoSlots
     if entry is None:
-        entry = _persistent.get(key)
-        if entry is None:
-            global stale_callbacks
-            stale_callbacks += 1
-            _free_io(bdev_io)
-            return
+        _free_io(bdev_io)
+        return
     try:
         entry[0](entry[1], success, bdev_io)
     except BaseException as exc:

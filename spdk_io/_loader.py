@@ -356,7 +356,7 @@ def fast(name: str, restype: Any, argtypes: list[Any] | None = None) -> Any:
     passed as a 32-bit C int, and a 64-bit parameter (pointer, ``uint64_t``)
     that lands on the stack would get garbage in its upper half.
     """
-    fn = getattr(ctypes.PyDLL(None), name)
+    fn: Any = pylib[name]  # indexing makes a new function object: its argtypes are its own
     fn.restype = restype
     fn.argtypes = argtypes
     return fn

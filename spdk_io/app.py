@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from spdk_io import _bridge, env
 from spdk_io import _generated as g
 from spdk_io.errors import Cancelled, SpdkError
-from spdk_io.loop import Task, wait_for
+from spdk_io.loop import Task
 from spdk_io.thread import Poller, SpdkThread
 
 __all__ = ["App"]
@@ -151,14 +151,7 @@ def _on_start(state: _State, main: Coroutine[Any, Any, Any]) -> None:
 
 async def _finish(state: _State, poller: Poller) -> None:
     """Close what the application left open, then stop the framework."""
-    from spdk_io import rpc
-
-    for hook in list(env._teardown_hooks):
-        try:
-            await wait_for(hook(), env.TEARDOWN_TIMEOUT)
-        except Exception as exc:
-            env._log.warning("teardown hook failed: %s", exc)
-    rpc._shutdown()
+    await env.release_leftovers()
     poller.unregister()
     failed = state.crash is not None or (
         state.task is not None and state.task._done._state == 2  # failed

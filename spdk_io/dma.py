@@ -107,13 +107,9 @@ _in_flight: dict[int, DmaBuf] = {}  # pinned buffers: strong references, so no G
 _deferred: list[int] = []  # addresses whose free waits for an Env to be up
 
 
-def _env_up() -> bool:
-    return _env.is_up()
-
-
 def _release(addr: int) -> None:
     """Give one allocation back to SPDK (the array's finalizer)."""
-    if _env_up():
+    if _env.is_up():
         g.spdk_free(addr)
     else:
         _deferred.append(addr)  # no env: freeing now could touch torn-down state
@@ -210,7 +206,7 @@ class DmaBuf:
             raise ValueError(f"align must be a power of two up to {MAX_ALIGN}, got {align}")
         if not -1 <= numa_id < 2**31:
             raise ValueError(f"numa_id must be a node number or NUMA_ID_ANY (-1), got {numa_id}")
-        if not _env_up():
+        if not _env.is_up():
             raise RuntimeError(
                 "no SPDK environment is running: allocate DMA buffers inside "
                 "`with spdk_io.Env(...)` (or spdk_io.run)"

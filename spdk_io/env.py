@@ -129,6 +129,22 @@ def on_teardown(hook: Callable[[], Awaitable[None]]) -> None:
         _teardown_hooks.append(hook)
 
 
+async def release_leftovers() -> None:
+    """Run the teardown hooks (each bounded in time), then close every RPC server.
+
+    Both :class:`Env` and :class:`~spdk_io.app.App` call this before SPDK's
+    subsystems finish.
+    """
+    from spdk_io import rpc
+
+    for hook in list(_teardown_hooks):
+        try:
+            await wait_for(hook(), TEARDOWN_TIMEOUT)
+        except Exception as exc:  # teardown goes on; the hook's failure is reported
+            _log.warning("teardown hook %s failed: %s", getattr(hook, "__qualname__", hook), exc)
+    rpc._shutdown()
+
+
 _state_lock = threading.Lock()
 _framework_up = False  # set while spdk_io.app.App runs SPDK's app framework
 
@@ -236,16 +252,7 @@ class Env:
 
     async def _teardown(self) -> None:
         """Close what Python still holds open, then finish every subsystem (bounded in time)."""
-        from spdk_io import rpc
-
-        for hook in list(_teardown_hooks):
-            try:
-                await wait_for(hook(), TEARDOWN_TIMEOUT)
-            except Exception as exc:  # teardown goes on; the hook's failure is reported
-                _log.warning(
-                    "teardown hook %s failed: %s", getattr(hook, "__qualname__", hook), exc
-                )
-        rpc._shutdown()
+        await release_leftovers()
         op: Op[None] = Op("spdk_subsystem_fini")
         key = _bridge.once(lambda: op.set_result(None), op)
         g.spdk_subsystem_fini(_bridge.ctx_cb, key)

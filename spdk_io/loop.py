@@ -201,7 +201,6 @@ IDLE_SPIN = 64
 POLL_EVERY = 64
 
 
-
 class Loop:
     """Runs tasks and polls one SPDK thread, on the OS thread that created it.
 
@@ -491,9 +490,6 @@ class Loop:
             seconds, lambda: op.set_result(None) if not op.done() else None
         )
         return op
-
-    def pending_tasks(self) -> int:
-        return len(self._tasks)
 
 
 async def _await(aw: Awaitable[T]) -> T:
