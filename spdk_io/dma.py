@@ -64,7 +64,6 @@ Limits:
 from __future__ import annotations
 
 import ctypes
-import operator
 import sys
 import threading
 import weakref
@@ -73,6 +72,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from spdk_io import _generated as g
 from spdk_io import env as _env
+from spdk_io._validate import integer
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,13 +124,6 @@ def _drain_deferred() -> None:
         g.spdk_free(addr)
 
 
-def _int(value: object, what: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not bool")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
 
 
 def _bytes_view(obj: object) -> memoryview:
@@ -197,9 +190,9 @@ class DmaBuf:
         ``RuntimeError`` if no :class:`~spdk_io.env.Env` is running, and
         ``MemoryError`` if SPDK's heap cannot satisfy the request.
         """
-        size = _int(size, "size")
-        align = _int(align, "align")
-        numa_id = _int(numa_id, "numa_id")
+        size = integer(size, "size")
+        align = integer(align, "align")
+        numa_id = integer(numa_id, "numa_id")
         if not 0 < size <= MAX_SIZE:
             raise ValueError(f"size must be in 1..{MAX_SIZE}, got {size}")
         if not 0 < align <= MAX_ALIGN or align & (align - 1):
@@ -346,11 +339,11 @@ class DmaBuf:
                 with _bytes_view(value) as src:
                     mv[key] = src
             else:
-                mv[key] = _int(value, "a byte")
+                mv[key] = integer(value, "a byte")
 
     def _bounds(self, start: object, end: object) -> tuple[int, int]:
-        lo = _int(start, "start")
-        hi = self._size if end is None else _int(end, "end")
+        lo = integer(start, "start")
+        hi = self._size if end is None else integer(end, "end")
         if not 0 <= lo <= hi <= self._size:
             raise ValueError(f"range [{lo}:{hi}] is outside the {self._size}-byte buffer")
         return lo, hi
@@ -358,7 +351,7 @@ class DmaBuf:
     def fill(self, byte: int = 0, start: int = 0, end: int | None = None) -> None:
         """Set bytes ``start..end`` (default: all) to ``byte``."""
         with self._open():  # holds the memory while memset runs
-            value = _int(byte, "byte")
+            value = integer(byte, "byte")
             if not 0 <= value <= 255:
                 raise ValueError(f"byte must be in 0..255, got {value}")
             lo, hi = self._bounds(start, end)
@@ -370,7 +363,7 @@ class DmaBuf:
         Raises ``ValueError`` (copying nothing) if it does not fit.
         """
         with self._open() as mv, _bytes_view(src) as data:
-            lo, hi = self._bounds(offset, _int(offset, "offset") + data.nbytes)
+            lo, hi = self._bounds(offset, integer(offset, "offset") + data.nbytes)
             mv[lo:hi] = data
             return hi - lo
 
