@@ -36,10 +36,12 @@ from typing import Any
 __all__ = [
     "SpdkInstall",
     "SpdkNotFoundError",
+    "SpdkVersionError",
     "find_spdk",
     "lib",
     "load",
     "pylib",
+    "require_version",
 ]
 
 PREFIX_ENV = "SPDK_IO_PREFIX"
@@ -51,6 +53,14 @@ _LIBDIR_NAMES = ("lib", "lib64", "lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu"
 
 class SpdkNotFoundError(ImportError):
     """SPDK (or one of the libraries it needs) is not installed where we looked."""
+
+
+class SpdkVersionError(SpdkNotFoundError):
+    """The installed SPDK is not the release the bindings were generated from.
+
+    Struct layouts and function signatures change between SPDK releases, so the
+    generated layer refuses to run against another one instead of corrupting memory.
+    """
 
 
 @dataclass(frozen=True)
@@ -338,6 +348,23 @@ def load() -> SpdkInstall:
         _load_all(spdk)
         _install = install
         return install
+
+
+def require_version(generated_from: str) -> SpdkInstall:
+    """Load SPDK; raise :class:`SpdkVersionError` unless it is release ``generated_from``.
+
+    The generated layer calls this at import with the version it was generated from.
+    """
+    install = load()
+    if install.version != generated_from:
+        raise SpdkVersionError(
+            f"spdk_io was built against SPDK {generated_from}, but the SPDK found at "
+            f"{install.prefix} is {install.version}: its structs and functions may differ. "
+            "Rebuild spdk_io against the installed SPDK (pip install --force-reinstall "
+            "--no-deps --no-binary spdk-io spdk-io; from a checkout, pip install -e .), "
+            f"or point ${PREFIX_ENV} at an SPDK {generated_from} install."
+        )
+    return install
 
 
 load()
