@@ -2,7 +2,7 @@
 
 Two layers:
 
-* ``spdk_io._generated`` - the raw ctypes layer, generated at build time from
+* :mod:`spdk_io.raw` - the raw ctypes layer, generated at build time from
   the installed SPDK headers (every public function, struct and constant);
 * the typed layer users touch - :mod:`spdk_io.env`, :mod:`spdk_io.thread`,
   :mod:`spdk_io.loop`, :mod:`spdk_io.rpc`, :mod:`spdk_io.dma`,
@@ -70,6 +70,7 @@ _SUBMODULES = {
     "bdev",
     "bdev_modules",
     "perf",
+    "raw",
 }
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
@@ -97,6 +98,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io import env as env
     from spdk_io import errors as errors
     from spdk_io import loop as loop
+    from spdk_io import raw as raw
     from spdk_io import rpc as rpc
     from spdk_io import thread as thread
     from spdk_io.app import App as App

@@ -352,11 +352,21 @@ def run_mypy(code: str, tmp_path: Path) -> str:
     return stdout + stderr
 
 
+def test_raw_is_the_generated_layer() -> None:
+    from spdk_io import raw
+
+    assert raw.spdk_env_init is g.spdk_env_init
+    assert raw.struct_spdk_env_opts is g.struct_spdk_env_opts
+    assert raw.SPDK_BDEV_IO_TYPE_READ == g.SPDK_BDEV_IO_TYPE_READ
+    assert raw.GENERATED_FROM_SPDK == g.GENERATED_FROM_SPDK
+
+
 def test_mypy_uses_the_generated_stub(tmp_path: Path) -> None:
+    """Through the public name ``spdk_io.raw``, the stub's types reach user code."""
     report = run_mypy(
         """
         import ctypes
-        import spdk_io._generated as g
+        from spdk_io import raw as g
 
         reveal_type(g.spdk_env_init)
         reveal_type(g.struct_spdk_env_opts().name)
