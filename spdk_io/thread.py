@@ -167,6 +167,7 @@ class SpdkThread:
 
         Its creator polls, exits and destroys it; call :meth:`_forget` when it is gone.
         """
+        text(name, "name", max_len=MAX_NAME_LEN)
         if getattr(_local, "thread", None) is not None:
             raise RuntimeError(f"OS thread already polls SPDK thread {_local.thread.name}")
         ptr = g.spdk_get_thread()
@@ -270,9 +271,7 @@ class SpdkThread:
         if self._closed:
             return
         self.check_owner()
-        self._exiting = True
-        with _registry_lock:  # no sender can reach it any more
-            _by_id.pop(self.id, None)
+        self._refuse_messages()
         g.spdk_set_thread(self._ptr)  # SPDK's calls below act on the current thread
         for poller in list(self._pollers):  # left registered by the user: SPDK would wait 5 s
             poller.unregister()
@@ -297,6 +296,12 @@ class SpdkThread:
         if getattr(_local, "thread", None) is self:
             _local.thread = None
             g.spdk_set_thread(None)
+
+    def _refuse_messages(self) -> None:
+        """From now on, sending to this thread raises :class:`ThreadExitedError`."""
+        self._exiting = True
+        with _registry_lock:
+            _by_id.pop(self.id, None)
 
     def _drop_inbox(self) -> None:
         """Forget messages that never ran (SPDK forced the thread out); tell their senders."""
@@ -624,7 +629,18 @@ class JoinHandle(Generic[T]):
         return self._finished.is_set()
 
     def join(self, timeout: float | None = None) -> T:
-        """Block this OS thread until the spawned thread ends; return or raise its result."""
+        """Block this OS thread until the spawned thread ends; return or raise its result.
+
+        ``timeout`` is in seconds (``None`` or :data:`~spdk_io._validate.FOREVER`:
+        no limit); :class:`TimeoutError` when it passes.  Joining from the
+        spawned thread itself (which would wait forever) raises ``RuntimeError``.
+        """
+        if timeout is not None:
+            timeout = duration(timeout, "timeout")
+            if timeout == FOREVER:
+                timeout = None
+        if self._os_thread is threading.current_thread() and not self._finished.is_set():
+            raise RuntimeError(f"thread {self.name} cannot join itself")
         if not self._finished.wait(timeout):
             raise TimeoutError(f"thread {self.name} did not finish within {timeout} s")
         if self._os_thread is not None:
@@ -753,7 +769,9 @@ async def release_current() -> None:
 
     Calls from other threads that it still runs are cancelled and answered with
     :class:`ThreadExitedError` (calls arriving from now on get that answer at
-    once), then every :func:`on_release` hook runs.  Each step is bounded by
+    once), then every :func:`on_release` hook runs, then the thread refuses new
+    messages with :class:`ThreadExitedError`: its owner is about to exit it (for
+    a thread SPDK's app framework owns, out of spdk_io's sight).  Each step is bounded by
     :data:`RELEASE_TIMEOUT`; a failing hook is logged, never raised, so
     teardown always goes on.
     """
@@ -765,3 +783,4 @@ async def release_current() -> None:
         except Exception as exc:
             name = getattr(hook, "__qualname__", hook)
             _log.warning("release hook %s failed on thread %s: %s", name, me.name, exc)
+    me._refuse_messages()

@@ -343,3 +343,25 @@ def test_send_whose_function_raises_stops_the_target_loop(run: Run) -> None:
 
     with pytest.raises(CallbackError, match="ZeroDivisionError"):
         run(main())
+
+
+def test_join_checks_its_timeout_and_refuses_to_join_itself(env: Any) -> None:
+    box: list[Any] = []
+    started = threading.Event()
+
+    def worker() -> str:
+        started.wait(10)
+        try:
+            box[0].join(timeout=1)  # would wait for itself forever
+        except RuntimeError as exc:
+            return str(exc)
+        return "joined itself"
+
+    h = SpdkThread.spawn(worker, name="selfjoin")
+    box.append(h)
+    with pytest.raises(TypeError, match="timeout"):
+        h.join(timeout="soon")  # type: ignore[arg-type]  # the point of the test
+    with pytest.raises(ValueError, match="timeout"):
+        h.join(timeout=-1)
+    started.set()
+    assert "cannot join itself" in h.join(timeout=math.inf)

@@ -248,3 +248,43 @@ def test_dropped_poller_on_app_thread_is_unregistered_at_teardown() -> None:
     )
     _assert_clean(proc)
     assert "clean" in proc.stdout
+
+
+def test_call_arriving_while_target_releases_is_refused() -> None:
+    proc = run_py(
+        """
+        import threading
+        import spdk_io
+        from spdk_io import SpdkThread, ThreadHandle
+        from spdk_io.thread import ThreadExitedError, current_thread, on_release
+
+        releasing = threading.Event()
+        box, ran = [], []
+
+        async def slow_release() -> None:
+            if current_thread().name == "slowexit":
+                releasing.set()
+                await spdk_io.sleep(0.3)   # the thread is on its way out meanwhile
+
+        on_release(slow_release)
+
+        def worker() -> None:
+            box.append(ThreadHandle.current())
+
+        async def main() -> None:
+            h = SpdkThread.spawn(worker, name="slowexit")
+            while not releasing.is_set():
+                await spdk_io.sleep(0.001)
+            try:
+                await spdk_io.wait_for(box[0].call(lambda: ran.append(1)), 20)
+            except ThreadExitedError as exc:
+                assert "slowexit" in str(exc)
+                print("refused while releasing")
+            await h
+            assert ran == []
+
+        spdk_io.run(main())
+        """
+    )
+    _assert_clean(proc)
+    assert "refused while releasing" in proc.stdout
