@@ -88,9 +88,15 @@ def _never() -> None:
     """The cancel function of a timer that never fires."""
 
 
-def _check_callable(fn: object, what: str = "fn") -> None:
+def _check_callable(fn: object, what: str = "fn", *, plain: bool = False) -> None:
+    """Refuse a non-callable ``fn`` (and, if ``plain``, a coroutine function)."""
+    if inspect.iscoroutine(fn):
+        fn.close()  # never run: close it so Python does not warn it was never awaited
+        raise TypeError(f"{what} must be callable, not a coroutine (pass the function)")
     if not callable(fn):
         raise TypeError(f"{what} must be callable, not {type(fn).__name__}")
+    if plain and inspect.iscoroutinefunction(fn):
+        raise TypeError(f"{what} must be a plain function, not a coroutine function")
 
 
 def _addr(ptr: Any) -> int:
@@ -491,9 +497,10 @@ class ThreadHandle:
 
         An exception from ``fn`` stops the target thread's loop with a
         :class:`~spdk_io.errors.CallbackError`.  Raises :class:`ThreadExitedError`
-        if the thread has exited, ``TypeError`` if ``fn`` is not callable.
+        if the thread has exited, ``TypeError`` if ``fn`` is not a plain function
+        (use :meth:`call` to run a coroutine function there).
         """
-        _check_callable(fn)
+        _check_callable(fn, plain=True)
         self._post(fn, None)
 
     def _post(self, fn: Callable[[], object], dropped: Callable[[], None] | None) -> None:
@@ -672,7 +679,7 @@ class Poller:
     """
 
     def __init__(self, fn: Callable[[], object], period_us: int = 0, name: str = "python") -> None:
-        _check_callable(fn)
+        _check_callable(fn, plain=True)
         period_us = integer(period_us, "period_us", 0, _max_period_us())
         text(name, "name", max_len=MAX_NAME_LEN)
         self.thread = current_thread()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 import time
@@ -365,3 +366,21 @@ def test_join_checks_its_timeout_and_refuses_to_join_itself(env: Any) -> None:
         h.join(timeout=-1)
     started.set()
     assert "cannot join itself" in h.join(timeout=math.inf)
+
+
+def test_coroutines_where_plain_functions_run_are_refused(run: Run) -> None:
+    async def work() -> bool:
+        return True
+
+    coro = work()
+    with pytest.raises(TypeError, match="not a coroutine"):
+        SpdkThread.spawn(coro)  # type: ignore[call-overload]  # the point of the test
+    assert inspect.getcoroutinestate(coro) == "CORO_CLOSED"  # no "never awaited" warning
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match="coroutine function"):
+            Poller(work)
+        with pytest.raises(TypeError, match="coroutine function"):
+            ThreadHandle.current().send(work)
+
+    run(main())
