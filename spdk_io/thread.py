@@ -260,7 +260,7 @@ class SpdkThread:
             fn()
             return True
 
-        period = min(MAX_PERIOD_US, max(1, round(seconds * 1e6)))
+        period = min(_max_period_us(), max(1, round(seconds * 1e6)))
         poller = Poller(fire, period_us=period, name="timer")
         return poller.unregister
 
