@@ -30,10 +30,9 @@ from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._loader import fast
 from spdk_io.dma import DmaBuf, iovecs
-from spdk_io.env import on_teardown
 from spdk_io.errors import BdevRemovedError, SpdkError
 from spdk_io.loop import Op, sleep
-from spdk_io.thread import current_thread
+from spdk_io.thread import current_thread, on_release
 
 __all__ = ["Bdev", "BdevDesc", "IoSlot", "IoType"]
 
@@ -187,7 +186,7 @@ async def _close_all() -> None:
         desc._really_close()
 
 
-on_teardown(_close_all)
+on_release(_close_all)
 
 
 class BdevDesc:

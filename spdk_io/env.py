@@ -27,7 +27,7 @@ from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op, wait_for
-from spdk_io.thread import SpdkThread, shutdown_guests
+from spdk_io.thread import SpdkThread, on_release, release_current, shutdown_guests
 
 __all__ = ["Env", "EnvOptions", "block_on", "run"]
 
@@ -116,32 +116,27 @@ class EnvOptions:
 #: Seconds each teardown step may take before it is abandoned.
 TEARDOWN_TIMEOUT = 10.0
 _log = logging.getLogger("spdk_io")
-_teardown_hooks: list[Callable[[], Awaitable[None]]] = []
 
 
 def on_teardown(hook: Callable[[], Awaitable[None]]) -> None:
     """Run ``hook()`` on the app thread when an Env stops, before subsystems finish.
 
-    Modules that hand out SPDK resources (descriptors, channels) register one
-    to release what the user left open, so teardown never waits forever.
+    The same registry as :func:`spdk_io.thread.on_release`: the hook also runs on
+    every spawned thread before it exits, and releases what the current thread holds.
     """
-    if hook not in _teardown_hooks:
-        _teardown_hooks.append(hook)
+    on_release(hook)
 
 
 async def release_leftovers() -> None:
-    """Run the teardown hooks (each bounded in time), then close every RPC server.
+    """Release what the app thread holds (:func:`spdk_io.thread.release_current`),
+    then close every RPC server.
 
     Both :class:`Env` and :class:`~spdk_io.app.App` call this before SPDK's
     subsystems finish.
     """
     from spdk_io import rpc
 
-    for hook in list(_teardown_hooks):
-        try:
-            await wait_for(hook(), TEARDOWN_TIMEOUT)
-        except Exception as exc:  # teardown goes on; the hook's failure is reported
-            _log.warning("teardown hook %s failed: %s", getattr(hook, "__qualname__", hook), exc)
+    await release_current()
     rpc._shutdown()
 
 

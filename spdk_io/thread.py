@@ -12,6 +12,15 @@ other OS thread with :class:`~spdk_io.errors.WrongThreadError`.
 * :meth:`SpdkThread.spawn` starts a new OS thread with its own SPDK thread and
   loop and returns a :class:`JoinHandle`.
 * :class:`Poller` runs a Python callable as an SPDK poller.
+
+Exit.  Before an SPDK thread that spdk_io drives exits (a spawned thread when its
+function returns, the app thread at teardown), :func:`release_current` answers
+the calls it still serves with :class:`ThreadExitedError` and runs the
+:func:`on_release` hooks, which release what the thread holds (open
+descriptors, channels); :meth:`SpdkThread.close` then unregisters the pollers
+left registered.  From the moment a thread starts to close, messages to it are
+refused with :class:`ThreadExitedError`: a :class:`ThreadHandle` never passes
+SPDK a thread that has exited or been destroyed.
 """
 
 from __future__ import annotations
@@ -20,28 +29,74 @@ import contextlib
 import ctypes
 import errno
 import inspect
+import logging
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar, overload
 
 from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._loader import fast
-from spdk_io.errors import SpdkError, WrongThreadError
-from spdk_io.loop import Loop, Op, current_loop
+from spdk_io._validate import FOREVER, MAX_TIMER_SECONDS, duration, integer, text
+from spdk_io.errors import Cancelled, SpdkError, WrongThreadError
+from spdk_io.loop import Loop, Op, Task, current_loop, current_task, wait, wait_for
 
-__all__ = ["JoinHandle", "Poller", "SpdkThread", "ThreadHandle", "current_thread"]
+__all__ = [
+    "JoinHandle",
+    "Poller",
+    "SpdkThread",
+    "ThreadExitedError",
+    "ThreadHandle",
+    "current_thread",
+    "on_release",
+    "release_current",
+]
 
 T = TypeVar("T")
 
 #: Seconds an exiting SPDK thread may take to release what it holds.
 EXIT_TIMEOUT = 10.0
+#: Seconds each release step (answering served calls, each :func:`on_release` hook) may take.
+RELEASE_TIMEOUT = 10.0
+#: The longest poller period in microseconds: SPDK converts periods to TSC ticks in 64 bits.
+MAX_PERIOD_US = int(MAX_TIMER_SECONDS * 1_000_000)
+#: SPDK keeps this many bytes of a thread's or poller's name.
+MAX_NAME_LEN = 256
 
+_log = logging.getLogger("spdk_io")
 _local = threading.local()
-_by_id: dict[int, SpdkThread] = {}  # SPDK thread id -> the SpdkThread that polls it
+# SPDK thread id -> the SpdkThread that polls it, while it accepts messages.  A thread
+# leaves it (under the lock) before it starts to exit; senders look it up and send
+# under the same lock, so no message is ever sent to an exited or destroyed thread.
+_by_id: dict[int, SpdkThread] = {}
 _registry_lock = threading.Lock()
+
+
+# TODO(errors.py): move to spdk_io.errors and export it from there.
+class ThreadExitedError(SpdkError):
+    """The SPDK thread a message or call was for has exited (or is exiting).
+
+    ``errno`` is ``ESHUTDOWN``; ``obj`` is the thread's name.
+    """
+
+    def __init__(self, name: str, op: str = "spdk_thread_send_msg") -> None:
+        super().__init__(errno.ESHUTDOWN, op, name, "the SPDK thread has exited")
+
+
+def _never() -> None:
+    """The cancel function of a timer that never fires."""
+
+
+def _check_callable(fn: object, what: str = "fn", *, plain: bool = False) -> None:
+    """Refuse a non-callable ``fn`` (and, if ``plain``, a coroutine function)."""
+    if inspect.iscoroutine(fn):
+        fn.close()  # never run: close it so Python does not warn it was never awaited
+        raise TypeError(f"{what} must be callable, not a coroutine (pass the function)")
+    if not callable(fn):
+        raise TypeError(f"{what} must be callable, not {type(fn).__name__}")
+    if plain and inspect.iscoroutinefunction(fn):
+        raise TypeError(f"{what} must be a plain function, not a coroutine function")
 
 
 def _addr(ptr: Any) -> int:
@@ -65,7 +120,15 @@ class SpdkThread:
         self.id: int = g.spdk_thread_get_id(ptr)
         self.owner = threading.get_ident()
         self._closed = False
-        self._pollers: weakref.WeakSet[Poller] = weakref.WeakSet()
+        self._exiting = False  # set once it starts to exit: new calls are refused
+        # Registered pollers, held strongly: a poller runs until unregistered or its
+        # thread exits, whether or not the user keeps a reference.
+        self._pollers: set[Poller] = set()
+        # Tasks running calls from other threads (answered with an error at exit).
+        self._serving: set[Task[Any]] = set()
+        # Keys of messages sent here and not yet run (guarded by _registry_lock),
+        # with what to do if they never run (the thread was forced out).
+        self._inbox: dict[int, Callable[[], None] | None] = {}
         addr = ctypes.c_void_p(_addr(ptr))
         self._arg = addr
         self.is_host = host
@@ -89,6 +152,7 @@ class SpdkThread:
         SPDK creates by itself, such as the NVMe-oF target's poll groups.
         """
         global _host
+        text(name, "name", max_len=MAX_NAME_LEN)
         if getattr(_local, "thread", None) is not None:
             raise RuntimeError(f"OS thread already polls SPDK thread {_local.thread.name}")
         _local.creating = True
@@ -109,6 +173,7 @@ class SpdkThread:
 
         Its creator polls, exits and destroys it; call :meth:`_forget` when it is gone.
         """
+        text(name, "name", max_len=MAX_NAME_LEN)
         if getattr(_local, "thread", None) is not None:
             raise RuntimeError(f"OS thread already polls SPDK thread {_local.thread.name}")
         ptr = g.spdk_get_thread()
@@ -120,9 +185,10 @@ class SpdkThread:
 
     def _forget(self) -> None:
         """Drop a wrapped thread whose owner destroyed it."""
-        self._closed = True
+        self._closed = self._exiting = True
         with _registry_lock:
             _by_id.pop(self.id, None)
+        self._drop_inbox()
         self.loop.close()
         if getattr(_local, "thread", None) is self:
             _local.thread = None
@@ -144,6 +210,7 @@ class SpdkThread:
             )
 
     def handle(self) -> ThreadHandle:
+        """A thread-safe reference other OS threads use to send this thread work."""
         return ThreadHandle(self._ptr, self.id, self.name)
 
     # -- polling -------------------------------------------------------------------------
@@ -178,23 +245,39 @@ class SpdkThread:
     # -- timers --------------------------------------------------------------------------
 
     def _call_later(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
-        """Run ``fn()`` once after ``seconds`` on a timed poller; return its cancel function."""
+        """Run ``fn()`` once after ``seconds`` on a timed poller; return its cancel function.
+
+        :data:`~spdk_io._validate.FOREVER` (or anything longer than
+        :data:`~spdk_io._validate.MAX_TIMER_SECONDS`) registers nothing and returns a
+        no-op cancel.  The cancel function is harmless after the timer fired.
+        """
+        seconds = duration(seconds, "seconds")
+        if seconds == FOREVER:
+            return _never
 
         def fire() -> bool:
             poller.unregister()
             fn()
             return True
 
-        poller = Poller(fire, period_us=max(1, round(seconds * 1e6)), name="timer")
+        period = min(_max_period_us(), max(1, round(seconds * 1e6)))
+        poller = Poller(fire, period_us=period, name="timer")
         return poller.unregister
 
     # -- teardown ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Exit the SPDK thread, poll until it has exited, destroy it.  Idempotent."""
+        """Exit the SPDK thread, poll until it has exited, destroy it.  Idempotent.
+
+        Call :func:`release_current` (on this thread's loop) first to release what
+        the thread holds.  From here on, messages to the thread are refused with
+        :class:`ThreadExitedError`; those already queued still run.  Raises
+        :class:`WrongThreadError`, changing nothing, from another OS thread.
+        """
         if self._closed:
             return
         self.check_owner()
+        self._refuse_messages()
         g.spdk_set_thread(self._ptr)  # SPDK's calls below act on the current thread
         for poller in list(self._pollers):  # left registered by the user: SPDK would wait 5 s
             poller.unregister()
@@ -212,14 +295,40 @@ class SpdkThread:
                     "pollers, I/O channels or messages are still outstanding",
                 )
         g.spdk_thread_destroy(self._ptr)
-        with _registry_lock:
-            _by_id.pop(self.id, None)
+        self._drop_inbox()
         if self.is_host:
             globals()["_host"] = None
         self.loop.close()
         if getattr(_local, "thread", None) is self:
             _local.thread = None
             g.spdk_set_thread(None)
+
+    def _refuse_messages(self) -> None:
+        """From now on, sending to this thread raises :class:`ThreadExitedError`."""
+        self._exiting = True
+        with _registry_lock:
+            _by_id.pop(self.id, None)
+
+    def _drop_inbox(self) -> None:
+        """Forget messages that never ran (SPDK forced the thread out); tell their senders."""
+        with _registry_lock:
+            left, self._inbox = self._inbox, {}
+        for key, dropped in left.items():
+            _bridge.forget(key)
+            if dropped is not None:
+                dropped()
+
+    async def _stop_serving(self) -> None:
+        """Answer the calls this thread still runs with :class:`ThreadExitedError`."""
+        self._exiting = True
+        tasks = list(self._serving)
+        for task in tasks:
+            task.cancel(ThreadExitedError(self.name, "call"))
+        if tasks:
+            try:
+                await wait_for(wait(tasks), RELEASE_TIMEOUT)
+            except TimeoutError:
+                _log.warning("thread %s: calls it served did not stop", self.name)
 
     # -- spawning ------------------------------------------------------------------------
 
@@ -238,26 +347,41 @@ class SpdkThread:
         """Run ``fn(*args)`` on a new OS thread with its own SPDK thread and loop.
 
         ``fn`` may be a coroutine function (run on the new thread's loop) or a
-        plain function (called with the new SPDK thread current).  The SPDK
-        thread is exited and destroyed when ``fn`` returns.
+        plain function (called with the new SPDK thread current).  When ``fn``
+        returns, the thread releases what it holds (:func:`release_current`:
+        descriptors it left open, calls it still serves), unregisters its pollers,
+        exits and is destroyed; then the :class:`JoinHandle` completes.  A
+        non-callable ``fn`` or a bad ``name`` raises before any thread starts.
         """
+        _check_callable(fn)
+        text(name, "name", max_len=MAX_NAME_LEN)
         join: JoinHandle[Any] = JoinHandle(name)
 
         def main() -> None:
+            result: Any = None
+            error: BaseException | None = None
             try:
                 thread = SpdkThread.create(name)
             except BaseException as exc:
                 join._finish(None, exc)
+                join._notify()
                 return
             try:
                 result = fn(*args)
                 if inspect.iscoroutine(result):
                     result = thread.block_on(result)
-                join._finish(result, None)
             except BaseException as exc:
-                join._finish(None, exc)
+                error = exc
+            try:
+                try:
+                    thread.block_on(release_current())
+                finally:
+                    thread.close()
+            except BaseException as exc:  # the thread could not exit cleanly
+                if error is None:
+                    error = exc
             finally:
-                thread.close()
+                join._finish(result, error)
                 join._notify()
 
         os_thread = threading.Thread(target=main, name=name, daemon=True)
@@ -341,7 +465,12 @@ def current_thread() -> SpdkThread:
 
 
 class ThreadHandle:
-    """A reference to an SPDK thread that any OS thread may use to send it work."""
+    """A reference to an SPDK thread that any OS thread may use to send it work.
+
+    Sending to a thread that has exited (or started to exit) raises
+    :class:`ThreadExitedError` and changes nothing.  ``ptr`` is the raw
+    ``struct spdk_thread *``, valid only while the thread lives.
+    """
 
     __slots__ = ("id", "name", "ptr")
 
@@ -367,19 +496,40 @@ class ThreadHandle:
         """Run ``fn()`` on this SPDK thread soon (fire and forget).
 
         An exception from ``fn`` stops the target thread's loop with a
-        :class:`~spdk_io.errors.CallbackError`.
+        :class:`~spdk_io.errors.CallbackError`.  Raises :class:`ThreadExitedError`
+        if the thread has exited, ``TypeError`` if ``fn`` is not a plain function
+        (use :meth:`call` to run a coroutine function there).
         """
+        _check_callable(fn, plain=True)
         self._post(fn, None)
 
-    def _post(self, fn: Callable[[], object], op: Op[Any] | None) -> None:
-        key = _bridge.once(fn, op)
-        rc = g.spdk_thread_send_msg(self.ptr, _bridge.ctx_cb, key)
-        if rc != 0:
-            _bridge.forget(key)
-            raise SpdkError(-rc, "spdk_thread_send_msg", self.name)
-        target = _by_id.get(self.id)
-        if target is not None:
-            target.loop.wake()
+    def _post(self, fn: Callable[[], object], dropped: Callable[[], None] | None) -> None:
+        """Send ``fn`` as an SPDK message, or raise :class:`ThreadExitedError`.
+
+        ``dropped()`` runs (on the target's OS thread) if the message is never run
+        because SPDK forced the thread out with messages still queued.
+        """
+        cell: list[int] = []
+
+        def run() -> None:
+            with _registry_lock:
+                inbox.pop(cell[0], None)
+            fn()
+
+        with _registry_lock:
+            target = _by_id.get(self.id)
+            if target is None:
+                raise ThreadExitedError(self.name)
+            inbox = target._inbox
+            key = _bridge.once(run)
+            cell.append(key)
+            inbox[key] = dropped
+            rc = g.spdk_thread_send_msg(target._ptr, _bridge.ctx_cb, key)
+            if rc != 0:
+                del inbox[key]
+                _bridge.forget(key)
+                raise SpdkError(-rc, "spdk_thread_send_msg", self.name)
+        target.loop.wake()
 
     @overload
     def call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> Op[T]: ...
@@ -392,9 +542,14 @@ class ThreadHandle:
 
         ``fn`` may return a coroutine; it then runs as a task on the target
         thread's loop and its result is sent back.  Exceptions travel back too.
+        If the target exits before it answers, the call fails with
+        :class:`ThreadExitedError` (raised at once if it has already exited);
+        if the calling thread exits first, the answer is dropped.
         """
+        _check_callable(fn)
         origin = current_thread().handle()
         op: Op[Any] = Op(f"call on {self.name}")
+        name = self.name
 
         def reply(value: Any, exc: BaseException | None) -> None:
             def deliver() -> None:
@@ -405,31 +560,43 @@ class ThreadHandle:
                 else:
                     op.set_exception(exc)
 
-            origin._post(deliver, None)
+            with contextlib.suppress(ThreadExitedError):  # the caller's thread exited:
+                origin._post(deliver, None)  # nobody is left to tell
+
+        def exited(cause: BaseException | None = None) -> None:
+            err = ThreadExitedError(name, "call")
+            err.__cause__ = cause
+            reply(None, err)
+
+        async def relay(coro: Coroutine[Any, Any, Any], me: SpdkThread) -> None:
+            task = current_task()
+            try:
+                result = await coro
+            except Cancelled as exc:  # the target's loop shut its tasks down
+                exited(exc)
+            except BaseException as exc:
+                reply(None, exc)
+            else:
+                reply(result, None)
+            finally:
+                me._serving.discard(task)
 
         def remote() -> None:
+            me = current_thread()
+            if me._exiting:
+                exited()  # too late: the thread is on its way out
+                return
             try:
                 value: Any = fn()
             except BaseException as exc:
                 reply(None, exc)
                 return
             if inspect.iscoroutine(value):
-                task = current_loop().spawn(value)
-                task._observed = True
-
-                async def relay() -> None:
-                    try:
-                        result = await task
-                    except BaseException as exc:
-                        reply(None, exc)
-                        return
-                    reply(result, None)
-
-                current_loop().spawn(relay(), name="call-relay")
+                me._serving.add(current_loop().spawn(relay(value, me), f"call from {origin.name}"))
             else:
                 reply(value, None)
 
-        self._post(remote, op)
+        self._post(remote, exited)
         return op
 
 
@@ -469,7 +636,18 @@ class JoinHandle(Generic[T]):
         return self._finished.is_set()
 
     def join(self, timeout: float | None = None) -> T:
-        """Block this OS thread until the spawned thread ends; return or raise its result."""
+        """Block this OS thread until the spawned thread ends; return or raise its result.
+
+        ``timeout`` is in seconds (``None`` or :data:`~spdk_io._validate.FOREVER`:
+        no limit); :class:`TimeoutError` when it passes.  Joining from the
+        spawned thread itself (which would wait forever) raises ``RuntimeError``.
+        """
+        if timeout is not None:
+            timeout = duration(timeout, "timeout")
+            if timeout == FOREVER:
+                timeout = None
+        if self._os_thread is threading.current_thread() and not self._finished.is_set():
+            raise RuntimeError(f"thread {self.name} cannot join itself")
         if not self._finished.wait(timeout):
             raise TimeoutError(f"thread {self.name} did not finish within {timeout} s")
         if self._os_thread is not None:
@@ -492,14 +670,18 @@ class Poller:
     """A Python callable run by SPDK as a poller on the current SPDK thread.
 
     ``fn()`` returns truthy when it did work.  ``period_us=0`` runs it on every
-    poll; otherwise every ``period_us`` microseconds.  Use as a context manager
-    or call :meth:`unregister`.  An exception in ``fn`` stops the loop with a
-    :class:`~spdk_io.errors.CallbackError`.
+    poll; otherwise every ``period_us`` microseconds (at most
+    :data:`MAX_PERIOD_US`).  A registered poller runs until :meth:`unregister`
+    (or the context manager's exit) or until its thread exits, whether or not
+    a reference to it is kept.  An exception in ``fn`` stops the loop with a
+    :class:`~spdk_io.errors.CallbackError`.  Bad arguments raise before
+    anything is registered.
     """
 
     def __init__(self, fn: Callable[[], object], period_us: int = 0, name: str = "python") -> None:
-        if period_us < 0:
-            raise ValueError(f"period_us must be >= 0, got {period_us}")
+        _check_callable(fn, plain=True)
+        period_us = integer(period_us, "period_us", 0, _max_period_us())
+        text(name, "name", max_len=MAX_NAME_LEN)
         self.thread = current_thread()
         self._key = _bridge.persistent(fn)
         self._ptr: Any = g.spdk_poller_register_named(
@@ -532,6 +714,7 @@ class Poller:
         if self._ptr and self.thread._closed:
             self._ptr = None
             _bridge.forget(self._key)
+            self.thread._pollers.discard(self)
 
     def pause(self) -> None:
         self._check()
@@ -554,9 +737,57 @@ class Poller:
         g.spdk_poller_unregister(ctypes.byref(self._ptr))
         self._ptr = None
         _bridge.forget(self._key)
+        self.thread._pollers.discard(self)
 
     def __enter__(self) -> Poller:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.unregister()
+
+
+def _max_period_us() -> int:
+    """The longest period SPDK turns into ticks here without overflowing 64 bits."""
+    hz: int = g.spdk_get_ticks_hz()
+    return min(MAX_PERIOD_US, (2**63 // max(hz, 1)) * 1_000_000)
+
+
+# -- releasing what a thread holds before it exits ----------------------------------------
+
+_release_hooks: list[Callable[[], Awaitable[None]]] = []
+
+
+def on_release(hook: Callable[[], Awaitable[None]]) -> None:
+    """Run ``await hook()`` on every SPDK thread spdk_io exits, before it exits.
+
+    ``hook`` releases what the *current* SPDK thread holds (descriptors and
+    channels the user left open) so the thread can exit at once and nothing
+    outlives it.  It runs on spawned threads when their function returns and
+    on the app thread at teardown (:func:`release_current`).  Registering the
+    same hook twice registers it once.
+    """
+    _check_callable(hook, "hook")
+    if hook not in _release_hooks:
+        _release_hooks.append(hook)
+
+
+async def release_current() -> None:
+    """Prepare the current SPDK thread to exit: release what it holds.
+
+    Calls from other threads that it still runs are cancelled and answered with
+    :class:`ThreadExitedError` (calls arriving from now on get that answer at
+    once), then every :func:`on_release` hook runs, then the thread refuses new
+    messages with :class:`ThreadExitedError`: its owner is about to exit it (for
+    a thread SPDK's app framework owns, out of spdk_io's sight).  Each step is bounded by
+    :data:`RELEASE_TIMEOUT`; a failing hook is logged, never raised, so
+    teardown always goes on.
+    """
+    me = current_thread()
+    await me._stop_serving()
+    for hook in list(_release_hooks):
+        try:
+            await wait_for(hook(), RELEASE_TIMEOUT)
+        except Exception as exc:
+            name = getattr(hook, "__qualname__", hook)
+            _log.warning("release hook %s failed on thread %s: %s", name, me.name, exc)
+    me._refuse_messages()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -12,7 +14,7 @@ import pytest
 import spdk_io
 from spdk_io import SpdkThread, ThreadHandle
 from spdk_io.errors import CallbackError, Cancelled, WrongThreadError
-from spdk_io.thread import Poller, current_thread
+from spdk_io.thread import MAX_PERIOD_US, Poller, current_thread
 
 Run = Callable[[Awaitable[Any]], Any]
 
@@ -253,5 +255,132 @@ def test_poller_rejects_bad_period(run: Run) -> None:
     async def main() -> None:
         with pytest.raises(ValueError):
             Poller(lambda: False, period_us=-1)
+
+    run(main())
+
+
+def test_poller_refuses_bad_arguments_before_registering(run: Run) -> None:
+    async def main() -> None:
+        with pytest.raises(TypeError, match="fn"):
+            Poller(5)  # type: ignore[arg-type]  # the point of the test
+        with pytest.raises(TypeError, match="period_us"):
+            Poller(lambda: False, period_us=True)
+        with pytest.raises(TypeError, match="period_us"):
+            Poller(lambda: False, period_us=1.5)  # type: ignore[arg-type]  # the point
+        with pytest.raises(ValueError, match="period_us"):
+            Poller(lambda: False, period_us=2**64)
+        with pytest.raises(ValueError, match="period_us"):
+            Poller(lambda: False, period_us=MAX_PERIOD_US + 1)
+        with pytest.raises(TypeError, match="name"):
+            Poller(lambda: False, name=5)  # type: ignore[arg-type]  # the point
+        with pytest.raises(ValueError, match="name"):
+            Poller(lambda: False, name="a\0b")
+        with Poller(lambda: False, period_us=MAX_PERIOD_US, name="longest") as p:
+            assert p.registered  # the largest period SPDK converts to ticks without overflow
+
+    run(main())
+
+
+def test_timers_accept_forever_and_huge_durations(run: Run) -> None:
+    async def main() -> None:
+        for forever in (math.inf, 1e300, 10**400):
+            async with spdk_io.timeout(forever):
+                await spdk_io.sleep(0.001)
+        with pytest.raises(TimeoutError):
+            async with spdk_io.timeout(0.01):
+                await spdk_io.sleep(math.inf)  # registers nothing; cancelled by the timeout
+        cancel = current_thread()._call_later(math.inf, lambda: None)
+        cancel()  # a no-op, callable any number of times
+        cancel()
+
+    run(main())
+
+
+def test_close_from_another_os_thread_is_refused_and_changes_nothing(run: Run, env: Any) -> None:
+    errors: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            env.thread.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=elsewhere)
+    t.start()
+    t.join()
+    assert len(errors) == 1 and isinstance(errors[0], WrongThreadError)
+
+    async def main() -> int:
+        await spdk_io.sleep(0.001)
+        return int(await ThreadHandle.current().call(lambda: 3))
+
+    assert run(main()) == 3
+
+
+def test_spawn_send_and_call_refuse_non_callables(run: Run) -> None:
+    before = threading.active_count()
+    with pytest.raises(TypeError, match="fn"):
+        SpdkThread.spawn(5)  # type: ignore[call-overload]  # the point of the test
+    with pytest.raises(TypeError, match="name"):
+        SpdkThread.spawn(lambda: None, name=7)  # type: ignore[call-overload]  # the point
+    with pytest.raises(ValueError, match="name"):
+        SpdkThread.spawn(lambda: None, name="")
+    assert threading.active_count() == before  # no OS thread was started
+
+    async def main() -> None:
+        me = ThreadHandle.current()
+        with pytest.raises(TypeError, match="fn"):
+            me.send(None)  # type: ignore[arg-type]  # the point of the test
+        with pytest.raises(TypeError, match="fn"):
+            me.call("not a function")  # type: ignore[call-overload]  # the point
+
+    run(main())
+
+
+def test_send_whose_function_raises_stops_the_target_loop(run: Run) -> None:
+    async def main() -> None:
+        ThreadHandle.current().send(lambda: 1 // 0)
+        await spdk_io.sleep(0.05)
+
+    with pytest.raises(CallbackError, match="ZeroDivisionError"):
+        run(main())
+
+
+def test_join_checks_its_timeout_and_refuses_to_join_itself(env: Any) -> None:
+    box: list[Any] = []
+    started = threading.Event()
+
+    def worker() -> str:
+        started.wait(10)
+        try:
+            box[0].join(timeout=1)  # would wait for itself forever
+        except RuntimeError as exc:
+            return str(exc)
+        return "joined itself"
+
+    h = SpdkThread.spawn(worker, name="selfjoin")
+    box.append(h)
+    with pytest.raises(TypeError, match="timeout"):
+        h.join(timeout="soon")  # type: ignore[arg-type]  # the point of the test
+    with pytest.raises(ValueError, match="timeout"):
+        h.join(timeout=-1)
+    started.set()
+    assert "cannot join itself" in h.join(timeout=math.inf)
+
+
+def test_coroutines_where_plain_functions_run_are_refused(run: Run) -> None:
+    async def work() -> bool:
+        return True
+
+    coro = work()
+    with pytest.raises(TypeError, match="not a coroutine"):
+        SpdkThread.spawn(coro)  # type: ignore[call-overload]  # the point of the test
+    assert inspect.getcoroutinestate(coro) == "CORO_CLOSED"  # no "never awaited" warning
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match="coroutine function"):
+            Poller(work)
+        with pytest.raises(TypeError, match="coroutine function"):
+            ThreadHandle.current().send(work)
 
     run(main())
