@@ -27,12 +27,14 @@ Guarantees:
 from __future__ import annotations
 
 import errno
+import fcntl
 import itertools
 import json
 import math
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -217,24 +219,105 @@ def _on_app_thread(what: str) -> SpdkThread:
     )
 
 
+def _socket_path(path: object) -> Path:
+    """``path`` checked as a place for a new unix socket: type, length, directory, occupant."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    raw = os.fspath(path)
+    if not isinstance(raw, str):
+        raise TypeError(f"path must be a str path, not {type(raw).__name__}")
+    _validate.text(raw, "path")
+    encoded = os.fsencode(raw)
+    if len(encoded) > MAX_SOCKET_PATH:
+        raise ValueError(
+            f"path is {len(encoded)} bytes; a unix socket path holds at most "
+            f"{MAX_SOCKET_PATH}: {raw}"
+        )
+    p = Path(raw)
+    parent = p.parent
+    if not parent.exists():
+        raise FileNotFoundError(errno.ENOENT, f"directory {parent} does not exist", str(parent))
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{parent} is not a directory", str(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(
+            errno.EACCES, f"cannot create a socket in directory {parent}", str(parent)
+        )
+    if os.path.lexists(p):
+        if stat.S_ISSOCK(os.lstat(p).st_mode):
+            if _listening(p):
+                raise SpdkError(
+                    errno.EADDRINUSE, "spdk_rpc_server_listen", raw, "a server is listening on it"
+                )
+            raise FileExistsError(
+                errno.EEXIST,
+                f"{p} is a socket nobody is listening on (left by a process that exited?); "
+                "remove it or pick another path",
+                raw,
+            )
+        raise FileExistsError(errno.EEXIST, f"{p} exists; remove it or pick another path", raw)
+    if _lock_held(Path(raw + ".lock")):
+        raise SpdkError(
+            errno.EADDRINUSE,
+            "spdk_rpc_server_listen",
+            raw,
+            f"another SPDK RPC server holds {raw}.lock",
+        )
+    return p
+
+
+def _listening(path: Path) -> bool:
+    """Whether something accepts connections on the unix socket ``path`` (never blocks)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(str(path))
+    except BlockingIOError:
+        return True  # listening, its backlog is full
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _lock_held(lock: Path) -> bool:
+    """Whether another open file holds SPDK's flock on ``lock`` (a live server's lock file)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also releases our lock
+    return False
+
+
 class RpcServer:
-    """An SPDK JSON-RPC server listening on a unix socket, polled on the app thread."""
+    """An SPDK JSON-RPC server listening on a unix socket, polled on the app thread.
+
+    The path is checked before SPDK is asked to listen: a missing directory is
+    ``FileNotFoundError``, an unwritable one ``PermissionError``, a path where
+    a server listens (or whose lock a live server holds) an ``OSError`` with
+    ``errno.EADDRINUSE``, any other existing file ``FileExistsError``.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, period_us: int = SERVE_PERIOD_US) -> None:
         period_us = _validate.integer(period_us, "period_us", lo=0, hi=(1 << 63) - 1)
         self.thread = _on_app_thread("spdk_io.rpc.serve")
-        self.path = Path(path)
-        if len(os.fsencode(self.path)) >= 108:
-            raise ValueError(f"unix socket path too long: {self.path}")
-        if self.path.exists():
-            raise FileExistsError(f"{self.path} exists; remove it or pick another path")
+        self.path = _socket_path(path)
         old = os.umask(0o177)  # the socket is created 0600, never briefly wider
         try:
             self._ptr: Any = g.spdk_rpc_server_listen(os.fsencode(self.path))
         finally:
             os.umask(old)
         if not self._ptr:
-            raise SpdkError(errno.EADDRINUSE, "spdk_rpc_server_listen", str(self.path))
+            raise SpdkError(errno.EIO, "spdk_rpc_server_listen", str(self.path), "see SPDK's log")
         self._poller: Poller | None = None
         try:
             os.chmod(self.path, 0o600)
