@@ -22,16 +22,21 @@ Guarantees:
 * A lost connection fails the calls in flight with :class:`ConnectionError`;
   no socket error ever escapes the poller, and the next call reconnects (with
   a new private server if the old one is gone).
+* A private socket directory left behind by a process that was killed is
+  removed by the next process that starts a client (only 0700 directories of
+  this user whose process is gone and whose server lock is free).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import itertools
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import stat
@@ -366,6 +371,93 @@ def serve(path: str | os.PathLike[str]) -> RpcServer:
 
 _servers: list[RpcServer] = []
 
+#: Private socket directories: ``spdk_io-rpc-<pid>-<random>`` in the temp directory.
+_DIR_PREFIX = "spdk_io-rpc-"
+_DIR_RE = re.compile(r"spdk_io-rpc-([1-9]\d{0,9})-[A-Za-z0-9_]+")
+_SOCK_NAME = "rpc.sock"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a pid that cannot exist counts as alive: not ours)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True  # exists and belongs to someone else, or is no pid at all
+    return True
+
+
+def reap_stale_dirs(tmp: str | None = None) -> list[str]:
+    """Remove private socket directories that killed spdk_io processes left behind.
+
+    A directory goes only if its name carries a pid that is no longer alive,
+    it is a real directory (not a symlink) owned by this user with mode 0700,
+    and no live SPDK server holds its lock.  Only the socket and its lock file
+    are deleted, then the (then empty) directory.  Returns what was removed.
+    """
+    tmp = tmp if tmp is not None else tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(tmp))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _DIR_RE.fullmatch(entry.name)
+        if match is None:
+            continue
+        pid = int(match[1])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if (
+            not stat.S_ISDIR(st.st_mode)
+            or st.st_uid != os.getuid()
+            or stat.S_IMODE(st.st_mode) != 0o700
+        ):
+            continue
+        if _remove_private_dir(entry.path):
+            removed.append(entry.path)
+    return removed
+
+
+def _remove_private_dir(path: str) -> bool:
+    """Delete ``rpc.sock``, its lock and then the directory, unless a server holds the lock."""
+    try:
+        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        lock_name = _SOCK_NAME + ".lock"
+        try:
+            lfd: int | None = os.open(lock_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+        except OSError:
+            lfd = None
+        try:
+            if lfd is not None:
+                try:
+                    fcntl.flock(lfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return False  # a live server (in another pid namespace?) holds it
+            for name in (_SOCK_NAME, lock_name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dfd)
+        finally:
+            if lfd is not None:
+                os.close(lfd)
+    except OSError:
+        return False
+    finally:
+        os.close(dfd)
+    try:
+        os.rmdir(path)  # fails, and keeps it, if anything else is inside
+    except OSError:
+        return False
+    return True
+
 
 class _Client:
     """The private server and our connection to it, pumped while calls are in flight.
@@ -375,9 +467,10 @@ class _Client:
     """
 
     def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="spdk_io-rpc-")  # mode 0700
+        reap_stale_dirs()
+        self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")  # mode 0700
         try:
-            self.server = RpcServer(Path(self._dir) / "rpc.sock", period_us=0)
+            self.server = RpcServer(Path(self._dir) / _SOCK_NAME, period_us=0)
         except BaseException:
             shutil.rmtree(self._dir, ignore_errors=True)
             raise
