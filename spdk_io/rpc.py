@@ -272,13 +272,20 @@ def _socket_path(path: object) -> Path:
 
 
 def _listening(path: Path) -> bool:
-    """Whether something accepts connections on the unix socket ``path`` (never blocks)."""
+    """Whether something accepts connections on the unix socket ``path`` (never blocks).
+
+    A socket this user may not use is a ``PermissionError``: nothing to tell there.
+    """
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.setblocking(False)
     try:
         probe.connect(str(path))
     except BlockingIOError:
         return True  # listening, its backlog is full
+    except PermissionError:
+        raise PermissionError(
+            errno.EACCES, f"{path} exists and this user may not use it", str(path)
+        ) from None
     except OSError:
         return False
     finally:

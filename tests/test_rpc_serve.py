@@ -83,6 +83,24 @@ def test_serve_on_a_live_socket_is_eaddrinuse(run: Run, tmp_path: Path) -> None:
     assert not path.exists()
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may use any socket")
+def test_serve_on_a_socket_we_may_not_use_is_a_permission_error(run: Run, tmp_path: Path) -> None:
+    path = tmp_path / "locked.sock"
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(str(path))
+    other.listen()
+    path.chmod(0)
+
+    async def main() -> None:
+        with pytest.raises(PermissionError, match="may not use"):
+            rpc.serve(path)
+
+    try:
+        run(main())
+    finally:
+        other.close()
+
+
 def test_serve_on_a_stale_socket_says_so(run: Run, tmp_path: Path) -> None:
     path = tmp_path / "stale.sock"
     stale = socket.socket(socket.AF_UNIX)
