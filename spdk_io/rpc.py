@@ -59,6 +59,7 @@ __all__ = [
     "call",
     "encode_request",
     "serve",
+    "shutdown",
 ]
 
 JSON = Any
@@ -687,11 +688,17 @@ def call(method: str, params: Mapping[str, Any] | list[Any] | None = None) -> Op
     return _client.submit(method, data, rid)
 
 
-def _shutdown() -> None:
-    """Close every server and the private client (Env teardown)."""
+def shutdown() -> None:
+    """Close every server and the private client; calls in flight fail (Env/App teardown).
+
+    Idempotent.  The next :func:`call` starts a new private server.
+    """
     global _client
     if _client is not None:
         _client.close()
         _client = None
     for server in list(_servers):
         server.close()
+
+
+_shutdown = shutdown  # the name env.release_leftovers() uses today

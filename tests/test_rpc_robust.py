@@ -394,3 +394,15 @@ def test_odd_answers_fail_the_call_not_the_loop(answer: bytes) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "then healthy" in proc.stdout
     assert "Error" in proc.stdout.split("|")[0], proc.stdout  # the call failed, clearly
+
+
+def test_shutdown_fails_calls_in_flight_and_the_next_call_starts_afresh(run: Run) -> None:
+    async def main() -> None:
+        pending = rpc.call("spdk_get_version")
+        rpc.shutdown()
+        rpc.shutdown()  # idempotent
+        with pytest.raises(ConnectionError, match="shutting down"):
+            await pending
+        assert "version" in await rpc.call("spdk_get_version")
+
+    run(main())
