@@ -162,3 +162,41 @@ def test_app_refuses_after_spdk_became_unusable() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "App refused: " in proc.stdout, proc.stdout
+
+
+def test_env_after_app_in_one_process() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+
+        async def version() -> str:
+            return (await spdk_io.rpc.call("spdk_get_version"))["version"]
+
+        print("app:", spdk_io.App("first").run(version()), flush=True)
+        for i in range(2):
+            print("env:", spdk_io.run(version()), flush=True)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("env: SPDK v26.05") == 2, proc.stdout + proc.stderr
+
+
+def test_app_after_env_is_refused_before_spdk_is_touched() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+
+        async def version() -> str:
+            return (await spdk_io.rpc.call("spdk_get_version"))["version"]
+
+        print("env:", spdk_io.run(version()), flush=True)
+        try:
+            spdk_io.App("after").run(version())
+        except RuntimeError as exc:
+            print("App refused:", exc, flush=True)
+        print("env again:", spdk_io.run(version()), flush=True)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "App refused: an App needs a process where no Env ran" in proc.stdout
+    assert "env again: SPDK v26.05" in proc.stdout

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import spdk_io
@@ -197,7 +195,7 @@ def test_env_options_accept_good_values() -> None:
     assert opts.cores == frozenset({0, 2, 3})
     assert EnvOptions(core_mask="0x6", main_core=2).cores == frozenset({1, 2})
     assert EnvOptions(core_mask="F").cores == frozenset({0, 1, 2, 3})
-    assert EnvOptions(hugedir=Path("/tmp")).hugedir == "/tmp"
+    assert EnvOptions(hugedir="/tmp").hugedir == "/tmp"
     assert EnvOptions(extra={"mem_channel": 2}).extra == {"mem_channel": 2}
 
 
@@ -228,12 +226,17 @@ def test_options_and_keywords_together_are_refused() -> None:
         ({"subsystems": [{"config": []}]}, "subsystem"),
         ({"subsystems": [{"subsystem": "bdev", "config": [{"params": {}}]}]}, "method"),
         ({"subsystems": [{"subsystem": "bdev", "config": [{"method": 5}]}]}, "method"),
-        ([1, 2], "object"),
+        ('{"subsystems": [}', "not valid JSON"),
     ],
 )
 def test_malformed_config_is_refused_up_front(config: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Env(config=config)  # type: ignore[arg-type]  # the point of the test
+
+
+def test_config_of_the_wrong_type_is_refused() -> None:
+    with pytest.raises(TypeError, match="^config must be"):
+        Env(config=[1, 2])  # type: ignore[arg-type]  # the point of the test
 
 
 def test_objects_outliving_their_env_are_harmless() -> None:
