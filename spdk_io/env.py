@@ -7,8 +7,13 @@ state change to RUNTIME (without which runtime methods in a config are
 silently skipped), and the config's runtime methods.  Leaving the ``with``
 block undoes all of it in reverse order, also after an error or Ctrl-C.
 
-DPDK's EAL can only be configured once per process: a second ``Env`` reuses
-the first one's memory and core options (SPDK re-initialises with NULL opts).
+Options and configs are checked before SPDK is touched.  DPDK's EAL can only
+be configured once per process: a second ``Env`` reuses the first one's memory
+and core options (SPDK re-initialises with NULL opts).  A failed start or
+teardown leaves the process able to start again, except where SPDK itself
+cannot (DPDK's EAL failed to initialise, the first subsystem init failed, a
+teardown step did not finish): then every later start raises
+:class:`EnvUnusableError` at once, saying why.
 """
 
 from __future__ import annotations

@@ -235,7 +235,7 @@ def test_malformed_config_is_refused_up_front(config: object, match: str) -> Non
 
 
 def test_config_of_the_wrong_type_is_refused() -> None:
-    with pytest.raises(TypeError, match="^config must be"):
+    with pytest.raises(TypeError, match=r"^config must be"):
         Env(config=[1, 2])  # type: ignore[arg-type]  # the point of the test
 
 

@@ -359,3 +359,44 @@ def test_second_env_while_one_is_up_is_refused_and_changes_nothing() -> None:
     assert "run refused: an spdk_io Env is already running" in proc.stdout
     assert "first still works: SPDK v26.05" in proc.stdout
     assert _ran_again(proc.stdout), proc.stdout + proc.stderr
+
+
+def test_teardown_that_cannot_finish_makes_later_starts_fail_at_once() -> None:
+    # I/O that not even a reset completes in time: teardown gives up, leaks what is
+    # left rather than freeing it under SPDK, and later starts say why they refuse.
+    proc = run_py(
+        """
+        import time
+        import spdk_io
+        from spdk_io import bdev_modules as bm
+        from spdk_io.bdev import BdevDesc
+        from spdk_io.dma import DmaBuf
+        from spdk_io.env import EnvUnusableError
+        from spdk_io.errors import SpdkError
+
+        spdk_io.env.TEARDOWN_TIMEOUT = 0.05  # shorter than _close_all's grace period
+
+        async def main() -> None:
+            await bm.create_malloc("Stuck0", 64, 4096)
+            await bm.create_error("Stuck0")
+            await bm.inject_error("EE_Stuck0", "write", "pending", 1)
+            desc = BdevDesc.open("EE_Stuck0", write=True)
+            desc.write(DmaBuf.alloc(4096), 0)
+
+        try:
+            spdk_io.run(main())
+        except SpdkError as exc:
+            print("teardown failed:", exc.op, flush=True)
+        t0 = time.monotonic()
+        try:
+            spdk_io.run(main())
+        except EnvUnusableError as exc:
+            print("refused:", exc, time.monotonic() - t0 < 1, flush=True)
+        """,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "teardown failed: spdk_subsystem_fini" in proc.stdout, proc.stdout + proc.stderr
+    assert "refused: SPDK cannot be started again" in proc.stdout
+    assert "spdk_subsystem_fini" in proc.stdout.split("refused: ")[1]
+    assert " True\n" in proc.stdout
