@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from spdk_io import _bridge, env
 from spdk_io import _generated as g
+from spdk_io._validate import text
 from spdk_io.errors import Cancelled, SpdkError
 from spdk_io.loop import Task
 from spdk_io.thread import Poller, SpdkThread
@@ -29,6 +30,9 @@ from spdk_io.thread import Poller, SpdkThread
 __all__ = ["App"]
 
 T = TypeVar("T")
+
+#: ``sizeof(sockaddr_un.sun_path) - 1``: the longest Unix socket path.
+_MAX_SOCKET_PATH = 107
 
 
 @dataclass
@@ -56,10 +60,22 @@ class App:
         no_huge: bool | None = None,
         shm_id: int = -1,
     ) -> None:
-        if config_file is not None and config is not None:
-            raise ValueError("pass config_file or config, not both")
-        if config_file is not None and not Path(config_file).is_file():
-            raise FileNotFoundError(f"JSON config {config_file} does not exist")
+        """Check every option (``TypeError``/``ValueError`` naming it); nothing starts yet."""
+        if config_file is not None:
+            if not isinstance(config_file, str | Path):
+                raise TypeError(
+                    f"config_file must be a str or a Path, not {type(config_file).__name__}"
+                )
+            if config is not None:
+                raise ValueError("config_file and config: pass one, not both")
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"config_file {config_file} does not exist")
+            env.config_bytes(Path(config_file))  # its structure, checked now
+        if config is not None and not isinstance(config, Mapping | str):
+            raise TypeError(f"config must be a mapping or JSON text, not {type(config).__name__}")
+        if rpc_addr is not None:
+            text(rpc_addr, "rpc_addr", max_len=_MAX_SOCKET_PATH)
+        env.parse_core_mask(reactor_mask, "reactor_mask")
         opts = env.EnvOptions(
             name=name,
             core_mask=reactor_mask,
@@ -69,14 +85,25 @@ class App:
         ).resolved()
         self.options = opts
         self.config_file = None if config_file is None else str(config_file)
-        self.config = env._config_bytes(config) if config is not None else None
+        self.config = env.config_bytes(config) if config is not None else None
         self.rpc_addr = rpc_addr
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         """Start the framework, run ``main`` on the app thread, stop; return its result."""
-        if App._started or env._active is not None:
+        try:
+            env.check_startable()
+        except env.EnvUnusableError:
+            main.close()
+            raise
+        if App._started or env.is_up():
             main.close()
             raise RuntimeError("SPDK supports one App per process, and not alongside an Env")
+        if env.env_initialised_once():
+            main.close()
+            raise RuntimeError(
+                "an App needs a process where no Env ran before: spdk_app_start "
+                "initialises DPDK itself, which can happen once per process"
+            )
         App._started = True
         state = _State()
         keep: list[Any] = []
@@ -107,7 +134,7 @@ class App:
         opts.shutdown_cb = _bridge.void_cb
         _bridge.shutdown_hook = lambda: _shutdown(state)
 
-        key = _bridge.once(lambda: _on_start(state, main))
+        key = _bridge.once(lambda: _on_start(state, main, o))
         try:
             rc = g.spdk_app_start(ctypes.byref(opts), _bridge.ctx_cb, key)
         finally:
@@ -115,7 +142,7 @@ class App:
             _bridge.shutdown_hook = _bridge.no_hook
             if state.thread is not None:
                 state.thread._forget()
-            env._framework_up = False
+            env.set_framework_up(False)
             g.spdk_app_fini()
         if state.crash is not None:
             raise state.crash
@@ -125,9 +152,9 @@ class App:
         return state.task.result()  # type: ignore[no-any-return]
 
 
-def _on_start(state: _State, main: Coroutine[Any, Any, Any]) -> None:
+def _on_start(state: _State, main: Coroutine[Any, Any, Any], options: env.EnvOptions) -> None:
     """Runs on the app thread once the framework is up: host the loop in a poller."""
-    env._framework_up = True
+    env.set_framework_up(True, options)
     thread = SpdkThread.wrap_current("app_thread")
     state.thread = thread
     loop = thread.loop

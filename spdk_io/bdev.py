@@ -176,14 +176,40 @@ _open: weakref.WeakSet[BdevDesc] = weakref.WeakSet()
 
 
 async def _close_all() -> None:
-    """Env teardown: close descriptors the user left open on this thread, after their I/O."""
+    """Env teardown: close descriptors the user left open on this thread, after their I/O.
+
+    I/O still in flight after a short grace period (a device that holds it, as an
+    error bdev injecting ``pending`` does) is aborted with a bdev reset, so that
+    SPDK's subsystems can finish.
+    """
+    import logging
+    import time
+
+    grace = 1.0  # seconds for in-flight I/O to complete by itself
     me = current_thread()
-    for desc in list(_open):
-        if desc.thread is not me or desc._closed:
-            continue
+    mine = [d for d in list(_open) if d.thread is me and not d._closed]
+    deadline = time.monotonic() + grace
+    while any(d._inflight for d in mine) and time.monotonic() < deadline:
+        await sleep(0.001)
+    for desc in mine:
+        if desc._inflight and not desc._removed and not desc._closed:
+            ptr, channel = desc._ptr, desc._channel._ptr
+
+            def reset(key: int, ptr: Any = ptr, channel: Any = channel) -> int:
+                rc: int = g.spdk_bdev_reset(ptr, channel, _bridge.bdev_io_cb, key)
+                return rc
+
+            try:
+                desc._submit("teardown reset", reset, ())
+            except SpdkError as exc:  # teardown goes on; the hook's time bound still holds
+                logging.getLogger("spdk_io").warning(
+                    "%s: reset of I/O left in flight failed: %s", desc.name, exc
+                )
+    for desc in mine:
         while desc._inflight:
             await sleep(0.001)
-        desc._really_close()
+        if not desc._closed:
+            desc._really_close()
 
 
 on_release(_close_all)

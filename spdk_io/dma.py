@@ -124,8 +124,6 @@ def _drain_deferred() -> None:
         g.spdk_free(addr)
 
 
-
-
 def _bytes_view(obj: object) -> memoryview:
     """A flat unsigned-byte memoryview of a bytes-like object or a DmaBuf."""
     if isinstance(obj, DmaBuf):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+import spdk_io
 from tests.conftest import run_py
 
 CONFIG = """{"subsystems": [{"subsystem": "bdev", "config": [{"method": "bdev_malloc_create",
@@ -108,3 +111,92 @@ def test_app_sigint_cancels_main_and_stops() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "main cancelled" in proc.stdout and "App.run raised Cancelled" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "exc"),
+    [
+        ("name", 123, TypeError),
+        ("reactor_mask", 1, TypeError),
+        ("reactor_mask", "0x0", ValueError),
+        ("mem_size_mb", "512", TypeError),
+        ("mem_size_mb", 64, ValueError),
+        ("no_huge", "no", TypeError),
+        ("shm_id", 1.5, TypeError),
+        ("rpc_addr", 5, TypeError),
+        ("rpc_addr", "/tmp/" + "x" * 200, ValueError),
+        ("config_file", 5, TypeError),
+        ("config", 5, TypeError),
+    ],
+)
+def test_app_option_of_the_wrong_type_or_range_names_it(
+    field: str, value: object, exc: type[Exception]
+) -> None:
+    kwargs: dict[str, object] = {"no_huge": True, field: value}
+    with pytest.raises(exc, match=rf"^{field}\b"):
+        spdk_io.App(**kwargs)  # type: ignore[arg-type]  # the point of the test
+
+
+def test_app_refuses_after_spdk_became_unusable() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+        from spdk_io.env import EnvUnusableError
+        from spdk_io.errors import SpdkError
+
+        bad = {"subsystems": [{"subsystem": "iobuf", "config": [
+            {"method": "iobuf_set_options", "params": {"small_pool_count": 4000000}}]}]}
+
+        async def main() -> None:
+            pass
+
+        try:
+            spdk_io.run(main(), config=bad)
+        except SpdkError as exc:
+            print("first:", exc.op, flush=True)
+        try:
+            spdk_io.App("after").run(main())
+        except EnvUnusableError as exc:
+            print("App refused:", exc, flush=True)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "App refused: " in proc.stdout, proc.stdout
+
+
+def test_env_after_app_in_one_process() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+
+        async def version() -> str:
+            return (await spdk_io.rpc.call("spdk_get_version"))["version"]
+
+        print("app:", spdk_io.App("first").run(version()), flush=True)
+        for i in range(2):
+            print("env:", spdk_io.run(version()), flush=True)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("env: SPDK v26.05") == 2, proc.stdout + proc.stderr
+
+
+def test_app_after_env_is_refused_before_spdk_is_touched() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+
+        async def version() -> str:
+            return (await spdk_io.rpc.call("spdk_get_version"))["version"]
+
+        print("env:", spdk_io.run(version()), flush=True)
+        try:
+            spdk_io.App("after").run(version())
+        except RuntimeError as exc:
+            print("App refused:", exc, flush=True)
+        print("env again:", spdk_io.run(version()), flush=True)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "App refused: an App needs a process where no Env ran" in proc.stdout
+    assert "env again: SPDK v26.05" in proc.stdout

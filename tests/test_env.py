@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from spdk_io.env import EnvOptions
+import spdk_io
+from spdk_io.env import MIN_MEM_SIZE_MB, Env, EnvOptions
 from tests.conftest import run_py
+
+
+async def _nothing() -> None:
+    pass
 
 
 def test_readme_example_runs() -> None:
@@ -133,6 +138,105 @@ def test_env_options_validate() -> None:
         EnvOptions(iova_mode="bogus")
     opts = EnvOptions(no_huge=True).resolved()
     assert opts.no_huge and opts.mem_size_mb == 512
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", 123),
+        ("name", b"spdk"),
+        ("core_mask", 1),
+        ("mem_size_mb", "512"),
+        ("mem_size_mb", 512.0),
+        ("mem_size_mb", True),
+        ("shm_id", "1"),
+        ("no_pci", 1),
+        ("no_pci", "yes"),
+        ("no_huge", "no"),
+        ("no_huge", 0),
+        ("main_core", 0.0),
+        ("iova_mode", 1),
+        ("hugedir", 5),
+        ("extra", [("no_pci", True)]),
+    ],
+)
+def test_env_option_of_the_wrong_type_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(TypeError, match=rf"^{field}\b"):
+        EnvOptions(**{field: value})  # type: ignore[arg-type]  # the point of the test
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", ""),
+        ("name", "a\0b"),
+        ("core_mask", "0x0"),
+        ("core_mask", "zz"),
+        ("core_mask", "[]"),
+        ("core_mask", "[1-0]"),
+        ("core_mask", "--lcores=1"),
+        ("mem_size_mb", -1),
+        ("shm_id", -2),
+        ("main_core", -2),
+        ("main_core", 1),  # not in the default mask 0x1
+        ("iova_mode", "xx"),
+        ("hugedir", "/no/such/dir"),
+        ("extra", {"no_such_field": 1}),
+        ("extra", {"name": b"x"}),  # a field EnvOptions sets itself
+    ],
+)
+def test_env_option_out_of_range_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}\b"):
+        EnvOptions(**{field: value})  # type: ignore[arg-type]  # the point of the test
+
+
+def test_env_options_accept_good_values() -> None:
+    opts = EnvOptions(core_mask="[0,2-3]", main_core=3, mem_size_mb=1024, shm_id=0)
+    assert opts.cores == frozenset({0, 2, 3})
+    assert EnvOptions(core_mask="0x6", main_core=2).cores == frozenset({1, 2})
+    assert EnvOptions(core_mask="F").cores == frozenset({0, 1, 2, 3})
+    assert EnvOptions(hugedir="/tmp").hugedir == "/tmp"
+    assert EnvOptions(extra={"mem_channel": 2}).extra == {"mem_channel": 2}
+
+
+def test_too_little_memory_without_hugepages_names_the_option_and_minimum() -> None:
+    with pytest.raises(ValueError, match=r"^mem_size_mb=64 is too small.* at least \d+ MiB"):
+        EnvOptions(mem_size_mb=64, no_huge=True).resolved()
+    assert EnvOptions(mem_size_mb=MIN_MEM_SIZE_MB, no_huge=True).resolved().mem_size_mb == (
+        MIN_MEM_SIZE_MB
+    )
+
+
+def test_unknown_keyword_is_a_clear_type_error() -> None:
+    with pytest.raises(TypeError, match=r"mem_size.*mem_size_mb"):
+        Env(mem_size=512)  # type: ignore[call-arg]  # the point of the test
+    with pytest.raises(TypeError, match=r"mem_size.*mem_size_mb"):
+        spdk_io.run(_nothing(), mem_size=512)  # type: ignore[call-arg]  # the point of the test
+
+
+def test_options_and_keywords_together_are_refused() -> None:
+    with pytest.raises(TypeError, match="not both"):
+        Env(EnvOptions(), name="x")
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"subsystems": 5}, "subsystems"),
+        ({"subsystems": [{"config": []}]}, "subsystem"),
+        ({"subsystems": [{"subsystem": "bdev", "config": [{"params": {}}]}]}, "method"),
+        ({"subsystems": [{"subsystem": "bdev", "config": [{"method": 5}]}]}, "method"),
+        ('{"subsystems": [}', "not valid JSON"),
+    ],
+)
+def test_malformed_config_is_refused_up_front(config: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Env(config=config)  # type: ignore[arg-type]  # the point of the test
+
+
+def test_config_of_the_wrong_type_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"^config must be"):
+        Env(config=[1, 2])  # type: ignore[arg-type]  # the point of the test
 
 
 def test_objects_outliving_their_env_are_harmless() -> None:
