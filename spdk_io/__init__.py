@@ -58,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     "WrongThreadError": "errors",
     "CallbackError": "errors",
     "Cancelled": "errors",
+    "ThreadExitedError": "errors",
+    "EnvUnusableError": "errors",
 }
 _SUBMODULES = {
     "app",
@@ -109,8 +111,10 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io.errors import BdevRemovedError as BdevRemovedError
     from spdk_io.errors import CallbackError as CallbackError
     from spdk_io.errors import Cancelled as Cancelled
+    from spdk_io.errors import EnvUnusableError as EnvUnusableError
     from spdk_io.errors import RpcError as RpcError
     from spdk_io.errors import SpdkError as SpdkError
+    from spdk_io.errors import ThreadExitedError as ThreadExitedError
     from spdk_io.errors import WrongThreadError as WrongThreadError
     from spdk_io.loop import Op as Op
     from spdk_io.loop import Task as Task

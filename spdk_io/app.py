@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from spdk_io import _bridge, env
 from spdk_io import _generated as g
 from spdk_io._validate import text
-from spdk_io.errors import Cancelled, SpdkError
+from spdk_io.errors import Cancelled, EnvUnusableError, SpdkError
 from spdk_io.loop import Task
 from spdk_io.thread import Poller, SpdkThread
 
@@ -92,7 +92,7 @@ class App:
         """Start the framework, run ``main`` on the app thread, stop; return its result."""
         try:
             env.check_startable()
-        except env.EnvUnusableError:
+        except EnvUnusableError:
             main.close()
             raise
         if App._started or env.is_up():

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._validate import flag, integer, text
-from spdk_io.errors import SpdkError, WrongThreadError
+from spdk_io.errors import EnvUnusableError, SpdkError, WrongThreadError
 from spdk_io.loop import Op, wait_for
-from spdk_io.thread import SpdkThread, on_release, release_current, shutdown_guests
+from spdk_io.thread import SpdkThread, release_current, shutdown_guests
 
 if TYPE_CHECKING:  # typing_extensions is only needed by the type checker (Python < 3.12)
     from typing_extensions import Unpack
 
-__all__ = ["Env", "EnvOptions", "EnvUnusableError", "block_on", "run"]
+__all__ = ["Env", "EnvOptions", "block_on", "run"]
 
 T = TypeVar("T")
 
@@ -69,13 +69,6 @@ _OWN_FIELDS = frozenset(
         "opts_size",
     }
 )
-
-
-class EnvUnusableError(RuntimeError):
-    """SPDK cannot be started again in this process; the message says why.
-
-    TODO: move to spdk_io.errors (owned by another module).
-    """
 
 
 def _free_hugepages() -> int:
@@ -292,15 +285,6 @@ TEARDOWN_TIMEOUT = 10.0
 _log = logging.getLogger("spdk_io")
 
 
-def on_teardown(hook: Callable[[], Awaitable[None]]) -> None:
-    """Run ``hook()`` on the app thread when an Env stops, before subsystems finish.
-
-    The same registry as :func:`spdk_io.thread.on_release`: the hook also runs on
-    every spawned thread before it exits, and releases what the current thread holds.
-    """
-    on_release(hook)
-
-
 async def release_leftovers() -> None:
     """Release what the app thread holds (:func:`spdk_io.thread.release_current`),
     then close every RPC server.
@@ -311,7 +295,7 @@ async def release_leftovers() -> None:
     from spdk_io import rpc
 
     await release_current()
-    rpc._shutdown()
+    rpc.shutdown()
 
 
 _state_lock = threading.Lock()

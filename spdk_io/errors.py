@@ -14,8 +14,10 @@ __all__ = [
     "BdevRemovedError",
     "CallbackError",
     "Cancelled",
+    "EnvUnusableError",
     "RpcError",
     "SpdkError",
+    "ThreadExitedError",
     "WrongThreadError",
 ]
 
@@ -74,6 +76,24 @@ class BdevRemovedError(SpdkError):
 
     def __init__(self, name: str, op: str = "bdev I/O") -> None:
         super().__init__(_errno.ENODEV, op, name, "bdev was removed")
+
+
+class ThreadExitedError(SpdkError):
+    """The SPDK thread a message or call was for has exited (or is exiting).
+
+    ``errno`` is ``ESHUTDOWN``; ``obj`` is the thread's name.
+    """
+
+    def __init__(self, name: str, op: str = "spdk_thread_send_msg") -> None:
+        super().__init__(_errno.ESHUTDOWN, op, name, "the SPDK thread has exited")
+
+
+class EnvUnusableError(RuntimeError):
+    """SPDK cannot be started again in this process; the message says why.
+
+    Raised at once by every later start (``run``, ``Env``, ``App``) after a failure
+    that DPDK or SPDK cannot recover from within one process.
+    """
 
 
 class WrongThreadError(RuntimeError):

@@ -701,4 +701,3 @@ def shutdown() -> None:
         server.close()
 
 
-_shutdown = shutdown  # the name env.release_leftovers() uses today

@@ -39,14 +39,13 @@ from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._loader import fast
 from spdk_io._validate import FOREVER, MAX_TIMER_SECONDS, duration, integer, text
-from spdk_io.errors import Cancelled, SpdkError, WrongThreadError
+from spdk_io.errors import Cancelled, SpdkError, ThreadExitedError, WrongThreadError
 from spdk_io.loop import Loop, Op, Task, current_loop, current_task, wait, wait_for
 
 __all__ = [
     "JoinHandle",
     "Poller",
     "SpdkThread",
-    "ThreadExitedError",
     "ThreadHandle",
     "current_thread",
     "on_release",
@@ -74,16 +73,6 @@ _registry_lock = threading.Lock()
 
 
 # TODO(errors.py): move to spdk_io.errors and export it from there.
-class ThreadExitedError(SpdkError):
-    """The SPDK thread a message or call was for has exited (or is exiting).
-
-    ``errno`` is ``ESHUTDOWN``; ``obj`` is the thread's name.
-    """
-
-    def __init__(self, name: str, op: str = "spdk_thread_send_msg") -> None:
-        super().__init__(errno.ESHUTDOWN, op, name, "the SPDK thread has exited")
-
-
 def _never() -> None:
     """The cancel function of a timer that never fires."""
 

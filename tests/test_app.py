@@ -141,7 +141,7 @@ def test_app_refuses_after_spdk_became_unusable() -> None:
     proc = run_py(
         """
         import spdk_io
-        from spdk_io.env import EnvUnusableError
+        from spdk_io.errors import EnvUnusableError
         from spdk_io.errors import SpdkError
 
         bad = {"subsystems": [{"subsystem": "iobuf", "config": [

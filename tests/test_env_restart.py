@@ -249,7 +249,7 @@ def test_first_subsystem_init_failure_makes_later_starts_fail_at_once() -> None:
         """
         import time
         import spdk_io
-        from spdk_io.env import EnvUnusableError
+        from spdk_io.errors import EnvUnusableError
         from spdk_io.errors import SpdkError
 
         bad = {"subsystems": [{"subsystem": "iobuf", "config": [
@@ -371,7 +371,7 @@ def test_teardown_that_cannot_finish_makes_later_starts_fail_at_once() -> None:
         from spdk_io import bdev_modules as bm
         from spdk_io.bdev import BdevDesc
         from spdk_io.dma import DmaBuf
-        from spdk_io.env import EnvUnusableError
+        from spdk_io.errors import EnvUnusableError
         from spdk_io.errors import SpdkError
 
         spdk_io.env.TEARDOWN_TIMEOUT = 0.05  # shorter than _close_all's grace period

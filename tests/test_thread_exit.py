@@ -28,7 +28,7 @@ def test_send_and_call_to_exited_thread_raise_and_change_nothing() -> None:
         import spdk_io
         from spdk_io import SpdkThread, ThreadHandle
         from spdk_io.errors import SpdkError
-        from spdk_io.thread import ThreadExitedError
+        from spdk_io.errors import ThreadExitedError
 
         async def main() -> None:
             h = SpdkThread.spawn(ThreadHandle.current, name="gone-worker")
@@ -62,7 +62,7 @@ def test_call_whose_target_exits_before_replying_fails_instead_of_hanging() -> N
         import threading
         import spdk_io
         from spdk_io import SpdkThread, ThreadHandle
-        from spdk_io.thread import ThreadExitedError
+        from spdk_io.errors import ThreadExitedError
 
         async def main() -> None:
             box = []
@@ -256,7 +256,8 @@ def test_call_arriving_while_target_releases_is_refused() -> None:
         import threading
         import spdk_io
         from spdk_io import SpdkThread, ThreadHandle
-        from spdk_io.thread import ThreadExitedError, current_thread, on_release
+        from spdk_io.errors import ThreadExitedError
+        from spdk_io.thread import current_thread, on_release
 
         releasing = threading.Event()
         box, ran = [], []
