@@ -17,6 +17,7 @@ import pytest
 from spdk_io import bdev_modules as bm
 from spdk_io.bdev import Bdev, BdevDesc
 from spdk_io.dma import DmaBuf
+from spdk_io.errors import SpdkError
 from tests.conftest import run_py
 
 Run = Callable[[Awaitable[Any]], Any]
@@ -28,6 +29,7 @@ import spdk_io
 from spdk_io import bdev_modules as bm, rpc
 from spdk_io.bdev import BdevDesc
 from spdk_io.dma import DmaBuf
+from spdk_io.errors import SpdkError
 
 BS = 4096
 
@@ -385,5 +387,110 @@ def test_compare_and_write_beyond_the_acwu_is_refused_clearly(run: Run) -> None:
                 assert a.pins == 0 and b.pins == 0 and d.inflight == 0
                 assert await d.compare_and_write_blocks(a, b, 0, 1) is True
             assert bdev.acwu == 1  # malloc keeps SPDK's default: the write unit, 1 block
+
+    run(main())
+
+
+# ---------------------------------------------------------------------- bdev module helpers
+
+
+def test_inject_corrupt_data_corrupts_reads_and_writes(run: Run) -> None:
+    async def main() -> None:
+        async with malloc("CorBase", blocks=8):
+            err = await bm.create_error("CorBase")
+            try:
+                with BdevDesc.open(err.name, write=True) as d:
+                    data = bytes(range(256)) * (BS // 256)
+                    w, r = DmaBuf.alloc(BS), DmaBuf.alloc(BS)
+                    w[:] = data
+                    await d.write_blocks(w, 0, 1)
+                    await bm.inject_error(
+                        err.name, "read", "corrupt_data", 1, corrupt_offset=10, corrupt_value=0xFF
+                    )
+                    await d.read_blocks(r, 0, 1)
+                    want = bytearray(data)
+                    want[10] ^= 0xFF
+                    assert bytes(r) == bytes(want)  # exactly one byte flipped
+                    await d.read_blocks(r, 0, 1)
+                    assert bytes(r) == data  # only one read was corrupted
+                    await bm.inject_error(
+                        err.name, "write", "corrupt_data", 1, corrupt_offset=BS - 1, corrupt_value=1
+                    )
+                    await d.write_blocks(w, 1, 1)
+                    await d.read_blocks(r, 1, 1)
+                    want = bytearray(data)
+                    want[BS - 1] ^= 1
+                    assert bytes(r) == bytes(want)  # stored corrupted ...
+                    assert bytes(w) == bytes(want)  # ... by corrupting the caller's buffer (SPDK)
+            finally:
+                await bm.delete_error(err.name)
+
+    run(main())
+
+
+def test_inject_nvme_failure_fails_with_that_status(run: Run) -> None:
+    async def main() -> None:
+        async with malloc("NvmeBase", blocks=8):
+            err = await bm.create_error("NvmeBase")
+            try:
+                with BdevDesc.open(err.name) as d:
+                    await bm.inject_error(
+                        err.name, "read", "nvme_failure", 1, nvme_sct=0, nvme_sc=6
+                    )
+                    with pytest.raises(SpdkError, match="EIO"):
+                        await d.read(DmaBuf.alloc(BS), 0)
+                    await d.read(DmaBuf.alloc(BS), 0)
+            finally:
+                await bm.delete_error(err.name)
+
+    run(main())
+
+
+def test_module_helpers_refuse_bad_types_and_combinations(run: Run) -> None:
+    async def main() -> None:
+        refused: list[tuple[type[Exception], str, Awaitable[Any]]] = [
+            (TypeError, "num_blocks", bm.create_malloc("M", 8.0)),  # type: ignore[arg-type]
+            (TypeError, "num_blocks", bm.create_malloc("M", True)),
+            (TypeError, "block_size", bm.create_malloc("M", 8, 4096.0)),  # type: ignore[arg-type]
+            (TypeError, "block_size", bm.create_null("N", 8, True)),
+            (TypeError, "name", bm.create_null(5, 8)),  # type: ignore[arg-type]
+            (TypeError, "block_size", bm.create_aio("A", "/dev/null", 512.0)),  # type: ignore[arg-type]
+            (TypeError, "filename", bm.create_aio("A", 3)),  # type: ignore[arg-type]
+            (TypeError, "avg_read_latency", bm.create_delay("D", "B", avg_read_latency_us=1.5)),  # type: ignore[arg-type]
+            (TypeError, "base_bdev", bm.create_error(None)),  # type: ignore[arg-type]
+            (TypeError, "num", bm.inject_error("E", "read", "failure", 1.0)),  # type: ignore[arg-type]
+            (TypeError, "io_type", bm.inject_error("E", 1)),  # type: ignore[arg-type]
+            (ValueError, "io_type", bm.inject_error("E", "sideways")),  # type: ignore[arg-type]
+            (ValueError, "error_type", bm.inject_error("E", "read", "oops")),  # type: ignore[arg-type]
+            (ValueError, "corrupt_value", bm.inject_error("E", "read", "corrupt_data")),
+            (
+                ValueError,
+                "corrupt_value",
+                bm.inject_error("E", "read", "corrupt_data", corrupt_value=0),
+            ),
+            (
+                ValueError,
+                "corrupt_value",
+                bm.inject_error("E", "read", "corrupt_data", corrupt_value=256),
+            ),
+            (
+                TypeError,
+                "corrupt_offset",
+                bm.inject_error("E", "read", "corrupt_data", corrupt_offset=1.0, corrupt_value=1),  # type: ignore[arg-type]
+            ),
+            (ValueError, "corrupt", bm.inject_error("E", "read", "failure", corrupt_value=1)),
+            (ValueError, "nvme_sct", bm.inject_error("E", "read", "nvme_failure")),
+            (
+                ValueError,
+                "both 0",
+                bm.inject_error("E", "read", "nvme_failure", nvme_sct=0, nvme_sc=0),
+            ),
+            (ValueError, "nvme", bm.inject_error("E", "read", "failure", nvme_sc=2)),
+        ]
+        for exc, match, aw in refused:
+            with pytest.raises(exc, match=match):
+                await aw
+        with pytest.raises(LookupError):
+            Bdev.get("M")  # nothing was created by a refused call
 
     run(main())
