@@ -388,11 +388,11 @@ class BdevDesc:
         pinned: list[DmaBuf] = []
         try:
             for b in bufs:
-                b._pin()
+                b.pin()
                 pinned.append(b)
         except BaseException:
             for b in pinned:
-                b._unpin()
+                b.unpin()
             raise
         op.keep = _Held(tuple(pinned), (call, *hold))
         key = _bridge.once(complete or self._complete, op)
@@ -401,7 +401,7 @@ class BdevDesc:
             _bridge.forget(key)
             op.keep = None
             for b in pinned:
-                b._unpin()
+                b.unpin()
 
         try:
             rc = call(key)
@@ -464,7 +464,7 @@ class BdevDesc:
         held = op.keep
         if isinstance(held, _Held):
             for b in held.bufs:
-                b._unpin()
+                b.unpin()
         if exc is None:
             op.set_result(value)
         else:
@@ -731,7 +731,7 @@ class IoSlot:
     def __init__(self, desc: BdevDesc, buf: DmaBuf) -> None:
         desc._check(False)
         desc._buffer(buf, 1)
-        buf._pin()
+        buf.pin()
         self.desc = desc
         self.buf = buf
         self._capacity_blocks = len(buf) // desc.block_size
@@ -759,7 +759,7 @@ class IoSlot:
             raise BlockingIOError("the slot's I/O is still in flight")
         self._closed = True
         _bridge.forget(self._key)
-        self.buf._unpin()
+        self.buf.unpin()
 
     def read_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
         """Read into the slot's buffer; await the result."""
