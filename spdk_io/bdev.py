@@ -595,8 +595,13 @@ class BdevDesc:
         """
         self._check(True, "flush")
         off = integer(offset_blocks, "offset_blocks", lo=0)
-        n = max(self.num_blocks - off, 0) if num_blocks is None else num_blocks
-        return self._no_data("flush", g.spdk_bdev_flush_blocks, off, n, "flush")
+        if num_blocks is None:
+            if off >= self.num_blocks:
+                raise ValueError(
+                    f"{self.name}: offset_blocks {off} is past the end ({self.num_blocks} blocks)"
+                )
+            num_blocks = self.num_blocks - off
+        return self._no_data("flush", g.spdk_bdev_flush_blocks, off, num_blocks, "flush")
 
     def write_zeroes(self, offset: int, length: int) -> Op[None]:
         """Zero ``length`` bytes at byte ``offset``."""

@@ -194,6 +194,51 @@ def test_vectored_io_queued_by_qos_keeps_its_iovecs() -> None:
     check(run_py(script(QOS_BODY)), "ok")
 
 
+def test_cancelled_vectored_reads_still_land_in_their_buffers() -> None:
+    """Cancelling the awaiting tasks does not end the I/O: what SPDK holds must stay alive."""
+    proc = run_py(
+        script(
+            """
+import gc
+N = 32
+async def main():
+    await bm.create_malloc("Cancel0", N, BS)
+    with BdevDesc.open("Cancel0", write=True) as d:
+        for i in range(N):
+            w = DmaBuf.alloc(BS)
+            w.fill(i + 1)
+            await d.write_blocks(w, i, 1)
+        await rpc.call("bdev_set_qos_limit", {"name": "Cancel0", "rw_ios_per_sec": 1000})
+        back = [DmaBuf.alloc(BS) for _ in range(N)]
+        async def read(i, b):
+            await d.readv_blocks([b], i)
+
+        tasks = [spdk_io.spawn(read(i, b)) for i, b in enumerate(back)]
+        await spdk_io.sleep(0)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except spdk_io.Cancelled:
+                pass
+        assert d.inflight > 0  # the tasks are gone, their I/O is not
+        gc.collect()
+        junk = [bytearray(64) for _ in range(10000)]  # reuse whatever was freed
+        while d.inflight:
+            await spdk_io.sleep(0.005)
+        del junk
+        bad = [i for i, b in enumerate(back) if bytes(b) != bytes([i + 1]) * BS]
+        assert not bad, bad
+    print("ok")
+
+spdk_io.run(main())
+"""
+        )
+    )
+    check(proc, "ok")
+
+
 def test_vectored_and_compare_io_retried_after_enomem_keep_their_iovecs() -> None:
     """A tiny bdev_io pool: I/Os wait in spdk_bdev_queue_io_wait and are resubmitted.
 
@@ -373,6 +418,9 @@ def test_flush_on_a_read_only_descriptor_is_a_permission_error(run: Run) -> None
             with BdevDesc.open("Flush0", write=True) as rw:
                 await rw.flush()
                 await rw.flush_blocks(2, 3)
+                await rw.flush_blocks(7)
+                with pytest.raises(ValueError, match="past the end"):
+                    rw.flush_blocks(8)
 
     run(main())
 
