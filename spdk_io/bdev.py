@@ -7,8 +7,14 @@
   argument is checked before anything reaches SPDK: a bad range, length or
   buffer raises ``ValueError``, a closed or read-only descriptor raises, use
   from another OS thread raises :class:`~spdk_io.errors.WrongThreadError`.
-* Buffers handed to SPDK are pinned until the device completes the I/O, even
-  if the awaiting task is cancelled, so memory is never freed under the device.
+* Everything handed to SPDK lives until the device completes the I/O, even if
+  the awaiting task is cancelled or SPDK queues the I/O for a long time (QoS,
+  LBA-range locks, an ``-ENOMEM`` wait): buffers are pinned, and the ``iovec``
+  arrays and io-wait entries SPDK reads by address are held by the I/O's
+  :class:`~spdk_io.loop.Op` (``Op.keep``) until its completion.
+* Offsets and lengths must be ``int`` (``float`` and ``bool`` are refused with a
+  ``TypeError`` naming the argument); nothing is pinned or submitted before
+  every argument has been checked.
 * When SPDK is out of ``bdev_io`` objects (``-ENOMEM``) the I/O is queued with
   ``spdk_bdev_queue_io_wait`` and retried, not failed.
 * Hot-remove: the descriptor stops taking new I/O (:class:`BdevRemovedError`),
@@ -29,6 +35,7 @@ from typing import Any, ClassVar
 from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._loader import fast
+from spdk_io._validate import flag, integer, text
 from spdk_io.dma import DmaBuf, iovecs
 from spdk_io.errors import BdevRemovedError, SpdkError
 from spdk_io.loop import Op, sleep
@@ -67,7 +74,11 @@ class IoType:
 
 @dataclass(frozen=True)
 class Bdev:
-    """What a registered bdev looked like when it was looked up."""
+    """What a registered bdev looked like when it was looked up.
+
+    ``acwu`` is the atomic compare-and-write unit in blocks
+    (``spdk_bdev_get_acwu``): the most blocks one compare-and-write may cover.
+    """
 
     name: str
     product_name: str
@@ -79,6 +90,7 @@ class Bdev:
     md_size: int
     md_interleaved: bool
     optimal_io_boundary: int
+    acwu: int
     io_types: frozenset[str]
 
     @property
@@ -109,6 +121,7 @@ class Bdev:
             md_size=g.spdk_bdev_get_md_size(ptr),
             md_interleaved=bool(g.spdk_bdev_is_md_interleaved(ptr)),
             optimal_io_boundary=g.spdk_bdev_get_optimal_io_boundary(ptr),
+            acwu=g.spdk_bdev_get_acwu(ptr),
             io_types=frozenset(
                 name for t, name in IoType.NAMES.items() if g.spdk_bdev_io_type_supported(ptr, t)
             ),
@@ -118,9 +131,7 @@ class Bdev:
     def get(cls, name: str) -> Bdev:
         """Look a bdev up by name (or alias); ``LookupError`` if there is none."""
         current_thread()  # bdev lists are read on SPDK threads only
-        if not isinstance(name, str) or not name or "\0" in name:
-            raise ValueError(f"invalid bdev name {name!r}")
-        ptr = g.spdk_bdev_get_by_name(name.encode())
+        ptr = g.spdk_bdev_get_by_name(text(name, "name").encode())
         if not ptr:
             raise LookupError(f"no bdev named {name!r}")
         return cls._from_ptr(ptr)
@@ -138,7 +149,7 @@ class Bdev:
 
     def open(self, write: bool = False) -> BdevDesc:
         """Open this bdev (see :meth:`BdevDesc.open`)."""
-        return BdevDesc.open(self.name, write=write)
+        return BdevDesc.open(self.name, write=flag(write, "write"))
 
 
 # ------------------------------------------------------------------------------ fast calls
@@ -256,10 +267,11 @@ class BdevDesc:
 
     @classmethod
     def open(cls, name: str, write: bool = False) -> BdevDesc:
-        """Open the bdev ``name`` on the current SPDK thread, read-only unless ``write``."""
-        if not isinstance(name, str) or not name or "\0" in name:
-            raise ValueError(f"invalid bdev name {name!r}")
-        return cls(name, bool(write))
+        """Open the bdev ``name`` on the current SPDK thread, read-only unless ``write``.
+
+        ``write`` must be a ``bool``; ``name`` a non-empty ``str``.
+        """
+        return cls(text(name, "name"), flag(write, "write"))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("removed" if self._removed else "open")
@@ -305,48 +317,79 @@ class BdevDesc:
             self.num_blocks = g.spdk_bdev_get_num_blocks(self._bdev_ptr)
 
     # -- checks --------------------------------------------------------------------------
+    # Each returns the checked value(s) in canonical form and raises before any side effect.
 
-    def _check(self, write: bool) -> None:
+    def _check(self, write: bool, what: str = "I/O") -> None:
+        """The descriptor may take ``what`` now, on this OS thread."""
         self.thread.check_owner()
         if self._removed:
             raise BdevRemovedError(self.name)
         if self._closed:
             raise ValueError(f"I/O on closed descriptor of {self.name}")
         if write and not self.writable:
-            raise PermissionError(f"{self.name} was opened read-only")
+            raise PermissionError(
+                f"{self.name} was opened read-only: {what} needs a descriptor opened "
+                "with write=True"
+            )
 
-    def _blocks(self, offset: int, length: int) -> tuple[int, int]:
-        """Byte offset and length to blocks, refusing anything unaligned."""
+    def _bytes_to_blocks(self, value: object, what: str, lo: int) -> int:
+        """A byte count or offset (``int``, a block multiple, ``>= lo``) in blocks."""
+        n = integer(value, what, lo=lo)
         bs = self.block_size
-        if offset % bs or length % bs:
-            raise ValueError(
-                f"{self.name}: offset {offset} and length {length} must be multiples "
-                f"of the block size {bs}"
-            )
-        return offset // bs, length // bs
+        if n % bs:
+            raise ValueError(f"{self.name}: {what} {n} must be a multiple of the block size {bs}")
+        return n // bs
 
-    def _range(self, offset_blocks: int, num_blocks: int) -> None:
-        if offset_blocks < 0 or num_blocks <= 0:
+    def _range(self, offset_blocks: object, num_blocks: object) -> tuple[int, int]:
+        """``offset_blocks``/``num_blocks`` as ints naming a non-empty range on the bdev."""
+        off = integer(offset_blocks, "offset_blocks", lo=0)
+        num = integer(num_blocks, "num_blocks", lo=1)
+        if off + num > self.num_blocks:
             raise ValueError(
-                f"{self.name}: invalid range: offset {offset_blocks}, {num_blocks} blocks"
+                f"{self.name}: blocks {off}..{off + num} are past the end "
+                f"({self.num_blocks} blocks)"
             )
-        if offset_blocks + num_blocks > self.num_blocks:
-            raise ValueError(
-                f"{self.name}: blocks {offset_blocks}..{offset_blocks + num_blocks} are past "
-                f"the end ({self.num_blocks} blocks)"
-            )
+        return off, num
 
-    def _buffer(self, buf: DmaBuf, num_blocks: int) -> int:
+    @staticmethod
+    def _dmabuf(buf: object, what: str = "buf") -> DmaBuf:
         if not isinstance(buf, DmaBuf):
-            raise TypeError(
-                f"I/O buffers must be DmaBuf (DMA-safe memory), got {type(buf).__name__}"
-            )
+            raise TypeError(f"{what} must be a DmaBuf (DMA-safe memory), got {type(buf).__name__}")
+        return buf
+
+    def _buffer(self, buf: object, num_blocks: int, what: str = "buf") -> DmaBuf:
+        """``buf`` as a live DmaBuf holding at least ``num_blocks`` blocks."""
+        b = self._dmabuf(buf, what)
         need = num_blocks * self.block_size
-        if len(buf) < need:
-            raise ValueError(
-                f"{self.name}: buffer of {len(buf)} bytes is too small for {need} bytes"
-            )
-        return buf.addr
+        if len(b) < need:
+            raise ValueError(f"{self.name}: {what} of {len(b)} bytes is too small for {need} bytes")
+        b.addr  # noqa: B018  # raises ValueError if the buffer is freed
+        return b
+
+    def _buffers(self, bufs: object) -> tuple[DmaBuf, ...]:
+        """The buffers of a vectored I/O: a non-empty sequence of live DmaBufs."""
+        if isinstance(bufs, DmaBuf | str | bytes | bytearray | memoryview):
+            raise TypeError(f"bufs must be a sequence of DmaBuf, got {type(bufs).__name__}")
+        try:
+            items: tuple[object, ...] = tuple(bufs)  # type: ignore[arg-type]  # TypeError is the check
+        except TypeError:
+            raise TypeError(
+                f"bufs must be a sequence of DmaBuf, got {type(bufs).__name__}"
+            ) from None
+        if not items:
+            raise ValueError("vectored I/O needs at least one buffer")
+        out = tuple(self._dmabuf(b, "every item of bufs") for b in items)
+        for b in out:
+            b.addr  # noqa: B018  # raises ValueError if the buffer is freed
+        return out
+
+    @staticmethod
+    def _iov(buf: DmaBuf, nbytes: int) -> ctypes.Array[g.struct_iovec]:
+        """A one-entry ``struct iovec`` array for the first ``nbytes`` of ``buf``."""
+        iov = (g.struct_iovec * 1)()
+        iov[0].iov_base = buf.addr
+        iov[0].iov_len = nbytes
+        return iov
 
     # -- submission ----------------------------------------------------------------------
 
@@ -354,28 +397,48 @@ class BdevDesc:
         self,
         what: str,
         call: Callable[[int], int],
-        keep: Sequence[DmaBuf],
+        bufs: Sequence[DmaBuf],
         complete: Callable[[Op[Any], bool, Any], None] | None = None,
+        hold: Sequence[object] = (),
     ) -> Op[Any]:
         """Start an I/O: pin its buffers, register its completion, call SPDK.
 
         ``call(key)`` submits with ``key`` as ``cb_arg`` and returns SPDK's rc;
         ``complete(op, success, bdev_io)`` turns the completion into a result.
+        ``bufs`` stay pinned, and ``call`` and ``hold`` (the iovec arrays and
+        anything else SPDK reads by address) stay referenced by ``op.keep``,
+        until the I/O completes, however long SPDK queues it.
         """
         op: Op[Any] = Op(what)
-        for b in keep:
-            b._pin()
-        op.keep = keep
+        pinned: list[DmaBuf] = []
+        try:
+            for b in bufs:
+                b.pin()
+                pinned.append(b)
+        except BaseException:
+            for b in pinned:
+                b.unpin()
+            raise
+        op.keep = _Held(tuple(pinned), (call, *hold))
         key = _bridge.once(complete or self._complete, op)
-        rc = call(key)
+
+        def undo() -> None:  # SPDK took nothing: release everything at once
+            _bridge.forget(key)
+            op.keep = None
+            for b in pinned:
+                b.unpin()
+
+        try:
+            rc = call(key)
+        except BaseException:  # nothing reached SPDK (e.g. an argument conversion failed)
+            undo()
+            raise
         if rc == 0 or rc == -errno.ENOMEM:
             self._inflight += 1
             if rc:
                 self._wait_for_io(op, call, key)
             return op
-        _bridge.forget(key)
-        for b in keep:
-            b._unpin()
+        undo()
         raise SpdkError(-rc, what, self.name)
 
     def _wait_for_io(
@@ -384,39 +447,49 @@ class BdevDesc:
         """Retry ``call`` when a ``bdev_io`` is free again (``spdk_bdev_queue_io_wait``).
 
         ``key`` is the completion's registration: dropped on failure if ``one_shot``.
+        The wait entry SPDK links into its queue is referenced by the retry callback's
+        registration until SPDK has unlinked it and called back.
         """
         entry = g.struct_spdk_bdev_io_wait_entry()
         entry.bdev = self._bdev_ptr
 
         holder = [entry]  # SPDK links the struct into a list: keep it alive until it calls back
 
+        def fail(exc: BaseException) -> None:
+            if one_shot:
+                _bridge.forget(key)
+            self._finish(op, exc)
+
         def retry() -> None:
-            holder.clear()
-            rc = call(key)
+            holder.clear()  # SPDK unlinked the entry before calling back
+            try:
+                rc = call(key)
+            except BaseException as exc:
+                fail(exc)
+                return
             if rc == -errno.ENOMEM:
                 self._wait_for_io(op, call, key, one_shot)
             elif rc != 0:
-                if one_shot:
-                    _bridge.forget(key)
-                self._finish(op, SpdkError(-rc, op.what, self.name))
+                fail(SpdkError(-rc, op.what, self.name))
 
         entry.cb_fn = _bridge.io_wait_cb
         entry.cb_arg = _bridge.once(retry, op)
         rc = g.spdk_bdev_queue_io_wait(self._bdev_ptr, self._channel._ptr, ctypes.byref(entry))
         if rc != 0:
             _bridge.forget(entry.cb_arg)
-            if one_shot:
-                _bridge.forget(key)
-            self._finish(op, SpdkError(-rc, "spdk_bdev_queue_io_wait", self.name))
+            fail(SpdkError(-rc, "spdk_bdev_queue_io_wait", self.name))
 
     def _complete(self, op: Op[Any], success: bool, bdev_io: Any) -> None:
         self._finish(op, None if success else SpdkError(errno.EIO, op.what, self.name))
 
     def _finish(self, op: Op[Any], exc: BaseException | None, value: object = None) -> None:
+        """SPDK is done with ``op``'s I/O: unpin its buffers, then settle the op
+        (which drops everything else it kept)."""
         self._inflight -= 1
-        keep: Sequence[DmaBuf] = op.keep  # type: ignore[assignment]  # set by _submit
-        for b in keep:
-            b._unpin()
+        held = op.keep
+        if isinstance(held, _Held):
+            for b in held.bufs:
+                b.unpin()
         if exc is None:
             op.set_result(value)
         else:
@@ -435,50 +508,58 @@ class BdevDesc:
         return self._rw("write", _write_blocks, buf, offset_blocks, num_blocks, True)
 
     def _rw(
-        self, what: str, fn: Any, buf: DmaBuf, offset_blocks: int, num_blocks: int, write: bool
+        self,
+        what: str,
+        fn: Any,
+        buf: object,
+        offset_blocks: object,
+        num_blocks: object,
+        write: bool,
     ) -> Op[None]:
-        self._check(write)
-        self._range(offset_blocks, num_blocks)
-        self._buffer(buf, num_blocks)
+        self._check(write, what)
+        off, num = self._range(offset_blocks, num_blocks)
+        b = self._buffer(buf, num)
         d, c, cb = self._desc_arg, self._ch_arg, _bridge.bdev_io_thunk
 
         def submit(key: int) -> int:
-            # buf.addr is read here, once the buffer is pinned (it cannot be freed now)
-            return fn(d, c, buf.addr, offset_blocks, num_blocks, cb, key)  # type: ignore[no-any-return]
+            # b.addr is read here, once the buffer is pinned (it cannot be freed now)
+            return fn(d, c, b.addr, off, num, cb, key)  # type: ignore[no-any-return]
 
-        return self._submit(what, submit, (buf,))
+        return self._submit(what, submit, (b,))
 
     def read(self, buf: DmaBuf, offset: int = 0, length: int | None = None) -> Op[None]:
         """Read ``length`` bytes (default: all of ``buf``) at byte ``offset``."""
-        ob, nb = self._blocks(offset, len(buf) if length is None else length)
-        return self.read_blocks(buf, ob, nb)
+        b = self._dmabuf(buf)
+        ob = self._bytes_to_blocks(offset, "offset", 0)
+        nb = self._bytes_to_blocks(len(b) if length is None else length, "length", 1)
+        return self.read_blocks(b, ob, nb)
 
     def write(self, buf: DmaBuf, offset: int = 0, length: int | None = None) -> Op[None]:
         """Write ``length`` bytes (default: all of ``buf``) at byte ``offset``."""
-        ob, nb = self._blocks(offset, len(buf) if length is None else length)
-        return self.write_blocks(buf, ob, nb)
+        b = self._dmabuf(buf)
+        ob = self._bytes_to_blocks(offset, "offset", 0)
+        nb = self._bytes_to_blocks(len(b) if length is None else length, "length", 1)
+        return self.write_blocks(b, ob, nb)
 
     def _vectored(
-        self, what: str, fn: Any, bufs: Sequence[DmaBuf], offset_blocks: int, write: bool
+        self, what: str, fn: Any, bufs: object, offset_blocks: object, write: bool
     ) -> Op[None]:
-        self._check(write)
-        if not bufs:
-            raise ValueError("vectored I/O needs at least one buffer")
-        for b in bufs:
-            if not isinstance(b, DmaBuf):
-                raise TypeError(f"I/O buffers must be DmaBuf, got {type(b).__name__}")
-        total = sum(len(b) for b in bufs)
-        _, num_blocks = self._blocks(0, total)
-        self._range(offset_blocks, num_blocks)
-        iov = iovecs(bufs)
+        self._check(write, what)
+        items = self._buffers(bufs)
+        total = sum(len(b) for b in items)
+        if total % self.block_size:
+            raise ValueError(
+                f"{self.name}: the buffers' total length {total} must be a multiple of the "
+                f"block size {self.block_size}"
+            )
+        off, num = self._range(offset_blocks, total // self.block_size)
+        iov = iovecs(items)
         d, c = self._ptr, self._channel._ptr
-        return self._submit(
-            what,
-            lambda key: fn(
-                d, c, iov, len(bufs), offset_blocks, num_blocks, _bridge.bdev_io_cb, key
-            ),
-            list(bufs),
-        )
+
+        def submit(key: int) -> int:
+            return fn(d, c, iov, len(items), off, num, _bridge.bdev_io_cb, key)  # type: ignore[no-any-return]
+
+        return self._submit(what, submit, items, hold=(iov,))
 
     def readv_blocks(self, bufs: Sequence[DmaBuf], offset_blocks: int) -> Op[None]:
         """Scatter-read into ``bufs`` (their total length, a whole number of blocks)."""
@@ -489,15 +570,19 @@ class BdevDesc:
         return self._vectored("writev", g.spdk_bdev_writev_blocks, bufs, offset_blocks, True)
 
     def readv(self, bufs: Sequence[DmaBuf], offset: int = 0) -> Op[None]:
-        return self.readv_blocks(bufs, self._blocks(offset, 0)[0])
+        """Scatter-read into ``bufs`` at byte ``offset``."""
+        return self.readv_blocks(bufs, self._bytes_to_blocks(offset, "offset", 0))
 
     def writev(self, bufs: Sequence[DmaBuf], offset: int = 0) -> Op[None]:
-        return self.writev_blocks(bufs, self._blocks(offset, 0)[0])
+        """Gather-write ``bufs`` at byte ``offset``."""
+        return self.writev_blocks(bufs, self._bytes_to_blocks(offset, "offset", 0))
 
     def _no_data(
-        self, what: str, fn: Any, offset_blocks: int, num_blocks: int, io_type: str
+        self, what: str, fn: Any, offset_blocks: object, num_blocks: object, io_type: str
     ) -> Op[None]:
-        self._check(what != "flush")
+        # SPDK refuses write_zeroes, unmap and flush on a read-only descriptor (-EBADF).
+        self._check(True, what)
+        off, num = self._range(offset_blocks, num_blocks)
         if not self.bdev.supports(io_type):
             raise SpdkError(
                 errno.ENOTSUP,
@@ -505,13 +590,15 @@ class BdevDesc:
                 self.name,
                 f"{self.bdev.product_name} does not support {io_type}",
             )
-        self._range(offset_blocks, num_blocks)
         d, c = self._ptr, self._channel._ptr
-        return self._submit(
-            what, lambda key: fn(d, c, offset_blocks, num_blocks, _bridge.bdev_io_cb, key), ()
-        )
+
+        def submit(key: int) -> int:
+            return fn(d, c, off, num, _bridge.bdev_io_cb, key)  # type: ignore[no-any-return]
+
+        return self._submit(what, submit, ())
 
     def write_zeroes_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
+        """Zero ``num_blocks`` blocks at ``offset_blocks`` (needs a writable descriptor)."""
         return self._no_data(
             "write_zeroes",
             g.spdk_bdev_write_zeroes_blocks,
@@ -521,58 +608,93 @@ class BdevDesc:
         )
 
     def unmap_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
+        """Unmap (trim) blocks (needs a writable descriptor)."""
         return self._no_data("unmap", g.spdk_bdev_unmap_blocks, offset_blocks, num_blocks, "unmap")
 
     def flush_blocks(self, offset_blocks: int = 0, num_blocks: int | None = None) -> Op[None]:
-        n = self.num_blocks - offset_blocks if num_blocks is None else num_blocks
-        return self._no_data("flush", g.spdk_bdev_flush_blocks, offset_blocks, n, "flush")
+        """Flush blocks (default: from ``offset_blocks`` to the end).
+
+        Needs a writable descriptor: SPDK refuses a flush on a read-only one
+        (``spdk_bdev_flush_blocks`` returns ``-EBADF``), so this raises
+        ``PermissionError`` before submitting, like write, unmap and reset.
+        """
+        self._check(True, "flush")
+        off = integer(offset_blocks, "offset_blocks", lo=0)
+        if num_blocks is None:
+            if off >= self.num_blocks:
+                raise ValueError(
+                    f"{self.name}: offset_blocks {off} is past the end ({self.num_blocks} blocks)"
+                )
+            num_blocks = self.num_blocks - off
+        return self._no_data("flush", g.spdk_bdev_flush_blocks, off, num_blocks, "flush")
 
     def write_zeroes(self, offset: int, length: int) -> Op[None]:
-        return self.write_zeroes_blocks(*self._blocks(offset, length))
+        """Zero ``length`` bytes at byte ``offset``."""
+        self._check(True, "write_zeroes")
+        return self.write_zeroes_blocks(
+            self._bytes_to_blocks(offset, "offset", 0), self._bytes_to_blocks(length, "length", 1)
+        )
 
     def unmap(self, offset: int, length: int) -> Op[None]:
-        return self.unmap_blocks(*self._blocks(offset, length))
+        """Unmap ``length`` bytes at byte ``offset``."""
+        self._check(True, "unmap")
+        return self.unmap_blocks(
+            self._bytes_to_blocks(offset, "offset", 0), self._bytes_to_blocks(length, "length", 1)
+        )
 
     def flush(self, offset: int = 0, length: int | None = None) -> Op[None]:
-        ob, nb = self._blocks(
-            offset, self.num_blocks * self.block_size - offset if length is None else length
-        )
+        """Flush ``length`` bytes (default: to the end) at byte ``offset`` (as flush_blocks)."""
+        self._check(True, "flush")
+        ob = self._bytes_to_blocks(offset, "offset", 0)
+        nb = None if length is None else self._bytes_to_blocks(length, "length", 1)
         return self.flush_blocks(ob, nb)
 
     def compare_blocks(self, buf: DmaBuf, offset_blocks: int, num_blocks: int) -> Op[bool]:
-        """Compare ``buf`` with the blocks on the device: True if equal, False on a miscompare."""
-        self._check(False)
-        self._range(offset_blocks, num_blocks)
-        self._buffer(buf, num_blocks)
-        iov = iovecs([buf.slice(0, num_blocks * self.block_size)])
+        """Compare ``buf`` with the blocks on the device: True if equal, False on a miscompare.
+
+        Bdevs without a native compare (null, for one) get SPDK's emulation: a
+        read, then ``memcmp`` (a null bdev reads zeroes).
+        """
+        self._check(False, "compare")
+        off, num = self._range(offset_blocks, num_blocks)
+        b = self._buffer(buf, num)
+        iov = self._iov(b, num * self.block_size)
         d, c = self._ptr, self._channel._ptr
-        return self._submit(
-            "compare",
-            lambda key: g.spdk_bdev_comparev_blocks(
-                d, c, iov, 1, offset_blocks, num_blocks, _bridge.bdev_io_cb, key
-            ),
-            (buf,),
-            self._complete_compare,
-        )
+
+        def submit(key: int) -> int:
+            return g.spdk_bdev_comparev_blocks(d, c, iov, 1, off, num, _bridge.bdev_io_cb, key)
+
+        return self._submit("compare", submit, (b,), self._complete_compare, (iov,))
 
     def compare_and_write_blocks(
         self, compare: DmaBuf, write: DmaBuf, offset_blocks: int, num_blocks: int
     ) -> Op[bool]:
-        """Atomically write ``write`` if the blocks equal ``compare``: False on a miscompare."""
-        self._check(True)
-        self._range(offset_blocks, num_blocks)
-        self._buffer(compare, num_blocks)
-        self._buffer(write, num_blocks)
-        n = num_blocks * self.block_size
-        ciov, wiov = iovecs([compare.slice(0, n)]), iovecs([write.slice(0, n)])
+        """Atomically write ``write`` if the blocks equal ``compare``: False on a miscompare.
+
+        ``num_blocks`` may not exceed the bdev's atomic compare-and-write unit
+        (:attr:`Bdev.acwu`, 1 block for most bdevs): ``ValueError`` if it does.
+        """
+        self._check(True, "compare_and_write")
+        off, num = self._range(offset_blocks, num_blocks)
+        cbuf = self._buffer(compare, num, "compare")
+        wbuf = self._buffer(write, num, "write")
+        acwu = self.bdev.acwu
+        if num > acwu:
+            raise ValueError(
+                f"{self.name}: a compare-and-write covers at most {acwu} block(s) (the bdev's "
+                f"atomic compare-and-write unit, spdk_bdev_get_acwu), got num_blocks={num}"
+            )
+        n = num * self.block_size
+        ciov, wiov = self._iov(cbuf, n), self._iov(wbuf, n)
         d, c = self._ptr, self._channel._ptr
+
+        def submit(key: int) -> int:
+            return g.spdk_bdev_comparev_and_writev_blocks(
+                d, c, ciov, 1, wiov, 1, off, num, _bridge.bdev_io_cb, key
+            )
+
         return self._submit(
-            "compare_and_write",
-            lambda key: g.spdk_bdev_comparev_and_writev_blocks(
-                d, c, ciov, 1, wiov, 1, offset_blocks, num_blocks, _bridge.bdev_io_cb, key
-            ),
-            (compare, write),
-            self._complete_compare,
+            "compare_and_write", submit, (cbuf, wbuf), self._complete_compare, (ciov, wiov)
         )
 
     def _complete_compare(self, op: Op[Any], success: bool, bdev_io: Any) -> None:
@@ -594,14 +716,31 @@ class BdevDesc:
         return IoSlot(self, buf)
 
     def reset(self) -> Op[None]:
-        """Reset the bdev (``spdk_bdev_reset``); in-flight I/O may fail."""
-        self._check(True)
+        """Reset the bdev (``spdk_bdev_reset``); in-flight I/O may fail.
+
+        SPDK would take a reset on a read-only descriptor; spdk_io asks for a
+        writable one (``PermissionError``), since a reset fails other users' I/O.
+        """
+        self._check(True, "reset")
         if not self.bdev.supports("reset"):
             raise SpdkError(errno.ENOTSUP, "reset", self.name)
         d, c = self._ptr, self._channel._ptr
-        return self._submit(
-            "reset", lambda key: g.spdk_bdev_reset(d, c, _bridge.bdev_io_cb, key), ()
-        )
+
+        def submit(key: int) -> int:
+            return g.spdk_bdev_reset(d, c, _bridge.bdev_io_cb, key)
+
+        return self._submit("reset", submit, ())
+
+
+class _Held:
+    """What one in-flight I/O lends SPDK (``Op.keep``): its pinned buffers, and the
+    objects SPDK reads by address (iovec arrays, the submit closure) until completion."""
+
+    __slots__ = ("bufs", "objs")
+
+    def __init__(self, bufs: tuple[DmaBuf, ...], objs: tuple[object, ...]) -> None:
+        self.bufs = bufs
+        self.objs = objs
 
 
 _get_ident = threading.get_ident
@@ -614,21 +753,20 @@ class IoSlot:
     A slot pins its buffer for its whole life, registers one persistent
     completion, and reuses one :class:`Op` and its ctypes arguments, so a
     read or write costs one C call and allocates nothing but the await.  The
-    checks of :class:`BdevDesc` still apply.  Use one slot per concurrently
-    outstanding I/O (a perf tool's queue depth); close it (or leave the
-    ``with`` block) to release the buffer.
+    checks of :class:`BdevDesc` still apply (offsets and lengths must be
+    ``int``).  Use one slot per concurrently outstanding I/O (a perf tool's
+    queue depth); close it (or leave the ``with`` block) to release the buffer.
     """
 
     def __init__(self, desc: BdevDesc, buf: DmaBuf) -> None:
         desc._check(False)
         desc._buffer(buf, 1)
-        buf._pin()
+        buf.pin()
         self.desc = desc
         self.buf = buf
         self._capacity_blocks = len(buf) // desc.block_size
         self._op: Op[None] = Op("slot I/O")
         self._op._state = 1  # idle: finished
-        self._op.keep = ()
         self._off = ctypes.c_uint64()
         self._num = ctypes.c_uint64()
         self._buf_arg = ctypes.c_void_p(buf.addr)
@@ -651,7 +789,7 @@ class IoSlot:
             raise BlockingIOError("the slot's I/O is still in flight")
         self._closed = True
         _bridge.forget(self._key)
-        self.buf._unpin()
+        self.buf.unpin()
 
     def read_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
         """Read into the slot's buffer; await the result."""
@@ -665,7 +803,9 @@ class IoSlot:
         op = self._op
         desc = self.desc
         if (
-            not op._state
+            type(offset_blocks) is not int  # bool, float, numpy ints: the slow path decides
+            or type(num_blocks) is not int
+            or not op._state
             or self._closed
             or not 0 < num_blocks <= self._capacity_blocks
             or offset_blocks < 0
@@ -675,7 +815,7 @@ class IoSlot:
             or (write and not desc.writable)
             or _get_ident() != self._owner
         ):
-            self._refuse(offset_blocks, num_blocks, write)
+            offset_blocks, num_blocks = self._slow_check(offset_blocks, num_blocks, write)
         self._off.value = offset_blocks
         if num_blocks != self._num.value:
             self._num.value = num_blocks
@@ -701,16 +841,20 @@ class IoSlot:
             )
         return op
 
-    def _refuse(self, offset_blocks: int, num_blocks: int, write: bool) -> None:
-        """Raise the exception that explains why an I/O cannot be submitted."""
+    def _slow_check(
+        self, offset_blocks: object, num_blocks: object, write: bool
+    ) -> tuple[int, int]:
+        """Raise the exception that explains why an I/O cannot be submitted, or return
+        the arguments as plain ints if they are acceptable after all (``numpy.int64``)."""
         if self._closed:
             raise RuntimeError("slot is closed")
         if not self._op._state:
             raise RuntimeError("slot is busy: await its I/O first")
-        self.desc._check(write)
-        self.desc._range(offset_blocks, num_blocks)
-        self.desc._buffer(self.buf, num_blocks)
-        raise AssertionError("unreachable: an I/O was refused without a reason")
+        desc = self.desc
+        desc._check(write, "write" if write else "read")
+        off, num = desc._range(offset_blocks, num_blocks)
+        desc._buffer(self.buf, num)
+        return off, num
 
     def _complete(self, op: None, success: bool, bdev_io: Any) -> None:
         desc = self.desc

@@ -27,12 +27,12 @@ What it guarantees (the same contract as ``mmap.close``, plus in-flight I/O):
   last of them is gone, so dropping a ``DmaBuf`` while a view is alive is safe.
 * **Explicit** :meth:`~DmaBuf.free` (``close()``, leaving a ``with`` block) **raises**
   ``BufferError`` **and changes nothing** while exports are alive or I/O is in flight
-  (:meth:`~DmaBuf._pin`).  It counts exports with ``sys.getrefcount`` on the private
+  (:meth:`~DmaBuf.pin`).  It counts exports with ``sys.getrefcount`` on the private
   array, calibrated at import time against a fresh array held the same way.
 * **Use after free raises** ``ValueError("... is freed")``; a second ``free()`` is a
   no-op (like ``file.close``).  Nothing here can make Python touch freed memory.
 * **A pinned buffer cannot be garbage-collected**: pins put it in a module-level
-  table until the last ``_unpin``.
+  table until the last ``unpin``.
 * **No crash after teardown**: SPDK memory is only freed while an
   :class:`~spdk_io.env.Env` is up.  A buffer dropped after ``Env`` exit is queued and
   freed at the next :meth:`DmaBuf.alloc` (DPDK's heap outlives ``spdk_env_fini``; a
@@ -52,8 +52,8 @@ Limits:
   an exception traceback or a debugger's frame counts until it is gone.  Release
   views explicitly (``with buf.view() as mv:``) where it matters.
 * :attr:`DmaBuf.addr` is a raw address: memory reached through it (``ctypes``
-  casts, ``iovecs``, SPDK calls) is not tracked.  Pin the buffer, or keep a view or a
-  :class:`DmaBufList`, for as long as such a pointer is in use.
+  casts, ``iovecs``, SPDK calls) is not tracked.  Pin the buffer (:meth:`DmaBuf.pin`),
+  or keep a view or a :class:`DmaBufList`, for as long as such a pointer is in use.
 * A ``free()`` racing data access from another thread may make that access raise
   ``ValueError`` even if the ``free()`` then fails with ``BufferError``.
 * ``ctypes`` keeps one array type per distinct buffer size for the life of the
@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from spdk_io import _generated as g
 from spdk_io import env as _env
-from spdk_io._validate import integer
+from spdk_io._validate import flag, integer
 
 if TYPE_CHECKING:
     import numpy as np
@@ -182,14 +182,15 @@ class DmaBuf:
     ) -> DmaBuf:
         """Allocate ``size`` bytes of DMA-capable memory aligned to ``align``.
 
-        ``zero=False`` skips clearing the memory.  ``numa_id`` prefers a NUMA node
-        (SPDK falls back to any node unless the env enforces NUMA).  Raises
+        ``zero=False`` (a ``bool``) skips clearing the memory.  ``numa_id`` prefers a
+        NUMA node (SPDK falls back to any node unless the env enforces NUMA).  Raises
         ``TypeError``/``ValueError`` for bad arguments (nothing is allocated),
         ``RuntimeError`` if no :class:`~spdk_io.env.Env` is running, and
         ``MemoryError`` if SPDK's heap cannot satisfy the request.
         """
         size = integer(size, "size")
         align = integer(align, "align")
+        zero = flag(zero, "zero")
         numa_id = integer(numa_id, "numa_id")
         if not 0 < size <= MAX_SIZE:
             raise ValueError(f"size must be in 1..{MAX_SIZE}, got {size}")
@@ -247,7 +248,7 @@ class DmaBuf:
 
     @property
     def pins(self) -> int:
-        """I/O operations in flight on this buffer (see :meth:`_pin`)."""
+        """I/O operations in flight on this buffer (see :meth:`pin`)."""
         return self._pins
 
     @property
@@ -429,24 +430,30 @@ class DmaBuf:
     def __exit__(self, *exc: object) -> None:
         self.free()
 
-    # -- in-flight protocol (used by the bdev layer) -------------------------------------
+    # -- in-flight protocol (the bdev layer, and anyone handing addr to C) ---------------
 
-    def _pin(self) -> None:
-        """Mark an I/O in flight: ``free()`` raises and GC cannot reclaim the buffer."""
+    def pin(self) -> None:
+        """Mark an I/O in flight: until the matching :meth:`unpin`, ``free()`` raises
+        and GC cannot reclaim the buffer.  ``ValueError`` if it is already freed."""
         with _lock:
             self._live()
             self._pins += 1
             if self._pins == 1:
                 _in_flight[id(self)] = self
 
-    def _unpin(self) -> None:
-        """The I/O that :meth:`_pin` marked has completed."""
+    def unpin(self) -> None:
+        """The I/O that :meth:`pin` marked has completed (``RuntimeError`` if none was)."""
         with _lock:
             if self._pins <= 0:
-                raise RuntimeError(f"{self!r}: _unpin() without a matching _pin()")
+                raise RuntimeError(f"{self!r}: unpin() without a matching pin()")
             self._pins -= 1
             if self._pins == 0:
                 del _in_flight[id(self)]
+
+    # The former private names, still used by tests/test_dma_model.py (not owned here).
+    # TODO: drop once that file calls pin()/unpin().
+    _pin = pin
+    _unpin = unpin
 
 
 def iovecs(bufs: Iterable[DmaBuf]) -> ctypes.Array[g.struct_iovec]:
@@ -546,12 +553,12 @@ class DmaBufList(Sequence[DmaBuf]):
     def _pin(self) -> None:
         for i, b in enumerate(self._bufs):
             try:
-                b._pin()
+                b.pin()
             except BaseException:
                 for done in self._bufs[:i]:
-                    done._unpin()
+                    done.unpin()
                 raise
 
     def _unpin(self) -> None:
         for b in self._bufs:
-            b._unpin()
+            b.unpin()

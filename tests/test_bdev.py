@@ -274,7 +274,7 @@ def test_module_helpers_validate(run: Run) -> None:
         with pytest.raises(ValueError):
             await bm.create_delay("D", "B", avg_read_latency_us=-1)
         with pytest.raises(ValueError):
-            await bm.inject_error("E", "sideways")
+            await bm.inject_error("E", "sideways")  # type: ignore[arg-type]  # not an io_type
 
     run(main())
 

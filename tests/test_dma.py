@@ -129,6 +129,9 @@ def test_alloc_on_a_numa_node(numa_id: int) -> None:
         ((4096,), {"numa_id": -2}, ValueError),
         ((4096,), {"numa_id": 2**31}, ValueError),
         ((4096,), {"numa_id": "0"}, TypeError),
+        ((4096,), {"zero": "no"}, TypeError),  # a non-empty str is truthy: refuse, not zero
+        ((4096,), {"zero": 0}, TypeError),
+        ((4096,), {"zero": None}, TypeError),
     ],
 )
 def test_bad_arguments_raise_and_allocate_nothing(
@@ -398,35 +401,35 @@ def test_free_with_live_view_raises_then_succeeds() -> None:
 
 def test_free_while_pinned_raises() -> None:
     buf = DmaBuf.alloc(4096)
-    buf._pin()
-    buf._pin()
+    buf.pin()
+    buf.pin()
     assert buf.pins == 2
     with pytest.raises(BufferError, match="in flight"):
         buf.free()
-    buf._unpin()
+    buf.unpin()
     with pytest.raises(BufferError, match="in flight"):
         buf.free()
     assert buf[0] == 0  # still usable
-    buf._unpin()
+    buf.unpin()
     with pytest.raises(RuntimeError):
-        buf._unpin()
+        buf.unpin()
     buf.free()
     with pytest.raises(ValueError, match="freed"):
-        buf._pin()
+        buf.pin()
 
 
 def test_pinned_buffer_survives_garbage_collection() -> None:
     before = heap_allocs()
     buf = DmaBuf.alloc(4096)
     buf[0:4] = b"live"
-    buf._pin()
+    buf.pin()
     ref = weakref.ref(buf)
     del buf
     gc.collect()
     again = ref()
     assert again is not None and heap_allocs() == before + 1
     assert again[0:4] == b"live"
-    again._unpin()
+    again.unpin()
     del again
     gc.collect()
     assert ref() is None and heap_allocs() == before
@@ -451,7 +454,7 @@ def test_use_after_free_raises_value_error() -> None:
         lambda: buf.copy_from(b"x"),
         lambda: buf.copy_to(bytearray(1)),
         lambda: buf.slice(0, 1),
-        buf._pin,
+        buf.pin,
         lambda: iovecs([buf]),
         lambda: DmaBufList([buf]),
     ]
@@ -632,7 +635,7 @@ def test_buffers_outlive_the_env_and_are_freed_by_the_next_one() -> None:
             kept[0:5] = b"hello"
             dropped = DmaBuf.alloc(4096)
             pinned = DmaBuf.alloc(4096)
-            pinned._pin()
+            pinned.pin()
         assert kept[0:5] == b"hello"          # the memory is still mapped
         kept.free()                           # no env: the free is queued, nothing crashes
         del dropped
@@ -647,7 +650,7 @@ def test_buffers_outlive_the_env_and_are_freed_by_the_next_one() -> None:
             assert dma._deferred == []
             pinned[0:3] = b"abc"              # an older generation's buffer still works
             assert pinned[0:3] == b"abc"
-            pinned._unpin()
+            pinned.unpin()
             pinned.free()
             fresh.free()
         print("ok")
