@@ -673,6 +673,9 @@ class BdevDesc:
 
         ``num_blocks`` may not exceed the bdev's atomic compare-and-write unit
         (:attr:`Bdev.acwu`, 1 block for most bdevs): ``ValueError`` if it does.
+        Where SPDK emulates compare-and-write (malloc, null, ...), each one holds
+        three ``bdev_io`` at once: keep concurrent ones well below a third of the
+        ``bdev_io`` pool (``bdev_set_options``), or SPDK itself deadlocks.
         """
         self._check(True, "compare_and_write")
         off, num = self._range(offset_blocks, num_blocks)

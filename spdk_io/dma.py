@@ -450,11 +450,6 @@ class DmaBuf:
             if self._pins == 0:
                 del _in_flight[id(self)]
 
-    # The former private names, still used by tests/test_dma_model.py (not owned here).
-    # TODO: drop once that file calls pin()/unpin().
-    _pin = pin
-    _unpin = unpin
-
 
 def iovecs(bufs: Iterable[DmaBuf]) -> ctypes.Array[g.struct_iovec]:
     """A ``struct iovec`` array for ``bufs`` (addresses and lengths, in order).
@@ -550,7 +545,8 @@ class DmaBufList(Sequence[DmaBuf]):
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def _pin(self) -> None:
+    def pin(self) -> None:
+        """Pin every buffer (all or none) for an I/O in flight."""
         for i, b in enumerate(self._bufs):
             try:
                 b.pin()
@@ -559,6 +555,7 @@ class DmaBufList(Sequence[DmaBuf]):
                     done.unpin()
                 raise
 
-    def _unpin(self) -> None:
+    def unpin(self) -> None:
+        """Unpin every buffer: the I/O :meth:`pin` marked has completed."""
         for b in self._bufs:
             b.unpin()

@@ -509,9 +509,9 @@ def test_iovecs_and_dmabuflist() -> None:
             assert ctypes.cast(lst.iov, ctypes.POINTER(g.struct_iovec))[2].iov_len == 200
             with pytest.raises(BufferError):
                 b.free()  # the list exports every buffer
-            lst._pin()
+            lst.pin()
             assert (a.pins, b.pins, parts[2].pins) == (1, 1, 1)
-            lst._unpin()
+            lst.unpin()
         assert "released" in repr(lst)
         with pytest.raises(ValueError):
             lst.iov  # noqa: B018
@@ -541,7 +541,7 @@ def test_dmabuflist_rejects_bad_items_without_keeping_exports() -> None:
         lst.release()
         s.free()
         with pytest.raises(ValueError, match="freed"):
-            lst._pin()
+            lst.pin()
         assert a.pins == 0 and a.exports == 0
 
 

@@ -340,7 +340,7 @@ class DmaModel(RuleBasedStateMachine):
     def pin(self, data: st.DataObject) -> None:
         node = self.pick(data)
         assert node.buf is not None
-        _outcome(ValueError if node.freed else None, node.buf._pin)
+        _outcome(ValueError if node.freed else None, node.buf.pin)
         if not node.freed:
             node.pins += 1
 
@@ -349,7 +349,7 @@ class DmaModel(RuleBasedStateMachine):
     def unpin(self, data: st.DataObject) -> None:
         node = self.pick(data)
         assert node.buf is not None
-        _outcome(RuntimeError if node.pins == 0 else None, node.buf._unpin)
+        _outcome(RuntimeError if node.pins == 0 else None, node.buf.unpin)
         node.pins = max(node.pins - 1, 0)
 
     @precondition(lambda self: self.held())
@@ -411,7 +411,7 @@ class DmaModel(RuleBasedStateMachine):
             del obj
         for node in reversed(self.nodes):  # children were appended after their parents
             while node.buf is not None and node.pins:
-                node.buf._unpin()
+                node.buf.unpin()
                 node.pins -= 1
             if node.buf is not None:
                 node.buf.free()
