@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io.errors import SpdkError
-from spdk_io.loop import Op, wait_for
+from spdk_io.loop import Op, interrupts_deferred, wait_for
 from spdk_io.thread import SpdkThread, shutdown_guests
 
 __all__ = ["Env", "EnvOptions", "block_on", "run"]
@@ -318,7 +318,8 @@ def run(
 
     ``options`` are :class:`EnvOptions` fields (``name``, ``mem_size_mb``, ...).
     On an exception or Ctrl-C the tasks are cancelled, SPDK is torn down in
-    order, and the exception propagates.
+    order, and the exception propagates.  A Ctrl-C during teardown does not cut
+    it short (it is bounded in time): ``KeyboardInterrupt`` is raised after it.
     """
     env = Env(config=config, **options)
     try:
@@ -330,7 +331,8 @@ def run(
     try:
         return env.block_on(main)
     finally:
-        env.stop()
+        with interrupts_deferred():  # a 2nd Ctrl-C lets teardown finish, then raises
+            env.stop()
 
 
 def block_on(aw: Awaitable[T]) -> T:
