@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any, Generic, TypeVar, cast
 
-from spdk_io._validate import FOREVER, duration
+from spdk_io._validate import FOREVER, duration, text
 from spdk_io.errors import CallbackError, Cancelled
 
 __all__ = [
@@ -135,6 +135,16 @@ class Op(Generic[T]):
             waiter._op = None
             waiter._loop._ready.append(waiter)
 
+    def _release(self) -> None:
+        """Call ``abort`` (once): its waiter gave up.  Never raises: an error in it stops
+        this OS thread's loop instead of the caller (a cancel, a timer, teardown)."""
+        abort, self._abort = self._abort, None
+        if abort is not None:
+            try:
+                abort()
+            except BaseException as exc:
+                callback_failed(exc, f"releasing {self!r}")
+
     def __await__(self) -> Generator[Op[Any], None, T]:
         if self._state == _PENDING:
             yield self  # the trap: the loop parks the task until this Op finishes
@@ -211,6 +221,8 @@ class Task(Generic[T]):
         next ``await`` that suspends, a plain yield (``sleep(0)``) included.
         Returns False if the task had already finished.  Safe to call more than once.
         """
+        if exc is not None and not isinstance(exc, BaseException):
+            raise TypeError(f"exc must be an exception instance, not {type(exc).__name__}")
         if self._done.done():
             return False
         self._cancelled = True
@@ -221,12 +233,18 @@ class Task(Generic[T]):
             # Parked: detach from the Op (a late completion then wakes nobody) and wake up.
             self._op = None
             op._waiter = None
-            if op._abort is not None:
-                abort, op._abort = op._abort, None
-                abort()
             self._throw, self._cancel = self._cancel, None
             self._loop._ready.append(self)
+            op._release()
         return True
+
+    def mark_observed(self) -> None:
+        """Someone else handles this task's outcome: never report it as "never awaited"."""
+        self._observed = True
+
+    def failed(self) -> bool:
+        """Whether the task finished with an exception (cancellation included)."""
+        return self._done._state == _FAILED
 
     def __await__(self) -> Generator[Op[Any], None, T]:
         loop: Loop | None = getattr(_local, "loop", None)
@@ -348,6 +366,8 @@ class Loop:
         """Schedule ``coro`` to run as a new task on this loop."""
         if not isinstance(coro, Coroutine):
             raise TypeError(f"spawn() needs a coroutine, got {type(coro).__name__}")
+        if name is not None:
+            text(name, "name", empty=True)
         task = Task(self, coro, name or str(getattr(coro, "__qualname__", "task")))
         self._tasks.add(task)
         self._ready.append(task)
@@ -417,10 +437,9 @@ class Loop:
             return
         if task._cancel is not None:  # a pending cancel is delivered at any suspension
             task._throw, task._cancel = task._cancel, None
-            if not state and op._waiter is None and op._abort is not None:
-                abort, op._abort = op._abort, None  # nobody else waits on it: release it
-                abort()
             self._ready.append(task)
+            if not state and op._waiter is None:
+                op._release()  # nobody else waits on it
         elif state:  # already finished (or a plain yield): run again after the others
             self._ready.append(task)
         elif op._waiter is not None:
@@ -471,7 +490,14 @@ class Loop:
             raise RuntimeError(f"loop {self.name} belongs to another OS thread")
         if self._running or getattr(_local, "running", False):
             raise RuntimeError("an spdk_io loop is already running on this OS thread")
-        task = main if isinstance(main, Task) else self.spawn(_as_coro(main))
+        task: Task[T]
+        if isinstance(main, Task):
+            if main._loop is not self:
+                raise RuntimeError(f"task {main.name} belongs to another loop ({main._loop.name})")
+            task = cast("Task[T]", main)
+        else:
+            _check_awaitable(main, "main")
+            task = self.spawn(_as_coro(main))
         task._observed = True  # its outcome is returned or raised below
         self._take_orphans()
         self._interrupted = False
@@ -614,7 +640,13 @@ class Loop:
         Tasks still running after that are closed (their ``finally`` blocks run,
         without awaiting).  For teardown: call it before the SPDK thread exits.
         """
-        self._shutdown_tasks(None, budget)
+        self._shutdown_tasks(None, duration(budget, "budget"))
+
+    def take_crash(self) -> BaseException | None:
+        """The error that is to stop this loop (a failed callback, Ctrl-C), now handled by
+        the caller; ``None`` if there is none."""
+        crash, self._crash = self._crash, None
+        return crash
 
     def _shutdown_tasks(self, reason: BaseException | None, budget: float = 5.0) -> None:
         """Cancel every task and let them unwind (``finally`` blocks run), for ``budget`` s."""
@@ -657,10 +689,10 @@ def _as_coro(aw: Awaitable[T]) -> Coroutine[Any, Any, T]:
 def _describe(exc: BaseException) -> str:
     """``Type: message`` for ``exc``, even if its ``__str__`` raises."""
     try:
-        text = str(exc)
+        message = str(exc)
     except BaseException:  # a broken __str__ must not hide the error itself
-        text = "<str() failed>"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        message = "<str() failed>"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _callback_error(exc: BaseException, what: str, where: str = "") -> BaseException:
@@ -944,7 +976,11 @@ async def _settle(tasks: list[Task[Any]]) -> None:
 
 async def wait(tasks: Iterable[Task[Any]]) -> None:
     """Wait until every task in ``tasks`` has finished, whatever the outcome."""
-    for t in list(tasks):
+    tasks = list(tasks)
+    for i, t in enumerate(tasks):
+        if not isinstance(t, Task):
+            raise TypeError(f"tasks[{i}] must be a Task, not {type(t).__name__}")
+    for t in tasks:
         if not t.done():
             try:
                 await t

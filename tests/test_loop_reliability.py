@@ -420,3 +420,118 @@ def test_keyboard_interrupt_in_a_callback_also_finishes_its_op(run: Run) -> None
     with pytest.raises(KeyboardInterrupt):
         run(main())
     assert seen == [True, "KeyboardInterrupt"]
+
+
+# -- audit: the same classes of problem elsewhere in the loop ------------------------------
+
+
+def test_cancel_never_raises_and_the_task_still_ends_when_releasing_its_op_fails(
+    run: Run,
+) -> None:
+    """``cancel()`` releases the op the task waits on; if that raises, the task must still be
+    woken (not left detached forever) and the error must stop the loop, not the canceller."""
+
+    def bad_release() -> None:
+        raise ZeroDivisionError("release failed")
+
+    async def main() -> list[str]:
+        log: list[str] = []
+        op: Op[None] = Op("held", abort=bad_release)
+
+        async def holder() -> None:
+            await op
+
+        t = spdk_io.spawn(holder(), name="holder")
+        await spdk_io.sleep(0)
+        t.cancel()  # must not raise here
+        log.append("cancel returned")
+        try:
+            await spdk_io.wait_for(t, 1)
+        except Cancelled:
+            log.append("holder cancelled")
+        await spdk_io.sleep(0.01)
+        return log
+
+    with pytest.raises(CallbackError, match="release failed") as info:
+        run(main())
+    notes = getattr(info.value, "__notes__", [])
+    assert not notes, notes
+
+
+def test_loop_arguments_are_checked(run: Run, env: Any) -> None:
+    async def main() -> None:
+        coro = _text("unused")
+        try:
+            with pytest.raises(TypeError, match="name"):
+                spdk_io.spawn(coro, name=5)  # type: ignore[arg-type]  # the check under test
+        finally:
+            coro.close()
+        t = spdk_io.spawn(_sleep(10), name="victim")
+        with pytest.raises(TypeError, match="exc"):
+            t.cancel("stop")  # type: ignore[arg-type]  # the check under test
+        assert not t.done()
+        t.cancel()
+        with pytest.raises(TypeError, match="tasks"):
+            await L.wait([t, "not a task"])  # type: ignore[list-item]  # the check under test
+        await L.wait([t])
+
+    run(main())
+    with pytest.raises(TypeError, match="main"):
+        env.block_on(5)
+
+
+def test_block_on_a_task_of_another_loop_is_refused(run: Run) -> None:
+    async def main() -> None:
+        mine = spdk_io.spawn(_sleep(0.05), name="mine")
+
+        def other() -> None:
+            spdk_io.current_thread().block_on(mine)
+
+        with pytest.raises(RuntimeError, match="another"):
+            await SpdkThread.spawn(other, name="other-block-on")
+        await mine
+
+    run(main())
+
+
+def test_tasks_still_stuck_after_cancel_all_are_finished(run: Run) -> None:
+    """A task that ignores cancellation is closed; whoever awaits it is woken."""
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await spdk_io.sleep(10)
+            except Cancelled:
+                continue
+
+    async def main() -> L.Task[None]:
+        return spdk_io.spawn(stubborn(), name="stubborn")
+
+    t = run(main())
+    loop = spdk_io.current_thread().loop
+    t0 = time.monotonic()
+    loop.cancel_all(0.2)
+    assert time.monotonic() - t0 < 5
+    assert t.done()
+    with pytest.raises(Cancelled):
+        t.result()
+
+
+def test_public_task_and_loop_state_for_other_modules(run: Run) -> None:
+    """``mark_observed``, ``failed`` and ``take_crash``: what app/thread need, without privates."""
+
+    async def bad() -> None:
+        raise KeyError("handled elsewhere")
+
+    async def main() -> None:
+        t = spdk_io.spawn(bad(), name="handled")
+        t.mark_observed()
+        ok = spdk_io.spawn(_value(1))
+        await spdk_io.sleep(0.001)
+        assert t.failed() and not ok.failed() and ok.done()
+        loop = spdk_io.current_thread().loop
+        loop.crash(ValueError("to be taken"))
+        taken = loop.take_crash()
+        assert isinstance(taken, ValueError) and loop.take_crash() is None
+
+    run(main())  # no CallbackError for "handled", no crash left
