@@ -640,7 +640,12 @@ class Loop:
         Tasks still running after that are closed (their ``finally`` blocks run,
         without awaiting).  For teardown: call it before the SPDK thread exits.
         """
-        self._shutdown_tasks(None, duration(budget, "budget"))
+        budget = duration(budget, "budget")
+        if threading.get_ident() != self._owner:
+            raise RuntimeError(f"loop {self.name} belongs to another OS thread")
+        if self._running:
+            raise RuntimeError("cancel_all() is for teardown: the loop is running")
+        self._shutdown_tasks(None, budget)
 
     def take_crash(self) -> BaseException | None:
         """The error that is to stop this loop (a failed callback, Ctrl-C), now handled by

@@ -509,6 +509,14 @@ def test_tasks_still_stuck_after_cancel_all_are_finished(run: Run) -> None:
 
     t = run(main())
     loop = spdk_io.current_thread().loop
+
+    async def inside() -> None:
+        loop.cancel_all()
+
+    with pytest.raises(RuntimeError, match="running"):
+        run(inside())
+    with pytest.raises(TypeError, match="budget"):
+        loop.cancel_all("1")  # type: ignore[arg-type]  # the check under test
     t0 = time.monotonic()
     loop.cancel_all(0.2)
     assert time.monotonic() - t0 < 5
