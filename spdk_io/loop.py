@@ -238,6 +238,19 @@ class Task(Generic[T]):
             op._release()
         return True
 
+    def _abandon(self) -> None:
+        """Close a task that did not finish when cancelled (teardown); it is never resumed."""
+        op = self._op
+        if op is not None:  # detached: a late completion wakes nobody
+            self._op = None
+            op._waiter = None
+            op._release()
+        self._throw = self._cancel = None
+        with contextlib.suppress(Exception):  # it awaits in a finally block: abandoned there
+            self._coro.close()
+        if not self._done._state:
+            self._done.set_exception(Cancelled(f"task {self.name} did not finish when cancelled"))
+
     def mark_observed(self) -> None:
         """Someone else handles this task's outcome: never report it as "never awaited"."""
         self._observed = True
@@ -661,12 +674,14 @@ class Loop:
         while self._tasks and time.monotonic() < deadline:
             self.run_ready()
             self.poll()
-        for t in list(self._tasks):  # stuck tasks: close them so their frames unwind
-            self._tasks.discard(t)
-            with contextlib.suppress(Exception):  # it awaited in its finally: abandoned
-                t._coro.close()
-            if not t._done._state:
-                t._done.set_exception(Cancelled(f"task {t.name} did not finish when cancelled"))
+        stuck = set(self._tasks)
+        if stuck:  # close them so their frames unwind; nothing may resume them again
+            self._tasks.clear()
+            for t in stuck:
+                t._abandon()  # may wake another stuck task that awaited it: purge after
+            kept = [t for t in self._ready if t not in stuck]
+            self._ready.clear()
+            self._ready.extend(kept)
         if reason is not None:
             self._crash = None  # errors while unwinding follow from ``reason``, which propagates
 

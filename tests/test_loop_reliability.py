@@ -500,7 +500,7 @@ def test_tasks_still_stuck_after_cancel_all_are_finished(run: Run) -> None:
     async def stubborn() -> None:
         while True:
             try:
-                await spdk_io.sleep(10)
+                await spdk_io.sleep(0.05)
             except Cancelled:
                 continue
 
@@ -523,6 +523,8 @@ def test_tasks_still_stuck_after_cancel_all_are_finished(run: Run) -> None:
     assert t.done()
     with pytest.raises(Cancelled):
         t.result()
+    assert run(_value(3)) == 3  # the closed task is never resumed again ...
+    assert run(_sleep(0.2)) is None  # ... not even when the op it waited on completes
 
 
 def test_public_task_and_loop_state_for_other_modules(run: Run) -> None:
@@ -543,3 +545,28 @@ def test_public_task_and_loop_state_for_other_modules(run: Run) -> None:
         assert isinstance(taken, ValueError) and loop.take_crash() is None
 
     run(main())  # no CallbackError for "handled", no crash left
+
+
+def test_stuck_tasks_awaiting_each_other_are_all_closed(run: Run) -> None:
+    async def stubborn() -> None:
+        while True:
+            try:
+                await spdk_io.sleep(0.05)
+            except Cancelled:
+                continue
+
+    async def waiter(t: L.Task[None]) -> None:
+        while True:
+            try:
+                await t
+            except Cancelled:
+                continue
+
+    async def main() -> list[L.Task[None]]:
+        inner = spdk_io.spawn(stubborn(), name="inner")
+        return [inner, spdk_io.spawn(waiter(inner), name="outer")]
+
+    tasks = run(main())
+    spdk_io.current_thread().loop.cancel_all(0.2)
+    assert all(t.done() for t in tasks)
+    assert run(_sleep(0.2)) is None  # neither is resumed again
