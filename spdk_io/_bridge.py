@@ -9,8 +9,13 @@ no callback object is ever created per call or freed while C holds it.
 An entry is ``(fn, op)``: the trampoline calls ``fn`` with the callback's
 arguments (minus ``cb_arg``).  If ``fn`` raises, the exception goes to ``op``
 when it is still pending (so it reaches the task awaiting it); otherwise it
-stops the loop of this OS thread with :class:`~spdk_io.errors.CallbackError`.
-Nothing raised in a callback is ever lost or allowed to unwind into C.
+stops the loop of this OS thread with :class:`~spdk_io.errors.CallbackError`
+(a ``KeyboardInterrupt``/``SystemExit`` finishes ``op`` *and* stops the loop);
+with no loop on this OS thread, that thread's next loop raises it.  See
+:func:`spdk_io.loop.callback_failed`.  Everything a trampoline does is inside
+its ``try``, so nothing raised in a callback is lost or unwinds into C.  (A
+Ctrl-C cannot arrive inside a callback while a loop runs or teardown runs:
+the loop handles SIGINT as an event, see :mod:`spdk_io.loop`.)
 
 One-shot entries are removed when their callback fires; persistent entries
 (pollers, event callbacks) stay until :func:`forget` is called.
@@ -24,8 +29,9 @@ from collections.abc import Callable
 from typing import Any
 
 from spdk_io import _generated as g
+from spdk_io import loop as _loop
 from spdk_io._loader import fast
-from spdk_io.loop import Op, _local
+from spdk_io.loop import Op
 
 __all__ = ["forget", "once", "persistent"]
 
@@ -35,8 +41,30 @@ _once: dict[int, Entry] = {}
 _persistent: dict[int, Entry] = {}
 _next_key = itertools.count(1).__next__
 stale_callbacks = 0
-#: Errors raised in callbacks while no loop ran on this thread; the next loop turn raises them.
-orphan_errors: list[BaseException] = []
+
+
+class _OrphanErrors:
+    """This OS thread's errors from callbacks that ran while it had no loop.
+
+    A view of :func:`spdk_io.loop.orphan_errors` (per OS thread); the thread's
+    next loop raises them by itself.
+    """
+
+    def __bool__(self) -> bool:
+        return bool(_loop.orphan_errors())
+
+    def __len__(self) -> int:
+        return len(_loop.orphan_errors())
+
+    def pop(self, index: int = -1) -> BaseException:
+        return _loop.orphan_errors().pop(index)
+
+    def append(self, exc: BaseException) -> None:
+        _loop.orphan_errors().append(exc)
+
+
+#: This OS thread's callback errors that no loop has raised yet (per OS thread).
+orphan_errors = _OrphanErrors()
 
 
 def once(fn: Callable[..., Any], op: Op[Any] | None = None) -> int:
@@ -59,15 +87,7 @@ def forget(key: int) -> None:
     _persistent.pop(key, None)
 
 
-def _fail(exc: BaseException, op: Op[Any] | None, what: str) -> None:
-    if op is not None and not op.done() and not isinstance(exc, KeyboardInterrupt | SystemExit):
-        op.set_exception(exc)
-        return
-    loop = getattr(_local, "loop", None)
-    if loop is not None:
-        loop.report_callback_error(exc, what)
-    else:
-        orphan_errors.append(exc)
+_fail = _loop.callback_failed
 
 
 def _take(key: int | None) -> Entry | None:
@@ -86,44 +106,48 @@ def _take(key: int | None) -> Entry | None:
 
 def _on_ctx(ctx: int | None) -> None:
     """``void (*)(void *ctx)``: messages, fini callbacks, io-wait retries."""
-    entry = _take(ctx)
-    if entry is not None:
-        try:
+    entry: Entry | None = None
+    try:
+        entry = _take(ctx)
+        if entry is not None:
             entry[0]()
-        except BaseException as exc:
-            _fail(exc, entry[1], "message callback")
+    except BaseException as exc:
+        _fail(exc, "message callback", entry[1] if entry is not None else None)
 
 
 def _on_rc_ctx(rc: int, ctx: int | None) -> None:
     """``void (*)(int rc, void *ctx)``: subsystem init, config load."""
-    entry = _take(ctx)
-    if entry is not None:
-        try:
+    entry: Entry | None = None
+    try:
+        entry = _take(ctx)
+        if entry is not None:
             entry[0](rc)
-        except BaseException as exc:
-            _fail(exc, entry[1], "completion callback")
+    except BaseException as exc:
+        _fail(exc, "completion callback", entry[1] if entry is not None else None)
 
 
 def _on_poll(ctx: int | None) -> int:
     """``int (*)(void *ctx)``: pollers.  A poller that raises reports idle."""
-    entry = _persistent.get(ctx) if ctx is not None else None
-    if entry is None:
-        return 0
+    entry: Entry | None = None
     try:
+        entry = _persistent.get(ctx) if ctx is not None else None
+        if entry is None:
+            return 0
         return 1 if entry[0]() else 0
     except BaseException as exc:
-        _fail(exc, entry[1], "poller")
+        _fail(exc, "poller", entry[1] if entry is not None else None)
         return 0
 
 
 def _on_bdev_event(event_type: int, bdev: Any, ctx: int | None) -> None:
     """``spdk_bdev_event_cb_t``: hot-remove, resize, media events (persistent)."""
-    entry = _persistent.get(ctx) if ctx is not None else None
-    if entry is not None:
-        try:
+    entry: Entry | None = None
+    try:
+        entry = _persistent.get(ctx) if ctx is not None else None
+        if entry is not None:
             entry[0](event_type)
-        except BaseException as exc:
-            _fail(exc, entry[1], "bdev event callback")
+    except BaseException as exc:
+        _fail(exc, "bdev event callback", entry[1] if entry is not None else None)
 
 
 class _BdevIoPtr(ctypes.c_void_p):
@@ -139,14 +163,13 @@ _free_io = fast("spdk_bdev_free_io", None)
 
 def _on_bdev_io(bdev_io: _BdevIoPtr, success: bool, ctx: int | None) -> None:
     """``spdk_bdev_io_completion_cb``: the entry sees ``(op, success, bdev_io)``; we free the io."""
-    entry = _take(ctx)  # one-shot I/Os, and the persistent entries of IoSlots
-    if entry is None:
-        _free_io(bdev_io)
-        return
+    entry: Entry | None = None
     try:
-        entry[0](entry[1], success, bdev_io)
+        entry = _take(ctx)  # one-shot I/Os, and the persistent entries of IoSlots
+        if entry is not None:
+            entry[0](entry[1], success, bdev_io)
     except BaseException as exc:
-        _fail(exc, entry[1], "bdev I/O completion")
+        _fail(exc, "bdev I/O completion", entry[1] if entry is not None else None)
     finally:
         _free_io(bdev_io)
 
@@ -170,7 +193,7 @@ def _on_void() -> None:
     try:
         shutdown_hook()
     except BaseException as exc:
-        _fail(exc, None, "shutdown callback")
+        _fail(exc, "shutdown callback")
 
 
 def _on_new_thread(thread: Any) -> int:
@@ -178,7 +201,7 @@ def _on_new_thread(thread: Any) -> int:
     try:
         new_thread_hook(ctypes.cast(thread, ctypes.c_void_p).value or 0)
     except BaseException as exc:
-        _fail(exc, None, "new thread callback")
+        _fail(exc, "new thread callback")
         return -1
     return 0
 

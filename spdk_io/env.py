@@ -33,7 +33,7 @@ from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._validate import flag, integer, text
 from spdk_io.errors import EnvUnusableError, SpdkError, WrongThreadError
-from spdk_io.loop import Op, wait_for
+from spdk_io.loop import Op, interrupts_deferred, wait_for
 from spdk_io.thread import SpdkThread, release_current, shutdown_guests
 
 if TYPE_CHECKING:  # typing_extensions is only needed by the type checker (Python < 3.12)
@@ -504,25 +504,34 @@ class Env:
             raise WrongThreadError(
                 f"Env {self.options.name} was started by another OS thread; stop it there"
             )
-        try:
-            if self._stage >= 4 and self.thread is not None:
-                self.thread.block_on(self._teardown())
-                self._stage = 3
-            if self._stage >= 3 and self.thread is not None:
-                shutdown_guests()
-                self.thread.close()
-                self._stage = 2
-            if self._stage >= 2:
-                g.spdk_thread_lib_fini()
-                self._stage = 1
-            if self._stage >= 1:
-                self._stage = 0  # mark down first: nothing may allocate past this point
-                g.spdk_env_fini()
-        except BaseException as exc:
-            mark_unusable(f"tearing SPDK down failed: {exc}")
-            raise
-        finally:
-            self._release()
+        if self.thread is not None and self.thread.loop.running:
+            raise RuntimeError(
+                f"Env {self.options.name} cannot stop from inside its own loop: "
+                "return from main (or leave the block_on) first"
+            )
+        # A Ctrl-C waits until teardown (bounded in time) has finished, then is raised.
+        with interrupts_deferred():
+            try:
+                if self._stage >= 4 and self.thread is not None:
+                    # Tasks main left running unwind now, while SPDK is still up.
+                    self.thread.loop.cancel_all()
+                    self.thread.block_on(self._teardown())
+                    self._stage = 3
+                if self._stage >= 3 and self.thread is not None:
+                    shutdown_guests()
+                    self.thread.close()
+                    self._stage = 2
+                if self._stage >= 2:
+                    g.spdk_thread_lib_fini()
+                    self._stage = 1
+                if self._stage >= 1:
+                    self._stage = 0  # mark down first: nothing may allocate past this point
+                    g.spdk_env_fini()
+            except BaseException as exc:
+                mark_unusable(f"tearing SPDK down failed: {exc}")
+                raise
+            finally:
+                self._release()
 
     def _release(self) -> None:
         """Forget this Env's bring-up: it no longer holds the process."""
@@ -654,7 +663,8 @@ def run(
     ``options`` are :class:`EnvOptions` fields (``name``, ``mem_size_mb``, ...);
     anything else is a ``TypeError``.  On an exception or Ctrl-C the tasks are
     cancelled, SPDK is torn down in order, and the exception propagates (a
-    teardown failure is added to it as a note).
+    teardown failure is added to it as a note).  A Ctrl-C during teardown does
+    not cut it short (it is bounded in time): ``KeyboardInterrupt`` is raised after it.
     """
     try:
         env = Env(config=config, **options)

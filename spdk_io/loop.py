@@ -21,11 +21,28 @@ Invariants
 * A task waits on at most one ``Op``; an ``Op`` has at most one waiter.
 * Everything here runs on the loop's OS thread.  Other threads reach a loop
   only through :meth:`Loop.wake` (and SPDK's message rings).
+* A task never waits on itself: awaiting the running task, or a task that
+  (through other tasks) awaits it, raises ``RuntimeError``.
+
+Ctrl-C
+------
+While a loop runs on the main thread and SIGINT has Python's default handler,
+the loop installs its own handler, which only records the interrupt and wakes
+the loop: a ``KeyboardInterrupt`` can then never be raised inside a ctypes
+callback, where it would be lost.  The loop raises ``KeyboardInterrupt`` from
+its own frame, cancels every task and lets them unwind, and re-raises it; the
+previous handler is restored afterwards.  A second Ctrl-C while the tasks
+unwind is recorded, not raised.  :class:`interrupts_deferred` does the same for
+teardown code (``spdk_io.run`` tears SPDK down under it): a Ctrl-C during
+teardown lets the teardown finish (it is bounded in time) and is raised as
+``KeyboardInterrupt`` at its end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import signal
 import threading
 import time
 import types
@@ -33,17 +50,23 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any, Generic, TypeVar, cast
 
+from spdk_io._validate import FOREVER, duration, text
 from spdk_io.errors import CallbackError, Cancelled
 
 __all__ = [
     "Loop",
     "Op",
     "Task",
+    "callback_failed",
     "current_loop",
+    "current_task",
     "gather",
+    "interrupts_deferred",
+    "orphan_errors",
     "sleep",
     "spawn",
     "timeout",
+    "wait",
     "wait_for",
 ]
 
@@ -112,6 +135,16 @@ class Op(Generic[T]):
             waiter._op = None
             waiter._loop._ready.append(waiter)
 
+    def _release(self) -> None:
+        """Call ``abort`` (once): its waiter gave up.  Never raises: an error in it stops
+        this OS thread's loop instead of the caller (a cancel, a timer, teardown)."""
+        abort, self._abort = self._abort, None
+        if abort is not None:
+            try:
+                abort()
+            except BaseException as exc:
+                callback_failed(exc, f"releasing {self!r}")
+
     def __await__(self) -> Generator[Op[Any], None, T]:
         if self._state == _PENDING:
             yield self  # the trap: the loop parks the task until this Op finishes
@@ -130,10 +163,34 @@ def _yield_now() -> Generator[Op[Any], None, None]:
     yield _YIELD  # a finished Op: the loop re-queues the task at the back
 
 
-class Task(Generic[T]):
-    """A coroutine scheduled on a :class:`Loop`.  Await it to get its result."""
+class _TaskDone(Op[T]):
+    """The ``Op`` a task finishes: knows its task, so waits on tasks can be followed."""
 
-    __slots__ = ("_cancel", "_coro", "_done", "_loop", "_observed", "_op", "_throw", "name")
+    __slots__ = ("task",)
+
+    def __init__(self, task: Task[T]) -> None:
+        super().__init__(f"task {task.name}")
+        self.task = task
+
+
+class Task(Generic[T]):
+    """A coroutine scheduled on a :class:`Loop`.  Await it to get its result.
+
+    A task that ends with :class:`Cancelled` after :meth:`cancel` was called is
+    not a failure: it is never reported as "failed and never awaited".
+    """
+
+    __slots__ = (
+        "_cancel",
+        "_cancelled",
+        "_coro",
+        "_done",
+        "_loop",
+        "_observed",
+        "_op",
+        "_throw",
+        "name",
+    )
 
     def __init__(self, loop: Loop, coro: Coroutine[Any, Any, T], name: str) -> None:
         self._loop = loop
@@ -142,7 +199,8 @@ class Task(Generic[T]):
         self._op: Op[Any] | None = None  # what the task waits on
         self._throw: BaseException | None = None  # thrown in at the next resume
         self._cancel: BaseException | None = None  # cancellation not yet delivered
-        self._done: Op[T] = Op(f"task {name}")
+        self._cancelled = False  # cancel() was called
+        self._done: Op[T] = _TaskDone(self)
         self._observed = False
 
     def __repr__(self) -> str:
@@ -159,10 +217,15 @@ class Task(Generic[T]):
     def cancel(self, exc: BaseException | None = None) -> bool:
         """Ask the task to stop: ``Cancelled`` (or ``exc``) is thrown in at its next suspension.
 
+        A parked task is woken at once; a ready or running task gets it at its
+        next ``await`` that suspends, a plain yield (``sleep(0)``) included.
         Returns False if the task had already finished.  Safe to call more than once.
         """
+        if exc is not None and not isinstance(exc, BaseException):
+            raise TypeError(f"exc must be an exception instance, not {type(exc).__name__}")
         if self._done.done():
             return False
+        self._cancelled = True
         if self._cancel is None and self._throw is None:
             self._cancel = exc if exc is not None else Cancelled(f"task {self.name} was cancelled")
         op = self._op
@@ -170,16 +233,61 @@ class Task(Generic[T]):
             # Parked: detach from the Op (a late completion then wakes nobody) and wake up.
             self._op = None
             op._waiter = None
-            if op._abort is not None:
-                abort, op._abort = op._abort, None
-                abort()
             self._throw, self._cancel = self._cancel, None
             self._loop._ready.append(self)
+            op._release()
         return True
 
+    def _abandon(self) -> None:
+        """Close a task that did not finish when cancelled (teardown); it is never resumed."""
+        op = self._op
+        if op is not None:  # detached: a late completion wakes nobody
+            self._op = None
+            op._waiter = None
+            op._release()
+        self._throw = self._cancel = None
+        with contextlib.suppress(Exception):  # it awaits in a finally block: abandoned there
+            self._coro.close()
+        if not self._done._state:
+            self._done.set_exception(Cancelled(f"task {self.name} did not finish when cancelled"))
+
+    def mark_observed(self) -> None:
+        """Someone else handles this task's outcome: never report it as "never awaited"."""
+        self._observed = True
+
+    def failed(self) -> bool:
+        """Whether the task finished with an exception (cancellation included)."""
+        return self._done._state == _FAILED
+
     def __await__(self) -> Generator[Op[Any], None, T]:
+        loop: Loop | None = getattr(_local, "loop", None)
+        if loop is not self._loop:
+            raise RuntimeError(
+                f"task {self.name} runs on loop {self._loop.name} of another OS thread: "
+                "await it there (ThreadHandle.call), or use a JoinHandle"
+            )
+        if not self._done._state:
+            self._refuse_deadlock(loop.current)
         self._observed = True
         return self._done.__await__()
+
+    def _refuse_deadlock(self, me: Task[Any] | None) -> None:
+        """Raise if ``me`` (the running task) awaiting this task would wait forever."""
+        chain = [self]
+        t: Task[Any] = self
+        while t is not me:
+            op = t._op
+            if type(op) is not _TaskDone or len(chain) > len(self._loop._tasks):
+                return  # t waits on something else (or nothing): no cycle through tasks
+            t = op.task
+            chain.append(t)
+        if t is self:
+            raise RuntimeError(f"task {self.name} awaits itself: it would wait forever (deadlock)")
+        path = " -> ".join(x.name for x in chain)
+        raise RuntimeError(
+            f"task {t.name} awaiting task {self.name} would deadlock: "
+            f"{path}, each waiting for the next"
+        )
 
 
 def current_loop() -> Loop:
@@ -234,16 +342,36 @@ class Loop:
         self._owner = threading.get_ident()
         self._tasks: set[Task[Any]] = set()
         self._crash: BaseException | None = None
+        self._interrupted = False  # Ctrl-C arrived while this loop ran
         self._running = False
         self._unobserved: list[Task[Any]] = []
         self.current: Task[Any] | None = None  # the task last stepped (the running one, in a task)
         self.turns = 0
         _local.loop = self  # the loop of this OS thread, running or not
+        self._take_orphans()
 
     def close(self) -> None:
-        """Forget this loop as its OS thread's loop (its SPDK thread is gone)."""
+        """Forget this loop as its OS thread's loop (its SPDK thread is gone).
+
+        An error a callback reported that this loop never raised goes to the
+        OS thread's next loop (see :func:`orphan_errors`).
+        """
         if getattr(_local, "loop", None) is self:
             _local.loop = None
+            if self._crash is not None:
+                orphan_errors().append(self._crash)
+                self._crash = None
+
+    def _take_orphans(self) -> None:
+        """Errors callbacks raised on this OS thread while it had no loop: raise them here."""
+        errors = orphan_errors()
+        if not errors:
+            return
+        first = errors.pop(0)
+        for other in errors:
+            first.add_note(f"also raised in a callback: {_describe(other)}")
+        errors.clear()
+        self.crash(first)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -251,6 +379,8 @@ class Loop:
         """Schedule ``coro`` to run as a new task on this loop."""
         if not isinstance(coro, Coroutine):
             raise TypeError(f"spawn() needs a coroutine, got {type(coro).__name__}")
+        if name is not None:
+            text(name, "name", empty=True)
         task = Task(self, coro, name or str(getattr(coro, "__qualname__", "task")))
         self._tasks.add(task)
         self._ready.append(task)
@@ -264,12 +394,16 @@ class Loop:
 
     def report_callback_error(self, exc: BaseException, what: str) -> None:
         """A Python callable invoked from C raised: stop the loop with a clear error."""
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            self.crash(exc)
-            return
-        err = CallbackError(f"{what} raised {type(exc).__name__}: {exc}")
-        err.__cause__ = exc
-        self.crash(err)
+        self.crash(_callback_error(exc, what))
+
+    def _on_sigint(self, signum: int, frame: types.FrameType | None) -> None:
+        """The SIGINT handler while this loop runs: record it and wake the loop, never raise."""
+        self._interrupted = True
+        if not isinstance(self._crash, KeyboardInterrupt):
+            exc = KeyboardInterrupt()
+            exc.__context__ = self._crash  # an error that was about to stop the loop anyway
+            self._crash = exc
+        self._wake.set()
 
     def wake(self) -> None:
         """Wake the loop if it sleeps (safe from any OS thread)."""
@@ -299,7 +433,11 @@ class Loop:
         task._done.set_exception(err)
         if isinstance(err, KeyboardInterrupt | SystemExit):
             self.crash(err)
-        elif not task._observed and task._done._waiter is None:
+        elif (
+            not task._observed
+            and task._done._waiter is None
+            and not (task._cancelled and isinstance(err, Cancelled))  # cancelled: not a failure
+        ):
             self._unobserved.append(task)
 
     def _park(self, task: Task[Any], op: Op[Any]) -> None:
@@ -310,13 +448,12 @@ class Loop:
             task._throw = TypeError(f"task {task.name} awaited {op!r}, not an spdk_io awaitable")
             self._ready.append(task)
             return
-        if state:  # already finished (or a plain yield): run again after the others
-            self._ready.append(task)
-        elif task._cancel is not None:
+        if task._cancel is not None:  # a pending cancel is delivered at any suspension
             task._throw, task._cancel = task._cancel, None
-            if op._abort is not None:
-                abort, op._abort = op._abort, None
-                abort()
+            self._ready.append(task)
+            if not state and op._waiter is None:
+                op._release()  # nobody else waits on it
+        elif state:  # already finished (or a plain yield): run again after the others
             self._ready.append(task)
         elif op._waiter is not None:
             task._throw = RuntimeError(f"{op!r} is already awaited by {op._waiter!r}")
@@ -355,32 +492,75 @@ class Loop:
         return n
 
     def run_until_complete(self, main: Awaitable[T]) -> T:
-        """Drive the loop until ``main`` finishes; return its result or raise its exception."""
+        """Drive the loop until ``main`` finishes; return its result or raise its exception.
+
+        If the loop stops early (Ctrl-C, an error in a callback), every task is
+        cancelled and unwound before the exception propagates.  Failed tasks that
+        nobody awaited are reported: as a :class:`CallbackError` if ``main``
+        succeeded, as notes on the exception otherwise.
+        """
         if threading.get_ident() != self._owner:
             raise RuntimeError(f"loop {self.name} belongs to another OS thread")
         if self._running or getattr(_local, "running", False):
             raise RuntimeError("an spdk_io loop is already running on this OS thread")
-        task = main if isinstance(main, Task) else self.spawn(_as_coro(main))
+        task: Task[T]
+        if isinstance(main, Task):
+            if main._loop is not self:
+                raise RuntimeError(f"task {main.name} belongs to another loop ({main._loop.name})")
+            task = cast("Task[T]", main)
+        else:
+            _check_awaitable(main, "main")
+            task = self.spawn(_as_coro(main))
         task._observed = True  # its outcome is returned or raised below
+        self._take_orphans()
+        self._interrupted = False
         _local.running = True
         self._running = True
+        handler = self._install_sigint()
         try:
             try:
                 self._drive(task._done)
+                self._restore_sigint(handler)  # a Ctrl-C from here on raises itself
+                handler = None
+                if self._crash is not None:
+                    raise self._crash
             except BaseException as exc:
                 self._crash = None
+                lost = self._take_lost()
                 self._shutdown_tasks(exc)
+                self._take_lost()  # failures while unwinding follow from ``exc``
+                _note_lost(exc, lost)
+                if self._interrupted and not isinstance(exc, KeyboardInterrupt):
+                    raise KeyboardInterrupt from exc
                 raise
         finally:
             self._running = False
             _local.running = False
+            self._restore_sigint(handler)
+        lost = self._take_lost()
+        if task._done._state == _FAILED:
+            _note_lost(task._done._value, lost)
+        elif lost:
+            names = ", ".join(t.name for t in lost)
+            raise CallbackError(
+                f"task(s) {names} failed and were never awaited"
+            ) from lost[0]._done._value
+        return task.result()
+
+    def _take_lost(self) -> list[Task[Any]]:
+        """The tasks that failed with nobody awaiting them (and forget them)."""
         lost = [t for t in self._unobserved if not t._observed]
         self._unobserved.clear()
-        if lost:
-            first = lost[0]._done._value
-            names = ", ".join(t.name for t in lost)
-            raise CallbackError(f"task(s) {names} failed and were never awaited") from first
-        return task.result()
+        return lost
+
+    def _install_sigint(self) -> Callable[[int, types.FrameType | None], None] | None:
+        """Take over SIGINT (main thread, Python's default handler only); return the handler."""
+        return _take_sigint(self._on_sigint)
+
+    @staticmethod
+    def _restore_sigint(handler: Callable[[int, types.FrameType | None], None] | None) -> None:
+        """Put Python's default SIGINT handler back if ``handler`` is still the one installed."""
+        _give_back_sigint(handler)
 
     def _drive(self, done: Op[Any]) -> None:
         # The hot loop: everything it touches is a local.  One turn = the ready
@@ -428,13 +608,14 @@ class Loop:
                             finished(task, err)
                             continue
                         try:
-                            if op._state:
-                                append(task)
-                                continue
-                            if task._cancel is None and op._waiter is None:
-                                op._waiter = task
-                                task._op = op
-                                continue
+                            if task._cancel is None:  # else park() delivers the cancel
+                                if op._state:
+                                    append(task)
+                                    continue
+                                if op._waiter is None:
+                                    op._waiter = task
+                                    task._op = op
+                                    continue
                         except AttributeError:
                             pass
                         park(task, op)
@@ -466,7 +647,31 @@ class Loop:
         finally:
             self.turns += turns
 
-    def _shutdown_tasks(self, reason: BaseException, budget: float = 5.0) -> None:
+    def cancel_all(self, budget: float = 5.0) -> None:
+        """Cancel every task of this loop and let them unwind, for at most ``budget`` s.
+
+        Tasks still running after that are closed (their ``finally`` blocks run,
+        without awaiting).  For teardown: call it before the SPDK thread exits.
+        """
+        budget = duration(budget, "budget")
+        if threading.get_ident() != self._owner:
+            raise RuntimeError(f"loop {self.name} belongs to another OS thread")
+        if self._running:
+            raise RuntimeError("cancel_all() is for teardown: the loop is running")
+        self._shutdown_tasks(None, budget)
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`run_until_complete` is driving this loop now."""
+        return self._running
+
+    def take_crash(self) -> BaseException | None:
+        """The error that is to stop this loop (a failed callback, Ctrl-C), now handled by
+        the caller; ``None`` if there is none."""
+        crash, self._crash = self._crash, None
+        return crash
+
+    def _shutdown_tasks(self, reason: BaseException | None, budget: float = 5.0) -> None:
         """Cancel every task and let them unwind (``finally`` blocks run), for ``budget`` s."""
         for t in list(self._tasks):
             t.cancel()
@@ -474,10 +679,16 @@ class Loop:
         while self._tasks and time.monotonic() < deadline:
             self.run_ready()
             self.poll()
-        for t in list(self._tasks):  # stuck tasks: close them so their frames unwind
-            self._tasks.discard(t)
-            t._coro.close()
-        self._crash = None  # errors while unwinding follow from ``reason``, which propagates
+        stuck = set(self._tasks)
+        if stuck:  # close them so their frames unwind; nothing may resume them again
+            self._tasks.clear()
+            for t in stuck:
+                t._abandon()  # may wake another stuck task that awaited it: purge after
+            kept = [t for t in self._ready if t not in stuck]
+            self._ready.clear()
+            self._ready.extend(kept)
+        if reason is not None:
+            self._crash = None  # errors while unwinding follow from ``reason``, which propagates
 
     # -- timers are provided by the SPDK thread: see spdk_io.thread ---------------------
     #: ``_call_later(seconds, fn)`` runs ``fn()`` once after ``seconds`` (an SPDK timed
@@ -500,6 +711,120 @@ def _as_coro(aw: Awaitable[T]) -> Coroutine[Any, Any, T]:
     return aw if isinstance(aw, Coroutine) else _await(aw)
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` for ``exc``, even if its ``__str__`` raises."""
+    try:
+        message = str(exc)
+    except BaseException:  # a broken __str__ must not hide the error itself
+        message = "<str() failed>"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _callback_error(exc: BaseException, what: str, where: str = "") -> BaseException:
+    """What a failing callback stops a loop with: ``exc`` itself for Ctrl-C and exit."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return exc
+    err = CallbackError(f"{what} raised {_describe(exc)}{where}")
+    err.__cause__ = exc
+    return err
+
+
+def _note_lost(exc: BaseException, lost: list[Task[Any]]) -> None:
+    for t in lost:
+        exc.add_note(f"task {t.name} also failed, never awaited: {_describe(t._done._value)}")
+
+
+def orphan_errors() -> list[BaseException]:
+    """Errors raised in callbacks on this OS thread while it had no loop.
+
+    The OS thread's next loop raises them (when it is created and at its next
+    ``run_until_complete``).  The list is per OS thread (and per interpreter).
+    """
+    errors: list[BaseException] | None = getattr(_local, "orphans", None)
+    if errors is None:
+        errors = _local.orphans = []
+    return errors
+
+
+def callback_failed(exc: BaseException, what: str, op: Op[Any] | None = None) -> None:
+    """A Python callable called from C raised ``exc``: deliver it where it cannot be lost.
+
+    To ``op`` if it is still pending (the task awaiting it gets it); a
+    ``KeyboardInterrupt``/``SystemExit`` also stops this OS thread's loop, and
+    so does any error with no pending ``op``.  With no loop on this OS thread,
+    the next one raises it (:func:`orphan_errors`).  Never raises: nothing may
+    unwind into C.
+    """
+    try:
+        fatal = isinstance(exc, KeyboardInterrupt | SystemExit)
+        if op is not None and not op.done():
+            op.set_exception(exc)
+            if not fatal:
+                return
+        loop: Loop | None = getattr(_local, "loop", None)
+        if loop is not None:
+            loop.report_callback_error(exc, what)
+        else:
+            orphan_errors().append(
+                _callback_error(exc, what, " (while no loop ran on this OS thread)")
+            )
+    except BaseException as err:  # pragma: no cover - a last resort, keeps C safe
+        orphan_errors().append(err)
+
+
+_SigintHandler = Callable[[int, types.FrameType | None], None]
+
+
+def _take_sigint(handler: _SigintHandler) -> _SigintHandler | None:
+    """Install ``handler`` for SIGINT if this is the main thread and Python's default
+    handler is installed; return it, or ``None`` if nothing changed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None  # the application handles SIGINT itself (or an outer scope does)
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main interpreter
+        return None
+    return handler
+
+
+def _give_back_sigint(handler: _SigintHandler | None) -> None:
+    if handler is not None and signal.getsignal(signal.SIGINT) is handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class interrupts_deferred:
+    """Inside the block, Ctrl-C is recorded instead of raised; leaving it raises
+    ``KeyboardInterrupt`` if one arrived (unless one is already propagating).
+
+    For teardown that must not be cut short (and is bounded in time): loops run
+    inside the block do not react to Ctrl-C, and no ``KeyboardInterrupt`` can
+    land in a C callback.  Does nothing off the main thread or when SIGINT does
+    not have Python's default handler.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._handler: _SigintHandler | None = None
+
+    def _record(self, signum: int, frame: types.FrameType | None) -> None:
+        self.interrupted = True
+
+    def __enter__(self) -> interrupts_deferred:
+        self.interrupted = False
+        self._handler = _take_sigint(self._record)
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: Any
+    ) -> None:
+        _give_back_sigint(self._handler)
+        self._handler = None
+        if self.interrupted and not isinstance(ev, KeyboardInterrupt):
+            raise KeyboardInterrupt
+
+
 # ------------------------------------------------------------------------------ API
 
 
@@ -509,12 +834,18 @@ def spawn(coro: Coroutine[Any, Any, T], name: str | None = None) -> Task[T]:
 
 
 def sleep(seconds: float = 0) -> Awaitable[None]:
-    """Suspend the task for ``seconds`` (on an SPDK timed poller); ``sleep(0)`` just yields."""
+    """Suspend the task for ``seconds`` (on an SPDK timed poller); ``sleep(0)`` just yields.
+
+    ``inf`` (:data:`~spdk_io._validate.FOREVER`), or anything longer than SPDK's
+    timers can count, waits until the task is cancelled, with no timer.
+    """
+    seconds = duration(seconds, "seconds")
     if seconds == 0:
         return _yield_now()
-    if seconds != seconds or seconds < 0:
-        raise ValueError(f"sleep() needs a non-negative number of seconds, got {seconds!r}")
-    return current_loop()._sleep_impl(seconds)
+    loop = current_loop()
+    if seconds == FOREVER:
+        return Op("sleep forever")
+    return loop._sleep_impl(seconds)
 
 
 class timeout:
@@ -522,26 +853,30 @@ class timeout:
 
     ``async with spdk_io.timeout(0.5): await something()``.  The deadline is an
     SPDK timed poller that cancels the task when it fires; leaving the block
-    unregisters it.
+    unregisters it.  ``inf`` (or longer than SPDK's timers count) never fires.
+    If the deadline passes but the block ends before the cancellation reaches
+    it (it did not suspend again), the block completed: nothing is raised and
+    the cancellation is withdrawn.
     """
 
     def __init__(self, seconds: float) -> None:
-        if seconds != seconds or seconds < 0:
-            raise ValueError(f"timeout() needs a non-negative number of seconds, got {seconds!r}")
-        self.seconds = seconds
+        self.seconds = duration(seconds, "seconds")
         self._cancel_timer: Callable[[], None] | None = None
+        self._task: Task[Any] | None = None
         self._fired = False
-        self._exc = Cancelled(f"timed out after {seconds} s")
+        self._exc = Cancelled(f"timed out after {self.seconds} s")
 
     async def __aenter__(self) -> timeout:
         loop = current_loop()
         task = _current_task(loop)
+        self._task = task
 
         def fire() -> None:
             self._fired = True
             task.cancel(self._exc)
 
-        self._cancel_timer = loop._call_later(self.seconds, fire)
+        if self.seconds != FOREVER:
+            self._cancel_timer = loop._call_later(self.seconds, fire)
         return self
 
     async def __aexit__(
@@ -550,8 +885,12 @@ class timeout:
         if self._cancel_timer is not None:
             self._cancel_timer()  # a no-op if it fired
             self._cancel_timer = None
-        if self._fired and ev is self._exc:
-            raise TimeoutError(f"timed out after {self.seconds} s") from None
+        if self._fired:
+            if ev is self._exc:
+                raise TimeoutError(f"timed out after {self.seconds} s") from None
+            task = self._task
+            if task is not None and task._cancel is self._exc:
+                task._cancel = None  # not delivered: the block finished first
         return False
 
 
@@ -566,36 +905,107 @@ def current_task() -> Task[Any]:
     return _current_task(current_loop())
 
 
-async def wait_for(aw: Awaitable[T], seconds: float) -> T:
-    """Await ``aw`` but give up after ``seconds`` with :class:`TimeoutError`."""
+def _check_awaitable(aw: object, what: str) -> None:
+    if not inspect.isawaitable(aw):
+        raise TypeError(f"{what} must be awaitable, not {type(aw).__name__}")
+
+
+def wait_for(aw: Awaitable[T], seconds: float) -> Coroutine[Any, Any, T]:
+    """Await ``aw`` but give up after ``seconds`` with :class:`TimeoutError` (``inf``: never).
+
+    The arguments are checked here, before anything is awaited.
+    """
+    _check_awaitable(aw, "wait_for() awaitable")
+    return _wait_for(aw, duration(seconds, "seconds"))
+
+
+async def _wait_for(aw: Awaitable[T], seconds: float) -> T:
     async with timeout(seconds):
         return await aw
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def gather(*aws: Awaitable[Any]) -> list[Any]:
+def gather(*aws: Awaitable[Any]) -> Coroutine[Any, Any, list[Any]]:
     """Run the awaitables concurrently; return their results in order.
 
-    If one raises, the others are cancelled and awaited, then the first
-    exception propagates.
+    Fails fast: at the first failure of any of them (in time, not in argument
+    order), the others (tasks passed in included) are cancelled and awaited,
+    then that exception propagates.  Cancelling the gathering task cancels
+    them all the same way.  The arguments are checked here.
     """
+    for i, aw in enumerate(aws, 1):
+        _check_awaitable(aw, f"gather() argument {i}")
+    return _gather(aws)
+
+
+async def _gather(aws: tuple[Awaitable[Any], ...]) -> list[Any]:
+    results: list[Any] = [None] * len(aws)
+    if not aws:
+        return results
     loop = current_loop()
-    tasks = [a if isinstance(a, Task) else loop.spawn(_as_coro(a)) for a in aws]
+    outcome: Op[None] = Op("gather")
+    pending = len(aws)
+
+    async def one(i: int, aw: Awaitable[Any]) -> None:
+        nonlocal pending
+        try:
+            results[i] = await aw
+        except BaseException as exc:
+            if not outcome.done():
+                outcome.set_exception(exc)
+            raise
+        pending -= 1
+        if not pending and not outcome.done():
+            outcome.set_result(None)
+
+    children = []
+    for i, aw in enumerate(aws):
+        name = aw.name if isinstance(aw, Task) else getattr(aw, "__qualname__", None)
+        child = loop.spawn(one(i, aw), name=f"gather[{i}] {name or type(aw).__name__}")
+        child._observed = True  # its failure is raised by gather
+        children.append(child)
     try:
-        return [await t for t in tasks]
+        await outcome
     except BaseException:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            if not t.done():
-                with contextlib.suppress(BaseException):  # the first error is the one raised
-                    await t
+        for child in children:
+            child.cancel()
+        for aw in aws:
+            if isinstance(aw, Task):
+                aw.cancel()
+        await _settle(children)
         raise
+    return results
+
+
+async def _settle(tasks: list[Task[Any]]) -> None:
+    """Wait until ``tasks`` have finished, ignoring their outcomes (the caller raises its own).
+
+    If the waiting task is cancelled meanwhile, it keeps waiting (they were
+    cancelled already) and raises that cancellation at the end.
+    """
+    late: BaseException | None = None
+    for t in tasks:
+        while not t.done():
+            try:
+                await t
+            except BaseException as exc:
+                if t.done():
+                    continue
+                if late is None:
+                    late = exc
+                if not isinstance(exc, Cancelled):
+                    raise  # this task cannot wait on t (a deadlock): give up
+    if late is not None:
+        raise late
 
 
 async def wait(tasks: Iterable[Task[Any]]) -> None:
     """Wait until every task in ``tasks`` has finished, whatever the outcome."""
-    for t in list(tasks):
+    tasks = list(tasks)
+    for i, t in enumerate(tasks):
+        if not isinstance(t, Task):
+            raise TypeError(f"tasks[{i}] must be a Task, not {type(t).__name__}")
+    for t in tasks:
         if not t.done():
             try:
                 await t
