@@ -43,30 +43,6 @@ _next_key = itertools.count(1).__next__
 stale_callbacks = 0
 
 
-class _OrphanErrors:
-    """This OS thread's errors from callbacks that ran while it had no loop.
-
-    A view of :func:`spdk_io.loop.orphan_errors` (per OS thread); the thread's
-    next loop raises them by itself.
-    """
-
-    def __bool__(self) -> bool:
-        return bool(_loop.orphan_errors())
-
-    def __len__(self) -> int:
-        return len(_loop.orphan_errors())
-
-    def pop(self, index: int = -1) -> BaseException:
-        return _loop.orphan_errors().pop(index)
-
-    def append(self, exc: BaseException) -> None:
-        _loop.orphan_errors().append(exc)
-
-
-#: This OS thread's callback errors that no loop has raised yet (per OS thread).
-orphan_errors = _OrphanErrors()
-
-
 def once(fn: Callable[..., Any], op: Op[Any] | None = None) -> int:
     """Register ``fn`` to run once, when a callback with the returned key fires."""
     key = _next_key()

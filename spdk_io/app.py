@@ -159,18 +159,19 @@ def _on_start(state: _State, main: Coroutine[Any, Any, Any], options: env.EnvOpt
     state.thread = thread
     loop = thread.loop
     task = loop.spawn(main, name="main")
-    task._observed = True
+    task.mark_observed()
     state.task = task
 
     def drive() -> bool:
         ran = loop.run_ready()
-        if loop._crash is not None and state.crash is None:
-            state.crash, loop._crash = loop._crash, None
-            task.cancel()
+        if state.crash is None:
+            state.crash = loop.take_crash()
+            if state.crash is not None:
+                task.cancel()
         if task.done() and not state.stopping:
             state.stopping = True
             finisher = loop.spawn(_finish(state, poller), name="app-teardown")
-            finisher._observed = True
+            finisher.mark_observed()
         return ran > 0
 
     poller = Poller(drive, name="spdk_io_loop")
@@ -180,9 +181,7 @@ async def _finish(state: _State, poller: Poller) -> None:
     """Close what the application left open, then stop the framework."""
     await env.release_leftovers()
     poller.unregister()
-    failed = state.crash is not None or (
-        state.task is not None and state.task._done._state == 2  # failed
-    )
+    failed = state.crash is not None or (state.task is not None and state.task.failed())
     g.spdk_app_stop(-1 if failed else 0)
 
 

@@ -769,7 +769,7 @@ class IoSlot:
         self.buf = buf
         self._capacity_blocks = len(buf) // desc.block_size
         self._op: Op[None] = Op("slot I/O")
-        self._op._state = 1  # idle: finished
+        self._op.set_result(None)  # idle: finished; rearmed by each submission
         self._off = ctypes.c_uint64()
         self._num = ctypes.c_uint64()
         self._buf_arg = ctypes.c_void_p(buf.addr)
@@ -788,7 +788,7 @@ class IoSlot:
         """Release the buffer.  Refused while the slot's I/O is in flight; idempotent."""
         if self._closed:
             return
-        if not self._op._state:
+        if not self._op.done():
             raise BlockingIOError("the slot's I/O is still in flight")
         self._closed = True
         _bridge.forget(self._key)
@@ -808,7 +808,7 @@ class IoSlot:
         if (
             type(offset_blocks) is not int  # bool, float, numpy ints: the slow path decides
             or type(num_blocks) is not int
-            or not op._state
+            or not op.done()
             or self._closed
             or not 0 < num_blocks <= self._capacity_blocks
             or offset_blocks < 0
@@ -833,8 +833,7 @@ class IoSlot:
         )
         if rc and rc != -errno.ENOMEM:
             raise SpdkError(-rc, "write" if write else "read", desc.name)
-        op._state = 0
-        op._value = None
+        op.rearm()
         desc._inflight += 1
         if rc:  # out of bdev_io: wait for one, then submit again
             retry = _write_blocks if write else _read_blocks
@@ -851,7 +850,7 @@ class IoSlot:
         the arguments as plain ints if they are acceptable after all (``numpy.int64``)."""
         if self._closed:
             raise RuntimeError("slot is closed")
-        if not self._op._state:
+        if not self._op.done():
             raise RuntimeError("slot is busy: await its I/O first")
         desc = self.desc
         desc._check(write, "write" if write else "read")

@@ -122,6 +122,15 @@ class Op(Generic[T]):
     def set_exception(self, exc: BaseException) -> None:
         self._finish(_FAILED, exc)
 
+    def rearm(self) -> None:
+        """Make a finished ``Op`` pending again, for a hot path that reuses one
+        (:class:`~spdk_io.bdev.IoSlot`); ``InvalidStateError`` while it is pending."""
+        if self._state == _PENDING:
+            raise InvalidStateError(f"{self!r} is still pending")
+        self._state = _PENDING
+        self._value = None
+        self._abort = None
+
     def _finish(self, state: int, value: object) -> None:
         """Record the outcome, drop what was kept alive, and make the waiter ready."""
         if self._state != _PENDING:
@@ -290,6 +299,10 @@ class Task(Generic[T]):
         )
 
 
+def _no_timers(seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
+    raise RuntimeError("this loop was created without timers (no call_later)")
+
+
 def current_loop() -> Loop:
     """The loop of this OS thread's SPDK thread; raises RuntimeError if there is none."""
     loop: Loop | None = getattr(_local, "loop", None)
@@ -317,8 +330,10 @@ class Loop:
     ``extra``, if given, polls further work (SPDK's own threads) on every 8th
     turn, or on every turn while it reports work.  ``should_spin`` says
     whether SPDK has work that needs polling (active pollers); ``next_timer``
-    returns seconds until the next timed poller, or ``None``.  The
-    :mod:`spdk_io.thread` module supplies them.
+    returns seconds until the next timed poller, or ``None``.  ``call_later(seconds,
+    fn)`` runs ``fn()`` once after ``seconds`` (an SPDK timed poller) and returns a
+    function that cancels it (harmless after it ran); ``sleep`` and ``timeout`` use
+    it.  The :mod:`spdk_io.thread` module supplies them all.
     """
 
     def __init__(
@@ -329,9 +344,11 @@ class Loop:
         extra: Callable[[], int] | None = None,
         should_spin: Callable[[], bool] = lambda: False,
         next_timer: Callable[[], float | None] = lambda: None,
+        call_later: Callable[[float, Callable[[], None]], Callable[[], None]] | None = None,
         name: str = "loop",
     ) -> None:
         self.name = name
+        self._call_later = call_later if call_later is not None else _no_timers
         self._ready: deque[Task[Any]] = deque()
         self._cpoll = poll
         self._poll_args = poll_args
@@ -689,11 +706,6 @@ class Loop:
             self._ready.extend(kept)
         if reason is not None:
             self._crash = None  # errors while unwinding follow from ``reason``, which propagates
-
-    # -- timers are provided by the SPDK thread: see spdk_io.thread ---------------------
-    #: ``_call_later(seconds, fn)`` runs ``fn()`` once after ``seconds`` (an SPDK timed
-    #: poller) and returns a function that cancels it (harmless after it ran).
-    _call_later: Callable[[float, Callable[[], None]], Callable[[], None]]
 
     def _sleep_impl(self, seconds: float) -> Op[None]:
         op: Op[None] = Op("sleep")

@@ -127,9 +127,9 @@ class SpdkThread:
             extra=_poll_guests if host else None,
             should_spin=self._has_active_pollers,
             next_timer=self._next_timer,
+            call_later=self._call_later,
             name=name,
         )
-        self.loop._call_later = self._call_later
         with _registry_lock:
             _by_id[self.id] = self
 
@@ -207,8 +207,6 @@ class SpdkThread:
     def poll(self) -> int:
         """Poll the SPDK thread once; return how much work it did (>0 means busy)."""
         self.check_owner()
-        if _bridge.orphan_errors:
-            raise _bridge.orphan_errors.pop(0)
         return self.loop.poll()
 
     def _polled(self) -> list[ctypes.c_void_p]:
@@ -259,13 +257,16 @@ class SpdkThread:
         """Exit the SPDK thread, poll until it has exited, destroy it.  Idempotent.
 
         Call :func:`release_current` (on this thread's loop) first to release what
-        the thread holds.  From here on, messages to the thread are refused with
+        the thread holds; tasks still on the loop are cancelled and unwound here.  From here on, messages to the thread are refused with
         :class:`ThreadExitedError`; those already queued still run.  Raises
         :class:`WrongThreadError`, changing nothing, from another OS thread.
         """
         if self._closed:
             return
         self.check_owner()
+        if self.loop.running:
+            raise RuntimeError(f"SPDK thread {self.name} cannot close from inside its own loop")
+        self.loop.cancel_all()  # tasks still running unwind now, while the thread is alive
         self._refuse_messages()
         g.spdk_set_thread(self._ptr)  # SPDK's calls below act on the current thread
         for poller in list(self._pollers):  # left registered by the user: SPDK would wait 5 s
