@@ -340,6 +340,11 @@ def set_framework_up(up: bool, options: EnvOptions | None = None) -> None:
         _first_options = options
 
 
+def framework_running() -> bool:
+    """Whether SPDK's app framework (:class:`~spdk_io.app.App`) runs in this process now."""
+    return _framework_up
+
+
 def env_initialised_once() -> bool:
     """Whether SPDK's environment (DPDK's EAL) was initialised in this process already."""
     return _first_options is not None

@@ -77,6 +77,18 @@ def _never() -> None:
     """The cancel function of a timer that never fires."""
 
 
+def _refuse_under_framework() -> None:
+    """SPDK's app framework hands every SPDK thread created to a reactor: one of ours
+    would then be polled by two OS threads at once, so none is created under it."""
+    from spdk_io import env  # env imports this module: look it up when called
+
+    if env.framework_running():
+        raise RuntimeError(
+            "SPDK threads cannot be created while SPDK's app framework (spdk_io.App) runs: "
+            "its reactors would poll them too; use spdk_io.run / Env to spawn threads"
+        )
+
+
 def _check_callable(fn: object, what: str = "fn", *, plain: bool = False) -> None:
     """Refuse a non-callable ``fn`` (and, if ``plain``, a coroutine function)."""
     if inspect.iscoroutine(fn):
@@ -142,6 +154,7 @@ class SpdkThread:
         """
         global _host
         text(name, "name", max_len=MAX_NAME_LEN)
+        _refuse_under_framework()
         if getattr(_local, "thread", None) is not None:
             raise RuntimeError(f"OS thread already polls SPDK thread {_local.thread.name}")
         _local.creating = True
@@ -257,7 +270,8 @@ class SpdkThread:
         """Exit the SPDK thread, poll until it has exited, destroy it.  Idempotent.
 
         Call :func:`release_current` (on this thread's loop) first to release what
-        the thread holds; tasks still on the loop are cancelled and unwound here.  From here on, messages to the thread are refused with
+        the thread holds; tasks still on the loop are cancelled and unwound here.
+        From here on, messages to the thread are refused with
         :class:`ThreadExitedError`; those already queued still run.  Raises
         :class:`WrongThreadError`, changing nothing, from another OS thread.
         """
@@ -345,6 +359,7 @@ class SpdkThread:
         """
         _check_callable(fn)
         text(name, "name", max_len=MAX_NAME_LEN)
+        _refuse_under_framework()
         join: JoinHandle[Any] = JoinHandle(name)
 
         def main() -> None:

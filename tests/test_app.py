@@ -200,3 +200,28 @@ def test_app_after_env_is_refused_before_spdk_is_touched() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "App refused: an App needs a process where no Env ran" in proc.stdout
     assert "env again: SPDK v26.05" in proc.stdout
+
+
+def test_spawning_a_thread_under_the_framework_is_refused_clearly() -> None:
+    """The framework's reactors poll every SPDK thread it sees: a thread of our own would
+    be polled by two OS threads at once (a crash at exit), so spawn refuses."""
+    proc = run_py(
+        """
+        import spdk_io
+        from spdk_io import SpdkThread
+
+        def work() -> int:
+            return 1
+
+        async def main() -> str:
+            try:
+                SpdkThread.spawn(work, name="under-app")
+            except RuntimeError as exc:
+                return f"refused: {exc}"
+            return "spawned"
+
+        print(spdk_io.App("spawn_under_app").run(main()))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "refused:" in proc.stdout and "App" in proc.stdout, proc.stdout
