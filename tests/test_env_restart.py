@@ -374,7 +374,8 @@ def test_teardown_that_cannot_finish_makes_later_starts_fail_at_once() -> None:
         from spdk_io.errors import EnvUnusableError
         from spdk_io.errors import SpdkError
 
-        spdk_io.env.TEARDOWN_TIMEOUT = 0.05  # shorter than _close_all's grace period
+        spdk_io.thread.RELEASE_TIMEOUT = 0.05  # shorter than _close_all's grace period
+        spdk_io.env.TEARDOWN_TIMEOUT = 0.05
 
         async def main() -> None:
             await bm.create_malloc("Stuck0", 64, 4096)

@@ -52,7 +52,7 @@ try:
     print("RETURNED", flush=True)
 except KeyboardInterrupt:
     print("KEYBOARD-INTERRUPT", flush=True)
-print("ENV-DOWN" if not spdk_env.is_up() else "ENV-UP", flush=True)
+print("ENV-DOWN" if not spdk_io.env.is_up() else "ENV-UP", flush=True)
 print("HANDLER-RESTORED" if signal.getsignal(signal.SIGINT) is signal.default_int_handler
       else "HANDLER-CHANGED", flush=True)
 """
@@ -111,13 +111,13 @@ def test_ctrl_c_during_heavy_io_raises_keyboard_interrupt_and_tears_down(attempt
 _SLOW_TEARDOWN = """
 import signal, sys, time
 import spdk_io
-from spdk_io import env as spdk_env
+from spdk_io.thread import on_release
 
 async def hook():
     await spdk_io.sleep(0.8)
     print("HOOK-DONE", flush=True)
 
-spdk_env.on_teardown(hook)
+on_release(hook)
 
 async def main():
     try:
@@ -132,7 +132,7 @@ try:
     print("RETURNED", flush=True)
 except KeyboardInterrupt:
     print("KEYBOARD-INTERRUPT", flush=True)
-print("ENV-DOWN" if not spdk_env.is_up() else "ENV-UP", flush=True)
+print("ENV-DOWN" if not spdk_io.env.is_up() else "ENV-UP", flush=True)
 print("HANDLER-RESTORED" if signal.getsignal(signal.SIGINT) is signal.default_int_handler
       else "HANDLER-CHANGED", flush=True)
 """
