@@ -72,6 +72,21 @@ _SMALL_BDEV = {  # a 64 KiB malloc bdev named "Small" (16 blocks of 4 KiB)
 }
 
 
+_BIG_BDEV = {  # a 480 MiB malloc bdev: perf's buffers no longer fit in what is left
+    "subsystems": [
+        {
+            "subsystem": "bdev",
+            "config": [
+                {
+                    "method": "bdev_malloc_create",
+                    "params": {"name": "Big", "num_blocks": 480 * 256, "block_size": 4096},
+                }
+            ],
+        }
+    ]
+}
+
+
 @pytest.fixture(scope="module")
 def configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("perf_configs")
@@ -79,6 +94,7 @@ def configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "small": json.dumps(_SMALL_BDEV),
         "invalid": '{"subsystems": [',
         "list": "[]",
+        "big": json.dumps(_BIG_BDEV),
     }
     out = {}
     for name, content in files.items():
@@ -100,6 +116,8 @@ BAD_ARGS = [
     (("-o", "131072", "-w", "read", "--bdev", "Small", "--json-config", "{small}"), "-o"),
     (("-o", "1536", "--bdev", "Small", "--json-config", "{small}"), "-o"),  # block size 4096
     (("-o", "1048576", "-q", "1024"), "-q"),
+    # Within the up-front budget, but the config's bdev took the memory: refused at allocation.
+    (("--bdev", "null", "-o", "1048576", "-q", "256", "--json-config", "{big}"), "-q"),
     (("-o", "1000"), "-o"),
     (("-o", "0"), "-o"),
     (("-o", "-4096"), "-o"),
@@ -144,6 +162,43 @@ def test_perf_refuses_too_much_buffer_memory_and_says_the_limit() -> None:
     proc = perf("-o", "1048576", "-q", "1024")
     assert proc.returncode == 2
     assert "MiB" in proc.stderr and "limit" in proc.stderr, proc.stderr
+
+
+def python_m_spdk_io(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "spdk_io", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+
+
+def test_module_entry_point_usage_and_unknown_command() -> None:
+    none = python_m_spdk_io()
+    assert none.returncode == 2 and none.stdout == "" and "usage" in none.stderr
+    unknown = python_m_spdk_io("bogus")
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+    assert "bogus" in unknown.stderr and "Traceback" not in unknown.stderr
+    helped = python_m_spdk_io("perf", "--help")
+    assert helped.returncode == 0 and "-q" in helped.stdout and helped.stderr == ""
+
+
+def test_perf_very_short_run_is_fine() -> None:
+    proc = perf("--bdev", "null", "-q", "2", "-t", "1e-6", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["seconds"] < 5
+
+
+def test_perf_config_accepts_the_longest_run_without_running_it() -> None:
+    from spdk_io.perf import MAX_SECONDS, PerfConfig
+
+    PerfConfig(seconds=MAX_SECONDS).validate()
+    with pytest.raises(ValueError, match=r"seconds \(-t\)"):
+        PerfConfig(seconds=MAX_SECONDS * 1.001).validate()
 
 
 # -- Ctrl-C -------------------------------------------------------------------------------
