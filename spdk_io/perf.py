@@ -1,8 +1,8 @@
 """``python -m spdk_io perf``: the Python counterpart of SPDK's bdevperf.
 
 One task per queue slot drives an :class:`~spdk_io.bdev.IoSlot` on the app
-thread, as application code would.  Offsets come from a precomputed table,
-latencies into a fixed-size histogram (:mod:`spdk_io.stats`: constant memory
+thread, as application code would.  Offsets come from a precomputed table and
+latencies go into a fixed-size histogram (:mod:`spdk_io.stats`: constant memory
 however long the run), so what is measured is the binding.
 
 Exit status: 0, 2 for bad arguments (one line on stderr), 130 on Ctrl-C.
@@ -72,7 +72,7 @@ class PerfConfig:
     def validate(self) -> None:
         """Raise ``TypeError``/``ValueError`` naming the argument (and its flag) if any is bad."""
         qd = integer(self.queue_depth, "queue_depth (-q)", 1, MAX_QUEUE_DEPTH)
-        io = integer(self.io_size, "io_size (-o)", 1)
+        io = integer(self.io_size, "io_size (-o)", 512)
         if io % 512:
             raise ValueError(f"io_size (-o) must be a multiple of 512, got {io}")
         if self.workload not in WORKLOADS:
@@ -255,35 +255,49 @@ async def _bdev(cfg: PerfConfig) -> tuple[str, bool]:
 async def _run(cfg: PerfConfig, progress: bool) -> PerfResult:
     name, created = await _bdev(cfg)
     try:
-        try:
-            desc = BdevDesc.open(name, write=cfg.workload not in ("read", "randread"))
-        except LookupError as exc:
-            raise LookupError(f"bdev (--bdev): {exc}") from None
-        with desc:
-            blocks = _geometry(cfg, name, desc.block_size, desc.num_blocks)
-            align = max(BUF_ALIGN, desc.bdev.required_alignment)
-            bufs: list[DmaBuf] = []
-            slots: list[IoSlot] = []
-            try:
-                for _ in range(cfg.queue_depth):
-                    try:
-                        bufs.append(DmaBuf.alloc(cfg.io_size, align))
-                    except MemoryError as exc:
-                        raise ValueError(
-                            f"-q {cfg.queue_depth} x -o {cfg.io_size} does not fit in perf's "
-                            f"SPDK memory ({exc}): lower -q or -o"
-                        ) from None
-                    slots.append(desc.slot(bufs[-1]))
-                stats, elapsed = await _measure(cfg, slots, blocks, desc.num_blocks, progress)
-            finally:
-                for s in slots:
-                    s.close()
-                for b in bufs:
-                    b.free()
-    finally:
+        stats, elapsed = await _on_bdev(cfg, name, progress)
+    except BaseException:
         if created:
-            await (bm.delete_malloc(name) if cfg.bdev == "malloc" else bm.delete_null(name))
+            with suppress(Exception):  # the first error is the one that propagates
+                await _delete(cfg, name)
+        raise
+    if created:
+        await _delete(cfg, name)
     return _result(cfg, name, stats, elapsed)
+
+
+async def _delete(cfg: PerfConfig, name: str) -> None:
+    await (bm.delete_malloc(name) if cfg.bdev == "malloc" else bm.delete_null(name))
+
+
+async def _on_bdev(cfg: PerfConfig, name: str, progress: bool) -> tuple[_Stats, float]:
+    """Open ``name``, allocate one buffer per slot, measure; everything is released after."""
+    try:
+        desc = BdevDesc.open(name, write=cfg.workload not in ("read", "randread"))
+    except LookupError as exc:
+        raise LookupError(f"bdev (--bdev): {exc}") from None
+    with desc:
+        blocks = _geometry(cfg, name, desc.block_size, desc.num_blocks)
+        align = max(BUF_ALIGN, desc.bdev.required_alignment)
+        bufs: list[DmaBuf] = []
+        slots: list[IoSlot] = []
+        try:
+            for _ in range(cfg.queue_depth):
+                try:
+                    bufs.append(DmaBuf.alloc(cfg.io_size, align))
+                except MemoryError as exc:
+                    raise ValueError(
+                        f"-q {cfg.queue_depth} x -o {cfg.io_size} does not fit in perf's "
+                        f"SPDK memory ({exc}): lower -q or -o"
+                    ) from None
+                slots.append(desc.slot(bufs[-1]))
+            stats, elapsed = await _measure(cfg, slots, blocks, desc.num_blocks, progress)
+        finally:
+            for s in slots:
+                s.close()
+            for b in bufs:
+                b.free()
+    return stats, elapsed
 
 
 async def _measure(
