@@ -181,15 +181,19 @@ async def _worker(
     total = longest = 0
     try:
         while not stats.stop:
+            j = i & mask
             t0 = now()
             try:
-                await (read if reads[i & mask] else write)(offsets[i & mask], blocks)
+                await (read if reads[j] else write)(offsets[j], blocks)
             except SpdkError:
                 stats.errors += 1
             d = now() - t0
-            # spdk_io.stats.bucket_index(d), inlined: a function call per I/O costs more.
-            e = (d | 255).bit_length() - 8
-            counts[(e << 7) + (d >> e)] += 1
+            # counts[spdk_io.stats.bucket_index(d)] += 1, inlined (a call per I/O costs more)
+            e = d.bit_length() - 8
+            if e > 0:
+                counts[(e << 7) + (d >> e)] += 1
+            else:
+                counts[d] += 1
             total += d
             if d > longest:
                 longest = d

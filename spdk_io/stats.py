@@ -46,11 +46,11 @@ def bucket_index(ns: int) -> int:
 
     The formula is part of the interface (hot loops inline it)::
 
-        e = (ns | 255).bit_length() - 8      # 0 below 256
-        index = (e << 7) + (ns >> e)
+        e = ns.bit_length() - 8
+        index = (e << 7) + (ns >> e) if e > 0 else ns   # below 256: exact
     """
-    e = (ns | 255).bit_length() - 8
-    return (e << 7) + (ns >> e)
+    e = ns.bit_length() - 8
+    return (e << 7) + (ns >> e) if e > 0 else ns
 
 
 def bucket_bounds(index: int) -> tuple[int, int]:
@@ -117,8 +117,8 @@ class LatencyHistogram:
             ns = integer(ns, "ns")
         if not 0 <= ns <= MAX_VALUE:
             raise ValueError(f"ns must be in 0..{MAX_VALUE}, got {ns}")
-        e = (ns | 255).bit_length() - 8
-        self._counts[(e << 7) + (ns >> e)] += 1
+        e = ns.bit_length() - 8
+        self._counts[(e << 7) + (ns >> e) if e > 0 else ns] += 1
         self._count += 1
         self._total += ns
         if ns > self._max:
