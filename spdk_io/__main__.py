@@ -1,20 +1,38 @@
-"""Command line: ``python -m spdk_io perf ...`` (see :mod:`spdk_io.perf`)."""
+"""Command line: ``python -m spdk_io perf ...`` (see :mod:`spdk_io.perf`).
+
+Exit status: the command's own, 2 for an unknown command (one line on
+stderr), 130 on Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import sys
 
+USAGE = "usage: python -m spdk_io perf [options]   (perf --help for the options)"
+
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
-        print("usage: python -m spdk_io perf [options]   (perf --help for the options)")
-        return 0 if args else 2
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:  # e.g. while SPDK's libraries load, before perf's own handler
+        print("spdk_io: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args: list[str]) -> int:
+    if not args:
+        print(USAGE, file=sys.stderr)
+        return 2
+    if args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
     if args[0] == "perf":
         from spdk_io.perf import main as perf_main
 
         return perf_main(args[1:])
-    print(f"unknown command {args[0]!r}; try: python -m spdk_io perf --help", file=sys.stderr)
+    print(
+        f"spdk_io: unknown command {args[0]!r}; try: python -m spdk_io perf --help", file=sys.stderr
+    )
     return 2
 
 

@@ -1,8 +1,11 @@
 """``python -m spdk_io perf``: the Python counterpart of SPDK's bdevperf.
 
 One task per queue slot drives an :class:`~spdk_io.bdev.IoSlot` on the app
-thread, as application code would.  Offsets come from a precomputed table,
-latencies go into a preallocated array, so what is measured is the binding.
+thread, as application code would.  Offsets come from a precomputed table and
+latencies go into a fixed-size histogram (:mod:`spdk_io.stats`: constant memory
+however long the run), so what is measured is the binding.
+
+Exit status: 0, 2 for bad arguments (one line on stderr), 130 on Ctrl-C.
 
     python -m spdk_io perf -q 128 -o 4096 -w randread -t 5 --bdev malloc --json
 """
@@ -10,34 +13,55 @@ latencies go into a preallocated array, so what is measured is the binding.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import random
 import sys
 import time
-from array import array
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NoReturn, get_args
 
 from spdk_io import bdev_modules as bm
+from spdk_io._validate import duration, integer, text
 from spdk_io.bdev import BdevDesc, IoSlot
 from spdk_io.dma import DmaBuf
 from spdk_io.env import run
 from spdk_io.errors import SpdkError
-from spdk_io.loop import gather, sleep, spawn
+from spdk_io.loop import gather, spawn, wait_for
+from spdk_io.stats import BUCKETS, LatencyHistogram
 from spdk_io.thread import Poller
 
-__all__ = ["PerfConfig", "PerfResult", "main", "run_perf"]
+__all__ = ["WORKLOADS", "PerfConfig", "PerfResult", "Workload", "main", "run_perf"]
 
-WORKLOADS = ("read", "write", "randread", "randwrite", "rw", "randrw")
+Workload = Literal["read", "write", "randread", "randwrite", "rw", "randrw"]
+WORKLOADS: tuple[Workload, ...] = get_args(Workload)
 _TABLE = 1 << 16  # precomputed offsets / read-write choices per worker, cycled
+
+MIB = 1 << 20
+#: Memory of the tool's SPDK environment (``mem_size_mb``).
+ENV_MEM_MIB = 1024
+#: How much of it I/O buffers plus the malloc bdev may use: SPDK's own pools take
+#: the rest (about 640 MiB is left for us in a 1024 MiB env; this keeps a margin).
+DMA_BUDGET_MIB = 576
+#: Each buffer is 4 KiB aligned, which costs up to 4 KiB more per buffer.
+BUF_ALIGN = 4096
+MAX_QUEUE_DEPTH = 4096
+#: The longest run ``-t`` accepts (one week).
+MAX_SECONDS = 7 * 24 * 3600
+_MALLOC_BLOCK = 4096
+_NULL_BLOCKS, _NULL_BLOCK = 1 << 20, 4096
 
 
 @dataclass(frozen=True)
 class PerfConfig:
+    """What to run.  :meth:`validate` checks everything that can be checked before SPDK starts."""
+
     queue_depth: int = 128
     io_size: int = 4096
-    workload: str = "randread"
+    workload: Workload = "randread"
     read_pct: int = 50
     seconds: float = 5.0
     bdev: str = "malloc"
@@ -46,20 +70,73 @@ class PerfConfig:
     seed: int = 1
 
     def validate(self) -> None:
-        if not 1 <= self.queue_depth <= 4096:
-            raise ValueError(f"queue depth must be 1..4096, got {self.queue_depth}")
-        if self.io_size <= 0 or self.io_size % 512:
-            raise ValueError(f"I/O size must be a positive multiple of 512, got {self.io_size}")
+        """Raise ``TypeError``/``ValueError`` naming the argument (and its flag) if any is bad."""
+        qd = integer(self.queue_depth, "queue_depth (-q)", 1, MAX_QUEUE_DEPTH)
+        io = integer(self.io_size, "io_size (-o)", 512)
+        if io % 512:
+            raise ValueError(f"io_size (-o) must be a multiple of 512, got {io}")
         if self.workload not in WORKLOADS:
-            raise ValueError(f"workload must be one of {WORKLOADS}, got {self.workload!r}")
-        if not 0 <= self.read_pct <= 100:
-            raise ValueError(f"-M must be 0..100, got {self.read_pct}")
-        if not self.seconds > 0:
-            raise ValueError(f"time must be positive, got {self.seconds}")
+            raise ValueError(f"workload (-w) must be one of {WORKLOADS}, got {self.workload!r}")
+        integer(self.read_pct, "read_pct (-M)", 0, 100)
+        try:
+            seconds = duration(self.seconds, "seconds (-t)")  # TypeError for a non-number
+        except ValueError:  # NaN, negative
+            seconds = math.nan
+        if not 0 < seconds <= MAX_SECONDS:  # duration() maps inf and 1e300 to inf
+            raise ValueError(
+                f"seconds (-t) must be a finite number of seconds, > 0 and <= {MAX_SECONDS} "
+                f"(one week), got {self.seconds!r}"
+            )
+        text(self.bdev, "bdev (--bdev)")
+        if self.json_config is not None:
+            text(self.json_config, "json_config (--json-config)")
+        malloc = integer(self.malloc_mib, "malloc_mib (--malloc-mib)", 1, DMA_BUDGET_MIB)
+        integer(self.seed, "seed")
+        # What can be known of the memory and the bdev before SPDK starts.
+        bufs_mib = math.ceil(qd * (io + BUF_ALIGN) / MIB)
+        bdev_mib = malloc if self.bdev == "malloc" else 0
+        if bufs_mib + bdev_mib > DMA_BUDGET_MIB:
+            plus = f" plus {bdev_mib} MiB for the malloc bdev (--malloc-mib)" if bdev_mib else ""
+            raise ValueError(
+                f"-q {qd} x -o {io} needs {bufs_mib} MiB of DMA buffers{plus}, over the limit "
+                f"of {DMA_BUDGET_MIB} MiB (perf's SPDK env has {ENV_MEM_MIB} MiB; SPDK's own "
+                "pools use the rest): lower -q or -o"
+            )
+        if self.bdev == "malloc" and io > malloc * MIB:
+            raise ValueError(
+                f"io_size (-o) {io} is larger than the malloc bdev (--malloc-mib {malloc} MiB)"
+            )
+        if self.bdev == "null" and io > _NULL_BLOCKS * _NULL_BLOCK:
+            raise ValueError(f"io_size (-o) {io} is larger than the null bdev (4 GiB)")
+
+    def config(self) -> dict[str, Any] | None:
+        """The ``--json-config`` file's content (a JSON object), read and checked now."""
+        path = self.json_config
+        if path is None:
+            return None
+        what = "json_config (--json-config)"
+        try:
+            content = Path(path).read_text()
+        except OSError as exc:
+            raise ValueError(f"{what}: cannot read {path!r}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{what}: {path!r} is not text: {exc.reason}") from None
+        try:
+            obj = json.loads(content)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {path!r} is not valid JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(
+                f"{what}: {path!r} must hold a JSON object (SPDK's config format), "
+                f"not a {type(obj).__name__}"
+            )
+        return obj
 
 
 @dataclass(frozen=True)
 class PerfResult:
+    """One run's numbers; latencies in microseconds (percentiles within 0.8 %, never under)."""
+
     bdev: str
     workload: str
     queue_depth: int
@@ -71,43 +148,67 @@ class PerfResult:
     avg_lat_us: float
     p50_lat_us: float
     p99_lat_us: float
+    p999_lat_us: float
     max_lat_us: float
     io_errors: int
 
 
 class _Stats:
-    __slots__ = ("errors", "ios", "lat", "stop")
+    """What the workers share: per-bucket latency counts (constant size), totals, stop flag."""
+
+    __slots__ = ("counts", "errors", "ios", "max", "stop", "total")
 
     def __init__(self) -> None:
         self.ios = 0
         self.errors = 0
         self.stop = False
-        self.lat = array("Q")
+        self.counts = [0] * BUCKETS  # indexed by spdk_io.stats.bucket_index(ns)
+        self.total = 0
+        self.max = 0
+
+    def histogram(self) -> LatencyHistogram:
+        return LatencyHistogram.from_buckets(self.counts, total=self.total, max=self.max)
 
 
 async def _worker(
     slot: IoSlot, offsets: list[int], reads: list[bool], start: int, blocks: int, stats: _Stats
 ) -> None:
     read, write = slot.read_blocks, slot.write_blocks
-    lat = stats.lat.append
+    counts = stats.counts
     now = time.perf_counter_ns
     i = start
     mask = len(offsets) - 1
-    while not stats.stop:
-        t0 = now()
-        try:
-            await (read if reads[i & mask] else write)(offsets[i & mask], blocks)
-        except SpdkError:
-            stats.errors += 1
-        lat(now() - t0)
-        i += 1
-    stats.ios += i - start
+    total = longest = 0
+    try:
+        while not stats.stop:
+            j = i & mask
+            t0 = now()
+            try:
+                await (read if reads[j] else write)(offsets[j], blocks)
+            except SpdkError:
+                stats.errors += 1
+            d = now() - t0
+            # counts[spdk_io.stats.bucket_index(d)] += 1, inlined (a call per I/O costs more)
+            e = d.bit_length() - 8
+            if e > 0:
+                counts[(e << 7) + (d >> e)] += 1
+            else:
+                counts[d] += 1
+            total += d
+            if d > longest:
+                longest = d
+            i += 1
+    finally:
+        stats.ios += i - start
+        stats.total += total
+        if longest > stats.max:
+            stats.max = longest
 
 
 def _tables(cfg: PerfConfig, blocks: int, capacity: int) -> tuple[list[int], list[bool]]:
     """Offsets and read/write choices, shared by the workers (each starts elsewhere in them)."""
     rng = random.Random(cfg.seed)
-    slots = capacity // blocks
+    slots = capacity // blocks  # >= 1: _geometry checked
     if cfg.workload.startswith("rand"):
         offsets = [rng.randrange(slots) * blocks for _ in range(_TABLE)]
     else:  # sequential
@@ -129,68 +230,116 @@ def _start(cfg: PerfConfig, worker: int, blocks: int, capacity: int) -> int:
     return (worker * slots // cfg.queue_depth) % _TABLE if slots >= cfg.queue_depth else 0
 
 
+def _geometry(cfg: PerfConfig, name: str, block_size: int, num_blocks: int) -> int:
+    """Blocks per I/O, once the bdev's geometry is known; ``ValueError`` naming ``-o``."""
+    if cfg.io_size % block_size:
+        raise ValueError(
+            f"io_size (-o) {cfg.io_size} is not a multiple of {name}'s block size {block_size}"
+        )
+    blocks = cfg.io_size // block_size
+    if blocks > num_blocks:
+        raise ValueError(
+            f"io_size (-o) {cfg.io_size} is larger than bdev {name} "
+            f"({num_blocks} blocks of {block_size} bytes)"
+        )
+    return blocks
+
+
 async def _bdev(cfg: PerfConfig) -> tuple[str, bool]:
     """The bdev to test, and whether we created it."""
     if cfg.bdev == "malloc":
-        block = 4096
-        await bm.create_malloc("Perf_Malloc0", cfg.malloc_mib * (1 << 20) // block, block)
+        await bm.create_malloc("Perf_Malloc0", cfg.malloc_mib * MIB // _MALLOC_BLOCK, _MALLOC_BLOCK)
         return "Perf_Malloc0", True
     if cfg.bdev == "null":
-        await bm.create_null("Perf_Null0", 1 << 20, 4096)
+        await bm.create_null("Perf_Null0", _NULL_BLOCKS, _NULL_BLOCK)
         return "Perf_Null0", True
     return cfg.bdev, False
 
 
 async def _run(cfg: PerfConfig, progress: bool) -> PerfResult:
     name, created = await _bdev(cfg)
-    stats = _Stats()
     try:
-        with BdevDesc.open(name, write=cfg.workload not in ("read", "randread")) as desc:
-            bs = desc.block_size
-            if cfg.io_size % bs:
-                raise ValueError(
-                    f"I/O size {cfg.io_size} is not a multiple of {name}'s block size {bs}"
-                )
-            blocks = cfg.io_size // bs
-            bufs = [
-                DmaBuf.alloc(cfg.io_size, max(4096, desc.bdev.required_alignment))
-                for _ in range(cfg.queue_depth)
-            ]
-            slots = [desc.slot(b) for b in bufs]
-            try:
-                offsets, reads = _tables(cfg, blocks, desc.num_blocks)
-                workers = [
-                    _worker(
-                        s, offsets, reads, _start(cfg, i, blocks, desc.num_blocks), blocks, stats
-                    )
-                    for i, s in enumerate(slots)
-                ]
-                reporter = _Progress(stats, cfg.seconds) if progress else None
-                t0 = time.perf_counter()
-                task = spawn(gather(*workers), name="perf-workers")
-                await sleep(cfg.seconds)
-                stats.stop = True
-                await task
-                elapsed = time.perf_counter() - t0
-                if reporter is not None:
-                    reporter.close()
-            finally:
-                for s in slots:
-                    s.close()
-                for b in bufs:
-                    b.free()
-    finally:
+        stats, elapsed = await _on_bdev(cfg, name, progress)
+    except BaseException:
         if created:
-            await (bm.delete_malloc(name) if cfg.bdev == "malloc" else bm.delete_null(name))
+            with suppress(Exception):  # the first error is the one that propagates
+                await _delete(cfg, name)
+        raise
+    if created:
+        await _delete(cfg, name)
     return _result(cfg, name, stats, elapsed)
 
 
-def _result(cfg: PerfConfig, name: str, stats: _Stats, elapsed: float) -> PerfResult:
-    lat = sorted(stats.lat)
-    n = len(lat)
+async def _delete(cfg: PerfConfig, name: str) -> None:
+    await (bm.delete_malloc(name) if cfg.bdev == "malloc" else bm.delete_null(name))
 
-    def pct(p: float) -> float:
-        return lat[min(n - 1, int(p * n))] / 1000 if n else 0.0
+
+async def _on_bdev(cfg: PerfConfig, name: str, progress: bool) -> tuple[_Stats, float]:
+    """Open ``name``, allocate one buffer per slot, measure; everything is released after."""
+    try:
+        desc = BdevDesc.open(name, write=cfg.workload not in ("read", "randread"))
+    except LookupError as exc:
+        raise LookupError(f"bdev (--bdev): {exc}") from None
+    with desc:
+        blocks = _geometry(cfg, name, desc.block_size, desc.num_blocks)
+        align = max(BUF_ALIGN, desc.bdev.required_alignment)
+        bufs: list[DmaBuf] = []
+        slots: list[IoSlot] = []
+        try:
+            for _ in range(cfg.queue_depth):
+                try:
+                    bufs.append(DmaBuf.alloc(cfg.io_size, align))
+                except MemoryError as exc:
+                    raise ValueError(
+                        f"-q {cfg.queue_depth} x -o {cfg.io_size} does not fit in perf's "
+                        f"SPDK memory ({exc}): lower -q or -o"
+                    ) from None
+                slots.append(desc.slot(bufs[-1]))
+            stats, elapsed = await _measure(cfg, slots, blocks, desc.num_blocks, progress)
+        finally:
+            for s in slots:
+                s.close()
+            for b in bufs:
+                b.free()
+    return stats, elapsed
+
+
+async def _measure(
+    cfg: PerfConfig, slots: list[IoSlot], blocks: int, num_blocks: int, progress: bool
+) -> tuple[_Stats, float]:
+    """Run one worker per slot for ``cfg.seconds``; every I/O has completed on return."""
+    stats = _Stats()
+    offsets, reads = _tables(cfg, blocks, num_blocks)
+    workers = [
+        _worker(s, offsets, reads, _start(cfg, i, blocks, num_blocks), blocks, stats)
+        for i, s in enumerate(slots)
+    ]
+    reporter = _Progress(stats) if progress else None
+    t0 = time.perf_counter()
+    task = spawn(gather(*workers), name="perf-workers")
+    try:
+        with suppress(TimeoutError):
+            await wait_for(task, cfg.seconds)  # returns early only if a worker fails
+        stats.stop = True
+        await task
+    except BaseException:
+        # Interrupted or failed: let the in-flight I/Os finish before the slots close.
+        stats.stop = True
+        if not task.done():
+            with suppress(BaseException):  # the first error is the one that propagates
+                await task
+        raise
+    finally:
+        if reporter is not None:
+            reporter.close()
+    return stats, time.perf_counter() - t0
+
+
+def _result(cfg: PerfConfig, name: str, stats: _Stats, elapsed: float) -> PerfResult:
+    h = stats.histogram()
+
+    def us(ns: float) -> float:
+        return round(ns / 1000, 3)
 
     return PerfResult(
         bdev=name,
@@ -200,11 +349,12 @@ def _result(cfg: PerfConfig, name: str, stats: _Stats, elapsed: float) -> PerfRe
         seconds=round(elapsed, 3),
         ios=stats.ios,
         iops=round(stats.ios / elapsed, 1),
-        mib_s=round(stats.ios * cfg.io_size / elapsed / (1 << 20), 2),
-        avg_lat_us=round(sum(lat) / n / 1000, 3) if n else 0.0,
-        p50_lat_us=round(pct(0.50), 3),
-        p99_lat_us=round(pct(0.99), 3),
-        max_lat_us=round(lat[-1] / 1000, 3) if n else 0.0,
+        mib_s=round(stats.ios * cfg.io_size / elapsed / MIB, 2),
+        avg_lat_us=us(h.mean),
+        p50_lat_us=us(h.percentile(50)),
+        p99_lat_us=us(h.percentile(99)),
+        p999_lat_us=us(h.percentile(99.9)),
+        max_lat_us=us(h.max),
         io_errors=stats.errors,
     )
 
@@ -212,7 +362,7 @@ def _result(cfg: PerfConfig, name: str, stats: _Stats, elapsed: float) -> PerfRe
 class _Progress:
     """A live progress line on stderr, once a second."""
 
-    def __init__(self, stats: _Stats, seconds: float) -> None:
+    def __init__(self, stats: _Stats) -> None:
         self.stats = stats
         self.t0 = time.perf_counter()
         self.last = (self.t0, 0)
@@ -220,7 +370,7 @@ class _Progress:
 
     def tick(self) -> bool:
         now = time.perf_counter()
-        done = len(self.stats.lat)
+        done = sum(self.stats.counts)  # I/Os completed so far (the workers add theirs at the end)
         t_last, n_last = self.last
         self.last = (now, done)
         iops = (done - n_last) / (now - t_last)
@@ -236,35 +386,88 @@ class _Progress:
 
 
 def run_perf(cfg: PerfConfig, progress: bool = False) -> PerfResult:
-    """Bring SPDK up, run the workload, tear down, return the numbers."""
+    """Bring SPDK up, run the workload, tear down, return the numbers.
+
+    Bad configuration raises ``TypeError``/``ValueError`` naming the argument
+    before SPDK starts (or, for what depends on the bdev, before any I/O).
+    """
     cfg.validate()
-    config = Path(cfg.json_config) if cfg.json_config else None
-    return run(_run(cfg, progress), config=config, name="spdk_io_perf", mem_size_mb=1024)
+    config = cfg.config()
+    main = _run(cfg, progress)
+    try:
+        return run(main, config=config, name="spdk_io_perf", mem_size_mb=ENV_MEM_MIB)
+    finally:
+        if inspect.getcoroutinestate(main) == inspect.CORO_CREATED:
+            main.close()  # SPDK did not start: never awaited, so close it quietly
+
+
+class _UsageError(Exception):
+    """A command-line error found by argparse."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m spdk_io perf", description="bdevperf in Python")
-    p.add_argument("-q", type=int, default=128, dest="queue_depth", help="queue depth")
-    p.add_argument("-o", type=int, default=4096, dest="io_size", help="I/O size in bytes")
+    p = _Parser(prog="python -m spdk_io perf", description="bdevperf in Python")
+    p.add_argument(
+        "-q", type=int, default=128, dest="queue_depth", help=f"queue depth (1..{MAX_QUEUE_DEPTH})"
+    )
+    p.add_argument(
+        "-o",
+        type=int,
+        default=4096,
+        dest="io_size",
+        help="I/O size in bytes (a multiple of the bdev's block size)",
+    )
     p.add_argument("-w", default="randread", dest="workload", choices=WORKLOADS)
-    p.add_argument("-M", type=int, default=50, dest="read_pct", help="read percentage for rw")
-    p.add_argument("-t", type=float, default=5.0, dest="seconds", help="run time in seconds")
+    p.add_argument(
+        "-M", type=int, default=50, dest="read_pct", help="read percentage for rw/randrw (0..100)"
+    )
+    p.add_argument(
+        "-t",
+        type=float,
+        default=5.0,
+        dest="seconds",
+        help=f"run time in seconds (> 0, at most {MAX_SECONDS})",
+    )
     p.add_argument("--bdev", default="malloc", help="malloc, null, or the name of a bdev")
     p.add_argument("--json-config", default=None, help="SPDK JSON config to load first")
-    p.add_argument("--malloc-mib", type=int, default=128, help="size of the malloc bdev")
+    p.add_argument("--malloc-mib", type=int, default=128, help="size of the malloc bdev in MiB")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """The CLI: 0 on success, 2 (one line on stderr) for bad arguments, 130 on Ctrl-C."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("perf: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as exc:
+        print(f"perf: {exc} (see --help)", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
     opts: dict[str, Any] = vars(args)
     as_json = opts.pop("json")
     cfg = PerfConfig(**opts)
     try:
         result = run_perf(cfg, progress=sys.stderr.isatty() and not as_json)
-    except (ValueError, LookupError, SpdkError) as exc:
+    except (TypeError, ValueError, LookupError) as exc:
         print(f"perf: {exc}", file=sys.stderr)
+        return 2
+    except SpdkError as exc:
+        where = "json_config (--json-config): " if exc.op.startswith("spdk_subsystem_load") else ""
+        print(f"perf: {where}{exc}", file=sys.stderr)
         return 2
     if as_json:
         print(json.dumps(asdict(result)))
@@ -272,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         r = result
         print(
             f"{r.bdev} {r.workload} qd={r.queue_depth} {r.io_size} B: {r.iops:,.0f} IOPS, "
-            f"{r.mib_s:,.1f} MiB/s, avg {r.avg_lat_us:.2f} us, p99 {r.p99_lat_us:.2f} us, "
-            f"errors {r.io_errors}"
+            f"{r.mib_s:,.1f} MiB/s, avg {r.avg_lat_us:.2f} us, p50 {r.p50_lat_us:.2f} us, "
+            f"p99 {r.p99_lat_us:.2f} us, p99.9 {r.p999_lat_us:.2f} us, "
+            f"max {r.max_lat_us:.2f} us, errors {r.io_errors}"
         )
     return 0
