@@ -105,7 +105,7 @@ SCENARIOS = (
     ),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
-METRICS = ("iops", "mib_s", "avg_lat_us", "p99_lat_us", "io_errors")
+METRICS = ("iops", "mib_s", "avg_lat_us", "p99_lat_us", "p999_lat_us", "io_errors")
 #: Reported too: the process's CPU time over its wall time (start-up included).
 EXTRA = ("cpu_pct",)
 

@@ -51,6 +51,11 @@ _EXPORTS: dict[str, str] = {
     "JoinHandle": "thread",
     "Poller": "thread",
     "current_thread": "thread",
+    # block I/O and DMA memory
+    "DmaBuf": "dma",
+    "Bdev": "bdev",
+    "BdevDesc": "bdev",
+    "IoSlot": "bdev",
     # errors
     "SpdkError": "errors",
     "RpcError": "errors",
@@ -72,7 +77,9 @@ _SUBMODULES = {
     "bdev",
     "bdev_modules",
     "perf",
+    "lowlevel",
     "raw",
+    "stats",
 }
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
@@ -100,10 +107,17 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io import env as env
     from spdk_io import errors as errors
     from spdk_io import loop as loop
+    from spdk_io import lowlevel as lowlevel
+    from spdk_io import perf as perf
     from spdk_io import raw as raw
     from spdk_io import rpc as rpc
+    from spdk_io import stats as stats
     from spdk_io import thread as thread
     from spdk_io.app import App as App
+    from spdk_io.bdev import Bdev as Bdev
+    from spdk_io.bdev import BdevDesc as BdevDesc
+    from spdk_io.bdev import IoSlot as IoSlot
+    from spdk_io.dma import DmaBuf as DmaBuf
     from spdk_io.env import Env as Env
     from spdk_io.env import EnvOptions as EnvOptions
     from spdk_io.env import block_on as block_on

@@ -422,10 +422,7 @@ class Env:
             self._stage = 4  # from here on, teardown runs spdk_subsystem_fini (as app.c does)
             self.thread.block_on(self._init_subsystems())
         except BaseException as exc:
-            try:
-                self.stop()
-            except BaseException as teardown:
-                exc.add_note(f"teardown after the failed start failed too: {teardown!r}")
+            _stop_while_raising(self, exc)
             raise
         return self
 
@@ -681,13 +678,19 @@ def run(
     try:
         result = env.block_on(main)
     except BaseException as exc:
-        try:
-            env.stop()
-        except BaseException as teardown:
-            exc.add_note(f"teardown failed too: {teardown!r}")
+        _stop_while_raising(env, exc)
         raise
     env.stop()
     return result
+
+
+def _stop_while_raising(env: Env, exc: BaseException) -> None:
+    """Tear ``env`` down while ``exc`` propagates: a teardown failure becomes a note on
+    ``exc`` instead of replacing it."""
+    try:
+        env.stop()
+    except BaseException as teardown:
+        exc.add_note(f"teardown failed too: {teardown!r}")
 
 
 def block_on(aw: Awaitable[T]) -> T:
