@@ -141,7 +141,7 @@ class App:
             _bridge.forget(key)
             _bridge.shutdown_hook = _bridge.no_hook
             if state.thread is not None:
-                state.thread._forget()
+                state.thread.forget()
             env.set_framework_up(False)
             g.spdk_app_fini()
         if state.crash is not None:

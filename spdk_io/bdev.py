@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import threading
+import time
 import uuid as _uuid
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -39,9 +40,12 @@ from spdk_io._validate import flag, integer, text
 from spdk_io.dma import DmaBuf, iovecs
 from spdk_io.errors import BdevRemovedError, SpdkError
 from spdk_io.loop import Op, sleep
-from spdk_io.thread import current_thread, on_release
+from spdk_io.resource import Resource
+from spdk_io.thread import current_thread
 
-__all__ = ["Bdev", "BdevDesc", "IoSlot", "IoType"]
+__all__ = ["Bdev", "BdevDesc", "IoChannel", "IoSlot", "IoType"]
+
+_log = logging.getLogger("spdk_io")
 
 
 class IoType:
@@ -167,8 +171,9 @@ _write_blocks_raw = fast("spdk_bdev_write_blocks", ctypes.c_int)
 _nvme_status = fast("spdk_bdev_io_get_nvme_status", None)
 
 
-class IoChannel:
-    """A bdev I/O channel on one SPDK thread (``spdk_bdev_get_io_channel``)."""
+class IoChannel(Resource):
+    """A bdev I/O channel on one SPDK thread (``spdk_bdev_get_io_channel``): a child of
+    its descriptor, put back before the descriptor closes."""
 
     def __init__(self, desc: BdevDesc) -> None:
         self.thread = desc.thread
@@ -176,60 +181,23 @@ class IoChannel:
         if not self._ptr:
             raise SpdkError(errno.ENOMEM, "spdk_bdev_get_io_channel", desc.name)
         self.arg = ctypes.c_void_p(ctypes.cast(self._ptr, ctypes.c_void_p).value)
+        super().__init__(desc.thread, parent=desc)
 
-    def put(self) -> None:
-        if self._ptr:
-            g.spdk_put_io_channel(self._ptr)
-            self._ptr = None
-
-
-_open: weakref.WeakSet[BdevDesc] = weakref.WeakSet()
+    def _release(self) -> None:
+        g.spdk_put_io_channel(self._ptr)
+        self._ptr = None
 
 
-async def _close_all() -> None:
-    """Env teardown: close descriptors the user left open on this thread, after their I/O.
-
-    I/O still in flight after a short grace period (a device that holds it, as an
-    error bdev injecting ``pending`` does) is aborted with a bdev reset, so that
-    SPDK's subsystems can finish.
-    """
-    import logging
-    import time
-
-    grace = 1.0  # seconds for in-flight I/O to complete by itself
-    me = current_thread()
-    mine = [d for d in list(_open) if d.thread is me and not d._closed]
-    deadline = time.monotonic() + grace
-    while any(d._inflight for d in mine) and time.monotonic() < deadline:
-        await sleep(0.001)
-    for desc in mine:
-        if desc._inflight and not desc._removed and not desc._closed:
-            ptr, channel = desc._ptr, desc._channel._ptr
-
-            def reset(key: int, ptr: Any = ptr, channel: Any = channel) -> int:
-                rc: int = g.spdk_bdev_reset(ptr, channel, _bridge.bdev_io_cb, key)
-                return rc
-
-            try:
-                desc._submit("teardown reset", reset, ())
-            except SpdkError as exc:  # teardown goes on; the hook's time bound still holds
-                logging.getLogger("spdk_io").warning(
-                    "%s: reset of I/O left in flight failed: %s", desc.name, exc
-                )
-    for desc in mine:
-        while desc._inflight:
-            await sleep(0.001)
-        if not desc._closed:
-            desc._really_close()
+#: Seconds a closing descriptor lets in-flight I/O finish by itself before resetting the bdev.
+CLOSE_GRACE = 1.0
 
 
-on_release(_close_all)
-
-
-class BdevDesc:
+class BdevDesc(Resource):
     """An open bdev descriptor with its I/O channel, bound to the opening SPDK thread.
 
-    Use as a context manager.  Offsets and lengths are in bytes in
+    Use as a context manager.  Closing is refused while I/O is in flight
+    (``BlockingIOError``); ``await desc.aclose()`` waits for it, and resets the bdev if a
+    device holds it past :data:`CLOSE_GRACE`.  Offsets and lengths are in bytes in
     :meth:`read`/:meth:`write` and friends, in blocks in the ``*_blocks`` variants.
     """
 
@@ -238,7 +206,6 @@ class BdevDesc:
         self.name = name
         self.writable = write
         self._removed = False
-        self._closed = False
         self._inflight = 0
         self._event_key = _bridge.persistent(self._on_event)
         desc = ctypes.POINTER(g.struct_spdk_bdev_desc)()
@@ -255,15 +222,14 @@ class BdevDesc:
         self._bdev_ptr = g.spdk_bdev_desc_get_bdev(desc)
         self.block_size = self.bdev.block_size
         self.num_blocks = self.bdev.num_blocks
+        super().__init__(self.thread)
         try:
             self._channel = IoChannel(self)
         except BaseException:
-            g.spdk_bdev_close(desc)
-            _bridge.forget(self._event_key)
+            self.close()
             raise
         self._desc_arg = ctypes.c_void_p(ctypes.cast(desc, ctypes.c_void_p).value)
         self._ch_arg = self._channel.arg
-        _open.add(self)
 
     @classmethod
     def open(cls, name: str, write: bool = False) -> BdevDesc:
@@ -274,14 +240,8 @@ class BdevDesc:
         return cls(text(name, "name"), flag(write, "write"))
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("removed" if self._removed else "open")
+        state = "closed" if self.closed else ("removed" if self._removed else "open")
         return f"<BdevDesc {self.name} {'rw' if self.writable else 'ro'} {state}>"
-
-    def __enter__(self) -> BdevDesc:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def inflight(self) -> int:
@@ -290,30 +250,45 @@ class BdevDesc:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Close the descriptor.  Refused while I/O is in flight; idempotent."""
-        if self._closed:
-            return
-        self.thread.check_owner()
+    def _refusal(self) -> BaseException | None:
         if self._inflight:
-            raise BlockingIOError(
+            return BlockingIOError(
                 f"{self.name}: {self._inflight} I/O still in flight; await them first"
             )
-        self._really_close()
+        return None
 
-    def _really_close(self) -> None:
-        self._closed = True
-        _open.discard(self)
-        self._channel.put()
+    def _release(self) -> None:
         g.spdk_bdev_close(self._ptr)
         _bridge.forget(self._event_key)
+
+    async def aclose(self) -> None:
+        """Close once the I/O in flight has completed.
+
+        I/O a device still holds after :data:`CLOSE_GRACE` (an error bdev injecting
+        ``pending`` holds it forever) is aborted with a bdev reset first.
+        """
+        deadline = time.monotonic() + CLOSE_GRACE
+        while self._inflight and time.monotonic() < deadline:
+            await sleep(0.001)
+        if self._inflight and not self._removed and not self.closed:
+            ptr, channel = self._ptr, self._channel._ptr
+
+            def reset(key: int) -> int:
+                rc: int = g.spdk_bdev_reset(ptr, channel, _bridge.bdev_io_cb, key)
+                return rc
+
+            try:
+                self._submit("teardown reset", reset, ())
+            except SpdkError as exc:  # the caller's time bound still holds
+                _log.warning("%s: reset of I/O left in flight failed: %s", self.name, exc)
+        await super().aclose()
 
     def _on_event(self, event_type: int) -> None:
         if event_type == g.SPDK_BDEV_EVENT_REMOVE:
             self._removed = True
-            if not self._inflight and not self._closed:
-                self._really_close()
-        elif event_type == g.SPDK_BDEV_EVENT_RESIZE and not self._closed:
+            if not self._inflight and not self.closed:
+                self.close()
+        elif event_type == g.SPDK_BDEV_EVENT_RESIZE and not self.closed:
             self.num_blocks = g.spdk_bdev_get_num_blocks(self._bdev_ptr)
 
     # -- checks --------------------------------------------------------------------------
@@ -324,7 +299,7 @@ class BdevDesc:
         self.thread.check_owner()
         if self._removed:
             raise BdevRemovedError(self.name)
-        if self._closed:
+        if self.closed:
             raise ValueError(f"I/O on closed descriptor of {self.name}")
         if write and not self.writable:
             raise PermissionError(
@@ -494,8 +469,8 @@ class BdevDesc:
             op.set_result(value)
         else:
             op.set_exception(exc)
-        if self._removed and not self._inflight and not self._closed:
-            self._really_close()
+        if self._removed and not self._inflight and not self.closed:
+            self.close()
 
     # -- I/O -----------------------------------------------------------------------------
 
@@ -750,7 +725,7 @@ _get_ident = threading.get_ident
 _bdev_io_thunk = _bridge.bdev_io_thunk
 
 
-class IoSlot:
+class IoSlot(Resource):
     """One outstanding I/O at a time, with every argument prebuilt: the hot path.
 
     A slot pins its buffer for its whole life, registers one persistent
@@ -758,7 +733,8 @@ class IoSlot:
     read or write costs one C call and allocates nothing but the await.  The
     checks of :class:`BdevDesc` still apply (offsets and lengths must be
     ``int``).  Use one slot per concurrently outstanding I/O (a perf tool's
-    queue depth); close it (or leave the ``with`` block) to release the buffer.
+    queue depth); close it (or leave the ``with`` block) to release the buffer.  A
+    slot is a child of its descriptor: closing the descriptor closes its slots.
     """
 
     def __init__(self, desc: BdevDesc, buf: DmaBuf) -> None:
@@ -775,22 +751,16 @@ class IoSlot:
         self._buf_arg = ctypes.c_void_p(buf.addr)
         self._key = _bridge.persistent(self._complete)
         self._key_arg = ctypes.c_void_p(self._key)
-        self._owner = desc.thread.owner
-        self._closed = False
+        self._ident = desc.thread.owner  # the OS thread that may submit
+        super().__init__(desc.thread, parent=desc)
 
-    def __enter__(self) -> IoSlot:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the buffer.  Refused while the slot's I/O is in flight; idempotent."""
-        if self._closed:
-            return
+    def _refusal(self) -> BaseException | None:
         if not self._op.done():
-            raise BlockingIOError("the slot's I/O is still in flight")
-        self._closed = True
+            return BlockingIOError("the slot's I/O is still in flight")
+        return None
+
+    def _release(self) -> None:
+        """Release the buffer (closing is refused while the slot's I/O is in flight)."""
         _bridge.forget(self._key)
         self.buf.unpin()
 
@@ -809,14 +779,14 @@ class IoSlot:
             type(offset_blocks) is not int  # bool, float, numpy ints: the slow path decides
             or type(num_blocks) is not int
             or not op.done()
-            or self._closed
+            or self.closed
             or not 0 < num_blocks <= self._capacity_blocks
             or offset_blocks < 0
             or offset_blocks + num_blocks > desc.num_blocks
             or desc._removed
-            or desc._closed
+            or desc.closed
             or (write and not desc.writable)
-            or _get_ident() != self._owner
+            or _get_ident() != self._ident
         ):
             offset_blocks, num_blocks = self._slow_check(offset_blocks, num_blocks, write)
         self._off.value = offset_blocks
@@ -848,7 +818,7 @@ class IoSlot:
     ) -> tuple[int, int]:
         """Raise the exception that explains why an I/O cannot be submitted, or return
         the arguments as plain ints if they are acceptable after all (``numpy.int64``)."""
-        if self._closed:
+        if self.closed:
             raise RuntimeError("slot is closed")
         if not self._op.done():
             raise RuntimeError("slot is busy: await its I/O first")

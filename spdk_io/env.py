@@ -286,16 +286,13 @@ _log = logging.getLogger("spdk_io")
 
 
 async def release_leftovers() -> None:
-    """Release what the app thread holds (:func:`spdk_io.thread.release_current`),
-    then close every RPC server.
+    """Release what the app thread holds (:func:`spdk_io.thread.release_current`:
+    release hooks, then every open resource, RPC servers and the RPC client included).
 
     Both :class:`Env` and :class:`~spdk_io.app.App` call this before SPDK's
     subsystems finish.
     """
-    from spdk_io import rpc
-
     await release_current()
-    rpc.shutdown()
 
 
 _state_lock = threading.Lock()

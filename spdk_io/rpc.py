@@ -49,6 +49,7 @@ from spdk_io import _generated as g
 from spdk_io import _validate
 from spdk_io.errors import RpcError, SpdkError, WrongThreadError
 from spdk_io.loop import Op
+from spdk_io.resource import Resource
 from spdk_io.thread import Poller, SpdkThread, current_thread
 
 __all__ = [
@@ -311,8 +312,11 @@ def _lock_held(lock: Path) -> bool:
     return False
 
 
-class RpcServer:
+class RpcServer(Resource):
     """An SPDK JSON-RPC server listening on a unix socket, polled on the app thread.
+
+    A resource of the app thread: closed (newest first) when it releases what it
+    holds, if the user has not closed it; ``parent`` makes it close with that resource.
 
     The path is checked before SPDK is asked to listen: a missing directory is
     ``FileNotFoundError``, an unwritable one ``PermissionError``, a path where
@@ -320,7 +324,13 @@ class RpcServer:
     ``errno.EADDRINUSE``, any other existing file ``FileExistsError``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, period_us: int = SERVE_PERIOD_US) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        period_us: int = SERVE_PERIOD_US,
+        parent: Resource | None = None,
+    ) -> None:
         period_us = _validate.integer(period_us, "period_us", lo=0, hi=(1 << 63) - 1)
         self.thread = _on_app_thread("spdk_io.rpc.serve")
         self.path = _socket_path(path)
@@ -331,21 +341,14 @@ class RpcServer:
             os.umask(old)
         if not self._ptr:
             raise SpdkError(errno.EIO, "spdk_rpc_server_listen", str(self.path), "see SPDK's log")
-        self._poller: Poller | None = None
+        super().__init__(self.thread, parent)
         try:
             os.chmod(self.path, 0o600)
             if period_us:
-                self._poller = Poller(self.accept, period_us=period_us, name="rpc_server")
+                Poller(self.accept, period_us=period_us, name="rpc_server", parent=self)
         except BaseException:
-            g.spdk_rpc_server_close(self._ptr)
-            self._ptr = None
+            self.close()
             raise
-        _servers.append(self)
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` ran (the server no longer listens)."""
-        return not self._ptr
 
     def accept(self) -> bool:
         """Accept connections and serve requests that are waiting (one poll)."""
@@ -353,31 +356,16 @@ class RpcServer:
             g.spdk_rpc_server_accept(self._ptr)
         return False
 
-    def close(self) -> None:
-        """Stop listening and remove the socket.  Idempotent."""
-        if not self._ptr:
-            return
-        self.thread.check_owner()
-        if self._poller is not None:
-            self._poller.unregister()
+    def _release(self) -> None:
+        """Stop listening and remove the socket (its poller, a child, is gone already)."""
         g.spdk_rpc_server_close(self._ptr)
         self._ptr = None
-        if self in _servers:
-            _servers.remove(self)
-
-    def __enter__(self) -> RpcServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def serve(path: str | os.PathLike[str]) -> RpcServer:
     """Serve SPDK's JSON-RPC on the unix socket ``path`` (mode 0600) until closed."""
     return RpcServer(path)
 
-
-_servers: list[RpcServer] = []
 
 #: Private socket directories: ``spdk_io-rpc-<pid>-<random>`` in the temp directory.
 _DIR_PREFIX = "spdk_io-rpc-"
@@ -467,27 +455,26 @@ def _remove_private_dir(path: str) -> bool:
     return True
 
 
-class _Client:
+class _Client(Resource):
     """The private server and our connection to it, pumped while calls are in flight.
+
+    A resource of the app thread; the server and the pump poller are its children.
 
     ``sock`` is ``None`` after the connection was lost; :meth:`submit` then
     connects again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, thread: SpdkThread) -> None:
         reap_stale_dirs()
         self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")  # mode 0700
-        try:
-            self.server = RpcServer(Path(self._dir) / _SOCK_NAME, period_us=0)
-        except BaseException:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            raise
         self.sock: socket.socket | None = None
         self.out = bytearray()
         self.inbuf = bytearray()
         self.pending: dict[int, tuple[str, Op[JSON]]] = {}
         self.poller: Poller | None = None
+        super().__init__(thread)
         try:
+            self.server = RpcServer(Path(self._dir) / _SOCK_NAME, period_us=0, parent=self)
             self.connect()
         except BaseException:
             self.close()
@@ -512,7 +499,7 @@ class _Client:
         self.out += data
         self.pending[rid] = (method, op)
         if self.poller is None:
-            self.poller = Poller(self.pump, name="rpc_client")
+            self.poller = Poller(self.pump, name="rpc_client", parent=self)
         elif self.poller.paused:
             self.poller.resume()
         return op
@@ -617,16 +604,18 @@ class _Client:
             if not op.done():
                 op.set_exception(exc)
 
-    def close(self) -> None:
+    def _release(self) -> None:
+        """Fail what is in flight, hang up, remove the private directory (the server and
+        the poller, children, are closed already)."""
+        global _client
         self._fail_all(ConnectionError("the RPC connection was closed: SPDK is shutting down"))
-        if self.poller is not None:
-            self.poller.unregister()
-            self.poller = None
+        self.poller = None
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        self.server.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+        if _client is self:
+            _client = None
 
 
 def _is_error(response: dict[str, Any]) -> bool:
@@ -673,7 +662,7 @@ def call(method: str, params: Mapping[str, Any] | list[Any] | None = None) -> Op
     body = dict(params) if isinstance(params, Mapping) else params
     rid = next(_ids)
     data = encode_request(method, body, rid)
-    _on_app_thread("spdk_io.rpc.call")
+    thread = _on_app_thread("spdk_io.rpc.call")
     if _client is not None and _client.server.closed:  # closed under us: start afresh
         _client.close()
         _client = None
@@ -684,20 +673,20 @@ def call(method: str, params: Mapping[str, Any] | list[Any] | None = None) -> Op
             _client.close()
             _client = None
     if _client is None:
-        _client = _Client()
+        _client = _Client(thread)
     return _client.submit(method, data, rid)
 
 
 def shutdown() -> None:
-    """Close every server and the private client; calls in flight fail (Env/App teardown).
+    """Close the private client and every server of this thread; calls in flight fail.
 
-    Idempotent.  The next :func:`call` starts a new private server.
+    Idempotent.  The next :func:`call` starts a new private server.  Teardown does
+    the same by itself: both are resources of the app thread.
     """
-    global _client
     if _client is not None:
         _client.close()
-        _client = None
-    for server in list(_servers):
-        server.close()
+    for resource in current_thread().resources():
+        if isinstance(resource, RpcServer):
+            resource.close()
 
 

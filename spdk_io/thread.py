@@ -41,6 +41,7 @@ from spdk_io._loader import fast
 from spdk_io._validate import FOREVER, MAX_TIMER_SECONDS, duration, integer, text
 from spdk_io.errors import Cancelled, SpdkError, ThreadExitedError, WrongThreadError
 from spdk_io.loop import Loop, Op, Task, current_loop, current_task, wait, wait_for
+from spdk_io.resource import Resource
 
 __all__ = [
     "JoinHandle",
@@ -122,9 +123,10 @@ class SpdkThread:
         self.owner = threading.get_ident()
         self._closed = False
         self._exiting = False  # set once it starts to exit: new calls are refused
-        # Registered pollers, held strongly: a poller runs until unregistered or its
-        # thread exits, whether or not the user keeps a reference.
-        self._pollers: set[Poller] = set()
+        # Open resources owned by this thread (pollers, descriptors, channels, RPC
+        # servers), in order of creation and held strongly: a poller runs until it is
+        # unregistered or its thread exits, whether or not the user keeps a reference.
+        self._resources: dict[int, Resource] = {}
         # Tasks running calls from other threads (answered with an error at exit).
         self._serving: set[Task[Any]] = set()
         # Keys of messages sent here and not yet run (guarded by _registry_lock),
@@ -173,7 +175,7 @@ class SpdkThread:
     def wrap_current(cls, name: str) -> SpdkThread:
         """Wrap the SPDK thread this OS thread runs now, created by someone else (a reactor).
 
-        Its creator polls, exits and destroys it; call :meth:`_forget` when it is gone.
+        Its creator polls, exits and destroys it; call :meth:`forget` when it is gone.
         """
         text(name, "name", max_len=MAX_NAME_LEN)
         if getattr(_local, "thread", None) is not None:
@@ -185,9 +187,11 @@ class SpdkThread:
         _local.thread = thread
         return thread
 
-    def _forget(self) -> None:
-        """Drop a wrapped thread whose owner destroyed it."""
+    def forget(self) -> None:
+        """Drop a wrapped thread whose owner destroyed it (SPDK freed its pollers)."""
         self._closed = self._exiting = True
+        for resource in reversed(self.resources()):
+            resource.abandon()
         with _registry_lock:
             _by_id.pop(self.id, None)
         self._drop_inbox()
@@ -283,8 +287,7 @@ class SpdkThread:
         self.loop.cancel_all()  # tasks still running unwind now, while the thread is alive
         self._refuse_messages()
         g.spdk_set_thread(self._ptr)  # SPDK's calls below act on the current thread
-        for poller in list(self._pollers):  # left registered by the user: SPDK would wait 5 s
-            poller.unregister()
+        self._close_leftovers()
         self._closed = True
         g.spdk_thread_exit(self._ptr)
         deadline = time.monotonic() + EXIT_TIMEOUT
@@ -306,6 +309,32 @@ class SpdkThread:
         if getattr(_local, "thread", None) is self:
             _local.thread = None
             g.spdk_set_thread(None)
+
+    # -- the registry of what this thread owns (spdk_io.resource) ----------------------
+
+    def register(self, resource: Resource) -> None:
+        """Record an open resource owned by this thread (called by :class:`Resource`)."""
+        self._resources[id(resource)] = resource
+
+    def unregister(self, resource: Resource) -> None:
+        """Forget a resource that has closed (called by :class:`Resource`)."""
+        self._resources.pop(id(resource), None)
+
+    def resources(self) -> list[Resource]:
+        """The open resources this thread owns, oldest first."""
+        return list(self._resources.values())
+
+    def _close_leftovers(self) -> None:
+        """Close what is still open, newest first (pollers left registered would make
+        SPDK wait 5 s).  A busy one stays open: the thread's exit then times out and
+        leaks it rather than freeing memory the device still uses."""
+        for resource in reversed(self.resources()):
+            if resource.closed or resource.parent is not None:
+                continue  # closed with its parent
+            try:
+                resource.close()
+            except BlockingIOError as exc:
+                _log.warning("thread %s exits with %r still busy: %s", self.name, resource, exc)
 
     def _refuse_messages(self) -> None:
         """From now on, sending to this thread raises :class:`ThreadExitedError`."""
@@ -671,19 +700,27 @@ class JoinHandle(Generic[T]):
         return op.__await__()
 
 
-class Poller:
+class Poller(Resource):
     """A Python callable run by SPDK as a poller on the current SPDK thread.
 
     ``fn()`` returns truthy when it did work.  ``period_us=0`` runs it on every
     poll; otherwise every ``period_us`` microseconds (at most
     :data:`MAX_PERIOD_US`).  A registered poller runs until :meth:`unregister`
-    (or the context manager's exit) or until its thread exits, whether or not
-    a reference to it is kept.  An exception in ``fn`` stops the loop with a
-    :class:`~spdk_io.errors.CallbackError`.  Bad arguments raise before
-    anything is registered.
+    (``close``, the context manager's exit) or until its thread exits, whether
+    or not a reference to it is kept.  An exception in ``fn`` stops the loop
+    with a :class:`~spdk_io.errors.CallbackError`.  Bad arguments raise before
+    anything is registered.  With ``parent``, it is unregistered when that
+    resource closes.
     """
 
-    def __init__(self, fn: Callable[[], object], period_us: int = 0, name: str = "python") -> None:
+    def __init__(
+        self,
+        fn: Callable[[], object],
+        period_us: int = 0,
+        name: str = "python",
+        *,
+        parent: Resource | None = None,
+    ) -> None:
         _check_callable(fn, plain=True)
         period_us = integer(period_us, "period_us", 0, _max_period_us())
         text(name, "name", max_len=MAX_NAME_LEN)
@@ -698,28 +735,20 @@ class Poller:
         self.period_us = period_us
         self.name = name
         self.paused = False
-        self.thread._pollers.add(self)
+        super().__init__(self.thread, parent)
 
     def __repr__(self) -> str:
-        state = "unregistered" if not self._ptr else ("paused" if self.paused else "active")
+        state = "unregistered" if self.closed else ("paused" if self.paused else "active")
         return f"<Poller {self.name} {state}>"
 
     @property
     def registered(self) -> bool:
-        return bool(self._ptr)
+        return not self.closed
 
     def _check(self) -> None:
-        self._forget_if_thread_gone()
-        if not self._ptr:
+        if self.closed:
             raise RuntimeError(f"poller {self.name} is unregistered")
         self.thread.check_owner()
-
-    def _forget_if_thread_gone(self) -> None:
-        """SPDK freed the pollers of an exited thread: never touch ours again."""
-        if self._ptr and self.thread._closed:
-            self._ptr = None
-            _bridge.forget(self._key)
-            self.thread._pollers.discard(self)
 
     def pause(self) -> None:
         self._check()
@@ -733,22 +762,17 @@ class Poller:
             g.spdk_poller_resume(self._ptr)
             self.paused = False
 
-    def unregister(self) -> None:
-        """Stop the poller.  Idempotent, and harmless once its thread has exited."""
-        self._forget_if_thread_gone()
-        if not self._ptr:
-            return
-        self.thread.check_owner()
+    def _release(self) -> None:
         g.spdk_poller_unregister(ctypes.byref(self._ptr))
+        self._abandoned()
+
+    def _abandoned(self) -> None:
         self._ptr = None
         _bridge.forget(self._key)
-        self.thread._pollers.discard(self)
 
-    def __enter__(self) -> Poller:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.unregister()
+    def unregister(self) -> None:
+        """Stop the poller (the same as :meth:`close`).  Idempotent."""
+        self.close()
 
 
 def _max_period_us() -> int:
@@ -781,7 +805,8 @@ async def release_current() -> None:
 
     Calls from other threads that it still runs are cancelled and answered with
     :class:`ThreadExitedError` (calls arriving from now on get that answer at
-    once), then every :func:`on_release` hook runs, then the thread refuses new
+    once), then every :func:`on_release` hook runs, then every resource the thread
+    still owns is closed, newest first (``aclose``: after its I/O), then the thread refuses new
     messages with :class:`ThreadExitedError`: its owner is about to exit it (for
     a thread SPDK's app framework owns, out of spdk_io's sight).  Each step is bounded by
     :data:`RELEASE_TIMEOUT`; a failing hook is logged, never raised, so
@@ -795,4 +820,11 @@ async def release_current() -> None:
         except Exception as exc:
             name = getattr(hook, "__qualname__", hook)
             _log.warning("release hook %s failed on thread %s: %s", name, me.name, exc)
+    for resource in reversed(me.resources()):  # newest first; children with their parent
+        if resource.closed or resource.parent is not None:
+            continue
+        try:
+            await wait_for(resource.aclose(), RELEASE_TIMEOUT)
+        except Exception as exc:
+            _log.warning("closing %r on thread %s failed: %s", resource, me.name, exc)
     me._refuse_messages()
