@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_py
 
 
@@ -81,3 +83,156 @@ def test_another_spdk_release_is_refused_with_how_to_rebuild(tmp_path: Path) -> 
     assert proc.stdout.startswith("SpdkVersionError"), proc.stdout
     assert f"built against SPDK {real.version}" in proc.stdout
     assert ".99." in proc.stdout and "pip install" in proc.stdout
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _fake_install(prefix: Path, version_h: str | None = None) -> Path:
+    """An SPDK-shaped prefix: the two .pc files the loader reads, and version.h."""
+    pcdir = prefix / "lib" / "pkgconfig"
+    pcdir.mkdir(parents=True)
+    (prefix / "include" / "spdk").mkdir(parents=True)
+    (pcdir / "spdk_env_dpdk.pc").write_text(
+        "prefix=" + str(prefix) + "\n"
+        "libdir=${prefix}/lib\n"
+        "includedir=${prefix}/include  # a comment\n"
+        "\n"
+        "Name: spdk_env_dpdk\n"
+        "Cflags: -I${includedir}\n"
+        "Requires: spdk_dpdklibs\n"
+        "Libs: -L${libdir} -lspdk_env_dpdk\n"
+    )
+    (pcdir / "spdk_dpdklibs.pc").write_text(
+        "prefix=/opt/dpdk\n"
+        "Libs: -L${prefix}/lib -lrte_eal -lrte_mempool -lrte_mempool_ring -lnuma\n"
+        "Requires: spdk_dpdklibs\n"  # a cycle must not recurse forever
+    )
+    (pcdir / "spdk_syslibs.pc").write_text(
+        "Libs: -lisal -lssl -lcrypto -l:libkeyutils.so -lspdk_util\nLibs.private: -lcrypto -luuid\n"
+    )
+    (prefix / "include" / "spdk" / "version.h").write_text(
+        version_h
+        if version_h is not None
+        else "#define SPDK_VERSION_MAJOR\t26\n#define SPDK_VERSION_MINOR 5\n"
+        "#define SPDK_VERSION_PATCH 1\n"
+    )
+    return prefix
+
+
+def test_discovery_reads_a_prefix_without_spdk(tmp_path: Path) -> None:
+    """find_spdk is pure: it parses .pc files and version.h, and needs no library."""
+    from spdk_io import _discover
+
+    prefix = _fake_install(tmp_path / "p")
+    install = _discover.find_spdk(prefix=prefix)
+    assert install.prefix == prefix
+    assert install.libdir == prefix / "lib"
+    assert install.includedir == prefix / "include"
+    assert install.headers == prefix / "include" / "spdk"
+    assert install.version == "26.05.1"
+    assert install.syslibs == ("isal", "ssl", "crypto", "libkeyutils.so", "uuid")
+    assert install.dpdk_libs == ("rte_eal", "rte_mempool", "rte_mempool_ring")
+    assert install.dpdk_libdirs == (Path("/opt/dpdk/lib"), prefix / "lib")
+
+
+def test_discovery_prefix_argument_and_env_name_where_they_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spdk_io import _discover
+
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(_discover.SpdkNotFoundError, match="nowhere"):
+        _discover.find_spdk(prefix=nowhere)
+    monkeypatch.setenv(_discover.PREFIX_ENV, str(nowhere))
+    with pytest.raises(_discover.SpdkNotFoundError) as info:
+        _discover.find_spdk()
+    assert _discover.PREFIX_ENV in str(info.value)
+    assert str(nowhere / "lib" / "pkgconfig" / "spdk_env_dpdk.pc") in str(info.value)
+    assert isinstance(info.value, ImportError)
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [
+        ("#define SPDK_VERSION_MAJOR 26\n#define SPDK_VERSION_MINOR 5\n", "26.05.0"),
+        (
+            "#define SPDK_VERSION_MAJOR 24\n#define SPDK_VERSION_MINOR 1\n"
+            "#define SPDK_VERSION_PATCH 3\n",
+            "24.01.3",
+        ),
+        ("/* no version here */\n", "unknown"),
+    ],
+)
+def test_header_version(tmp_path: Path, text: str, version: str) -> None:
+    from spdk_io import _discover
+
+    (tmp_path / "spdk").mkdir()
+    (tmp_path / "spdk" / "version.h").write_text(text)
+    assert _discover.header_version(tmp_path) == version
+    assert _discover.header_version(tmp_path / "missing") == "unknown"
+
+
+def test_version_check_names_both_releases(tmp_path: Path) -> None:
+    from spdk_io import _discover
+
+    install = _discover.find_spdk(prefix=_fake_install(tmp_path / "p"))
+    _discover.check_version(install, "26.05.1")  # the same release: no error
+    with pytest.raises(_discover.SpdkVersionError) as info:
+        _discover.check_version(install, "26.01.0")
+    message = str(info.value)
+    assert "built against SPDK 26.01.0" in message and "26.05.1" in message
+    assert str(tmp_path / "p") in message and "pip install" in message
+    assert issubclass(_discover.SpdkVersionError, _discover.SpdkNotFoundError)
+
+
+def test_spdk_libraries_follow_the_linker_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spdk_io import _discover
+
+    for name in ("libspdk_util.so", "libspdk_log.so", "libspdk_ut.so", "libspdk_bdev.so"):
+        (tmp_path / name).write_bytes(b"\x7fELF")
+    (tmp_path / "libspdk.so").write_text(
+        "GROUP ( libspdk_log.so libspdk_util.so libspdk_ut_mock.so libspdk_event_iscsi.so )"
+    )
+    names = [p.name for p in _discover.spdk_libraries(tmp_path)]
+    assert names == ["libspdk_log.so", "libspdk_util.so", "libspdk_env_dpdk.so"]
+    monkeypatch.setenv(_discover.SKIP_ENV, " libspdk_util.so ,")
+    names = [p.name for p in _discover.spdk_libraries(tmp_path)]
+    assert names == ["libspdk_log.so", "libspdk_env_dpdk.so"]
+    (tmp_path / "libspdk.so").unlink()  # no linker script: every libspdk_*.so
+    monkeypatch.delenv(_discover.SKIP_ENV)
+    names = [p.name for p in _discover.spdk_libraries(tmp_path)]
+    assert names == ["libspdk_bdev.so", "libspdk_log.so", "libspdk_util.so", "libspdk_env_dpdk.so"]
+
+
+def test_discovery_loads_nothing() -> None:
+    """Importing spdk_io._discover and finding SPDK maps no SPDK library, imports no ctypes."""
+    proc = run_py(
+        """
+        import sys
+        from spdk_io._discover import find_spdk
+        install = find_spdk()
+        maps = open("/proc/self/maps").read()
+        print("libspdk" in maps, "librte" in maps, "ctypes" in sys.modules, install.version)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False", "False", "26.05.0"]
+
+
+def test_loader_reexports_discovery() -> None:
+    """``spdk_io._loader.find_spdk`` (used by .ci/run and tests) is the discovery module's."""
+    proc = run_py(
+        """
+        from spdk_io import _discover, _loader
+        for name in ("find_spdk", "SpdkInstall", "SpdkNotFoundError", "SpdkVersionError"):
+            print(name, getattr(_loader, name) is getattr(_discover, name))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [
+        *("find_spdk", "True", "SpdkInstall", "True"),
+        *("SpdkNotFoundError", "True", "SpdkVersionError", "True"),
+    ]
