@@ -1,14 +1,14 @@
 """The generated ctypes layer (spdk_io._generated) and its generator, tools/gen_bindings.py.
 
 Everything runs against the SPDK installed on this machine: the generator is run for
-real, the functions called are SPDK's.
+real, the functions called are SPDK's.  The generator's phases are tested without SPDK
+in ``tests/test_gen_*.py``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import importlib.util
 import os
 import re
 import subprocess
@@ -23,34 +23,29 @@ from typing import Any
 import pytest
 
 import spdk_io._generated as g
+from spdk_io._discover import find_spdk
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATOR = ROOT / "tools" / "gen_bindings.py"
-OUTPUTS = ("_generated.py", "_generated.pyi", "stubs/spdk_io/_generated.pyi")
+TOOLS = ROOT / "tools"
+GENERATOR = TOOLS / "gen_bindings.py"
+OUTPUTS = ("_generated.py", "_generated.pyi")
+if str(TOOLS) not in sys.path:  # tools/ is not a package: the generator's modules are top-level
+    sys.path.insert(0, str(TOOLS))
 
-
-@cache
-def gen_bindings() -> Any:
-    """tools/gen_bindings.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gen_bindings", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gen_bindings"] = module
-    spec.loader.exec_module(module)
-    return module
+import gen_bindings  # noqa: E402
+from bindgen import model, source  # noqa: E402
 
 
 @cache
 def exported_functions() -> frozenset[str]:
     """Functions exported by the installed libspdk_*.so (read from the ELF files)."""
-    install = gen_bindings().find_install()
-    return frozenset(gen_bindings().exported_functions(install.libdir))
+    return frozenset(source.exported_functions(find_spdk().libdir))
 
 
 def run_generator(out: Path) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(GENERATOR), "--out-dir", str(out), "--stubs-dir", str(out / "stubs")],
+        [sys.executable, str(GENERATOR), "--out-dir", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -90,7 +85,7 @@ def test_installed_module_is_current(two_runs: tuple[Path, Path]) -> None:
 
 
 def test_output_holds_no_build_machine_path(two_runs: tuple[Path, Path]) -> None:
-    install = gen_bindings().find_install()
+    install = find_spdk()
     needles = {
         str(install.includedir),
         str(install.libdir),
@@ -152,18 +147,16 @@ def test_generator_needs_no_compiler(tmp_path: Path) -> None:
 
 def test_clang_sees_only_our_freestanding_headers() -> None:
     """No compiler include directory is on clang's search path."""
-    gb = gen_bindings()
-    args = gb.clang_args(gb.find_install())
+    args = source.clang_args(find_spdk())
     assert "-nostdinc" in args
     assert not [a for a in args if "gcc" in a or "/clang/" in a or "lib/llvm" in a]
-    assert str(gb.CLANG_INCLUDE) in args
+    assert str(source.CLANG_INCLUDE) in args
 
 
 def test_report_covers_every_declared_export(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    args = ["--out-dir", str(tmp_path), "--stubs-dir", str(tmp_path / "stubs"), "--report"]
-    status = gen_bindings().main(args)
+    status = gen_bindings.main(["--out-dir", str(tmp_path), "--report"])
     assert status == 0
     report = capsys.readouterr().out
     print(report)
@@ -178,11 +171,10 @@ def test_report_covers_every_declared_export(
 
 def static_inline_functions() -> set[str]:
     """Names of functions defined ``static inline`` in the parsed headers (by regex)."""
-    gb = gen_bindings()
-    install = gb.find_install()
+    install = find_spdk()
     names: set[str] = set()
     pattern = re.compile(r"^static\s+inline\b[^;{}()#]*?\b([A-Za-z_]\w*)\s*\(", re.MULTILINE)
-    for header in gb.header_files(install):
+    for header in source.header_files(install):
         text = (install.headers / header).read_text()
         names.update(m[1] for m in pattern.finditer(text))
     return names
@@ -203,10 +195,10 @@ def test_omitted_lists_every_static_inline_function() -> None:
 def test_omitted_holds_no_exported_function() -> None:
     assert not set(g.OMITTED) & exported_functions()
     assert set(g.OMITTED.values()) <= {
-        gen_bindings().REASON_INLINE,
-        gen_bindings().REASON_NOT_EXPORTED,
-        gen_bindings().REASON_UNION_BY_VALUE,
-        gen_bindings().REASON_KEYWORD,
+        model.REASON_INLINE,
+        model.REASON_NOT_EXPORTED,
+        model.REASON_UNION_BY_VALUE,
+        model.REASON_KEYWORD,
     }
     for name in g.OMITTED:
         assert not hasattr(g, name)
@@ -385,123 +377,71 @@ def test_mypy_uses_the_generated_stub(tmp_path: Path) -> None:
     assert "spdk_strerror" in errors[0] and '"str"' in errors[0] and '"int"' in errors[0]
 
 
-# --------------------------------------------------------------------------- edge cases
-
-SYNTHETIC_HEADER = """
-#include <stdint.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdatomic.h>
-
-struct spdk_t_atomic { _Atomic(uint32_t) a; atomic_int b; _Atomic uint64_t c; };
-struct spdk_t_packed { uint8_t a; uint64_t b; uint16_t c; } __attribute__((packed));
-struct spdk_t_aligned { uint8_t a; } __attribute__((aligned(64)));
-struct spdk_t_embed { uint8_t x; struct spdk_t_aligned al; struct spdk_t_packed p[2]; };
-union spdk_t_mixed_bits {
-    uint32_t raw;
-    struct { uint8_t a : 1; uint8_t b : 7; uint16_t c : 15; uint16_t d : 1; uint8_t e; } bits;
-};
-struct spdk_t_straddle {
-    uint8_t a; uint32_t b : 4; uint64_t c : 60; bool d : 1; int32_t e : 3; uint32_t : 0;
-    uint8_t f : 2; uint32_t : 5; uint16_t g : 9;
-};
-struct spdk_t_anon {
-    int kind;
-    union { int i; double d; struct { uint16_t lo, hi; }; };
-    char tail[3];
-    uint8_t flex[];
-};
-typedef void spdk_t_fn(void *ctx, const char *msg);
-typedef int (*spdk_t_fnp)(struct spdk_t_anon *a, char *buf, size_t len);
-int spdk_t_variadic(const char *fmt, ...);
-static inline int spdk_t_inline(void) { return 1; }
-char *spdk_t_owned(spdk_t_fn *fn, spdk_t_fnp fnp, struct spdk_t_anon by_value);
-const char *spdk_t_borrowed(struct spdk_t_straddle *s, char name[16]);
-void spdk_t_unexported(void);
-#define SPDK_T_INT (1u << 31)
-#define SPDK_T_STR "a" "b"
-#define SPDK_T_NEG (-1)
-#define SPDK_T_EXPR (SPDK_T_INT | 1)
-enum spdk_t_enum { SPDK_T_A = -1, SPDK_T_B = 5 };
-"""
-
-
-class _AnyFunctionLib:
-    """Stands in for the SPDK library: every name is a fresh function object."""
-
-    def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None)
-
-    def __getattr__(self, name: str) -> Any:
-        return self._libc._FuncPtr(("abs", self._libc))
-
-
-def test_synthetic_header_edge_cases(tmp_path: Path) -> None:
-    """_Atomic, packed/aligned records, mixed bit-fields, nameless members, callbacks."""
-    gb = gen_bindings()
-    (tmp_path / "include" / "spdk").mkdir(parents=True)
-    (tmp_path / "include" / "spdk" / "t.h").write_text(SYNTHETIC_HEADER)
-    install = gb.Install(includedir=tmp_path / "include", libdir=tmp_path, version="0.0")
-    exports = {n: "libspdk_t.so" for n in ("spdk_t_variadic", "spdk_t_owned", "spdk_t_borrowed")}
-    bindings = gb.build_bindings(install, exports)
-    text = gb.render_module(bindings)
-    gb.render_stub(bindings)  # renders without error
-    assert str(tmp_path) not in text
-    assert bindings.omitted == {
-        "spdk_t_inline": gb.REASON_INLINE,
-        "spdk_t_unexported": gb.REASON_NOT_EXPORTED,
-    }
-    ns: dict[str, Any] = {"_AnyFunctionLib": _AnyFunctionLib}
-    source = text.replace(
-        "from spdk_io._loader import lib as _lib", "_lib = _AnyFunctionLib()"
-    ).replace(
-        "from spdk_io._loader import require_version as _require_version",
-        "_require_version = str  # no SPDK of release 0.0 to check against",
-    )
-    exec(compile(source, "synthetic", "exec"), ns)
-
-    for name, record in bindings.records.items():
-        if record.fields is None:
-            continue
-        cls = ns[name]
-        assert ctypes.sizeof(cls) == record.size, name
-        for f in record.fields:
-            if f.cname:
-                cfield = getattr(cls, f.cname)
-                if f.width is None:
-                    assert cfield.offset * 8 == f.offset, (name, f.cname)
-                else:
-                    assert cfield.offset * 8 + (cfield.size & 0xFFFF) == f.offset, (name, f.cname)
-                    assert cfield.size >> 16 == f.width, (name, f.cname)
-    assert ctypes.sizeof(ns["struct_spdk_t_atomic"]) == 16
-    assert ns["struct_spdk_t_packed"]._pack_ == 1
-    anon = ns["struct_spdk_t_anon"]()
-    anon.lo, anon.hi = 1, 2
-    assert anon.i == 0x20001
-    bits = ns["union_spdk_t_mixed_bits"](raw=0xFFFFFFFF)
-    assert (bits.bits.a, bits.bits.b, bits.bits.c, bits.bits.d) == (1, 0x7F, 0x7FFF, 1)
-
-    assert ns["spdk_t_variadic"].argtypes == [ctypes.c_char_p]
-    assert ns["spdk_t_owned"].restype is ctypes.POINTER(ctypes.c_char)
-    assert ns["spdk_t_borrowed"].restype is ctypes.c_char_p
-    assert ns["spdk_t_borrowed"].argtypes[1] is ctypes.c_char_p
-    fn_param, fnp_param, by_value = ns["spdk_t_owned"].argtypes
-    assert fn_param is ns["spdk_t_fn"] and fnp_param is ns["spdk_t_fnp"]
-    assert by_value is ns["struct_spdk_t_anon"]
-    assert ns["SPDK_T_INT"] == 1 << 31 and ns["SPDK_T_EXPR"] == (1 << 31) | 1
-    assert ns["SPDK_T_STR"] == b"ab" and ns["SPDK_T_NEG"] == -1
-    assert (ns["SPDK_T_A"], ns["SPDK_T_B"]) == (-1, 5)
-    assert ns["enum_spdk_t_enum"] is ctypes.c_int
-
-
 def test_parse_reads_no_compiler_header() -> None:
     """Every file clang opens is ours, the C library's or SPDK's."""
-    gb = gen_bindings()
-    install = gb.find_install()
-    gb.load_libclang()
-    tu = gb.parse(install, gb.header_files(install))
-    allowed = (str(gb.CLANG_INCLUDE), "/usr/include/", str(install.includedir))
+    install = find_spdk()
+    source.load_libclang()
+    tu = source.translation_unit(install, source.header_files(install))
+    allowed = (str(source.CLANG_INCLUDE), "/usr/include/", str(install.includedir))
     opened = {str(inc.include.name) for inc in tu.get_includes()}
     assert opened
     assert not [path for path in opened if not path.startswith(allowed)]
-    assert any(path.startswith(str(gb.CLANG_INCLUDE)) for path in opened)
+    assert any(path.startswith(str(source.CLANG_INCLUDE)) for path in opened)
+
+
+# --------------------------------------------------------------------------- one stub, no dlopen
+
+
+def test_generator_loads_no_spdk_library(tmp_path: Path) -> None:
+    """The generator finds SPDK through discovery only: no SPDK or DPDK library is mapped."""
+    code = f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / "tools")!r})
+        import gen_bindings
+        status = gen_bindings.main(["--out-dir", {str(tmp_path)!r}])
+        maps = open("/proc/self/maps").read()
+        print(status, "libspdk" in maps, "librte" in maps, "spdk_io._loader" in sys.modules)
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "False", "False", "False"]
+    assert (tmp_path / "_generated.py").read_text() == Path(g.__file__).read_text()
+
+
+def test_stub_is_written_once_next_to_the_module(tmp_path: Path) -> None:
+    """One stub, beside ``_generated.py`` where mypy reads it; ``--stubs-dir`` is ignored."""
+    out, stubs = tmp_path / "out", tmp_path / "stubs"
+    proc = subprocess.run(
+        [sys.executable, str(GENERATOR), "--out-dir", str(out), "--stubs-dir", str(stubs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["_generated.py", "_generated.pyi"]
+    assert not stubs.exists()
+    assert "--stubs-dir is deprecated" in proc.stderr
+    assert (out / "_generated.pyi").read_text() == (ROOT / "spdk_io" / "_generated.pyi").read_text()
+
+
+def test_mypy_reads_no_second_stub() -> None:
+    """mypy's search path holds no copy of the stub: the one next to the module is read."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    mypy_path = config["tool"]["mypy"].get("mypy_path", "")
+    for entry in str(mypy_path).replace(",", ":").split(":"):
+        if entry.strip():
+            assert not list((ROOT / entry.strip()).rglob("*.pyi")), entry
+    assert "stubs" not in str(mypy_path)
+    assert "_generated.pyi" in config["tool"]["setuptools"]["package-data"]["spdk_io"]
+    build_backend = (ROOT / "tools" / "build_backend.py").read_text()
+    assert "--stubs-dir" not in build_backend

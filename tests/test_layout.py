@@ -8,38 +8,31 @@
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import spdk_io._generated as g
+from spdk_io._discover import find_spdk
 
 ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "tools"
 MIN_ASSERTS = 50
+if str(TOOLS) not in sys.path:  # tools/ is not a package: the generator's modules are top-level
+    sys.path.insert(0, str(TOOLS))
+
+import gen_bindings  # noqa: E402
+from bindgen import source  # noqa: E402
+from bindgen.model import Field, Record  # noqa: E402
 
 _TOKEN = re.compile(
     r"\s*(?:(0[xX][0-9a-fA-F]+|\d+)[uUlL]*|([A-Za-z_]\w*)|(==|!=|<=|>=|&&|\|\||<<|>>|[-+*/%()<>,.\[\]!&|^~]))"
 )
-
-
-@cache
-def gen_bindings() -> Any:
-    """tools/gen_bindings.py as a module."""
-    spec = importlib.util.spec_from_file_location(
-        "gen_bindings", ROOT / "tools" / "gen_bindings.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gen_bindings"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # --------------------------------------------------------------------------- static asserts
@@ -78,10 +71,9 @@ def _split_top_level_comma(text: str) -> tuple[str, str]:
 
 def static_asserts() -> list[StaticAssert]:
     """Every SPDK_STATIC_ASSERT use in the headers the bindings are generated from."""
-    gb = gen_bindings()
-    install = gb.find_install()
+    install = find_spdk()
     found: list[StaticAssert] = []
-    for header in gb.header_files(install):
+    for header in source.header_files(install):
         text = (install.headers / header).read_text()
         text = re.sub(r"/\*.*?\*/", lambda m: re.sub(r"[^\n]", " ", m[0]), text, flags=re.DOTALL)
         for match in re.finditer(r"\bSPDK_STATIC_ASSERT\s*\(", text):
@@ -222,17 +214,17 @@ def test_translator_checks_something() -> None:
 
 
 @pytest.fixture(scope="module")
-def clang_records() -> dict[str, Any]:
+def clang_records() -> dict[str, Record]:
     """The generator's model of every record: clang's sizes and bit offsets."""
-    gb = gen_bindings()
-    bindings = gb.build_bindings(gb.find_install())
+    bindings = gen_bindings.build_bindings(find_spdk())
     return {name: r for name, r in bindings.records.items() if r.fields is not None}
 
 
-def _leaf_fields(record: Any, records: dict[str, Any]) -> Iterator[tuple[str, int, int | None]]:
-    """(python name, bit offset, width) of every named field, promoted ones included."""
+def _leaf_fields(record: Record) -> Iterator[tuple[str, int, int | None]]:
+    """(python name, bit offset, width) of every named field and nameless member."""
     anon = 0
-    for f in record.fields:
+    fields: list[Field] = record.fields or []
+    for f in fields:
         if f.anonymous:
             yield f"_anon_{anon}", f.offset, None
             anon += 1
@@ -251,7 +243,7 @@ def _ctypes_bits(cls: Any, name: str, width: int | None) -> tuple[int, int | Non
     return cfield.offset * 8, None
 
 
-def test_every_record_matches_clang(clang_records: dict[str, Any]) -> None:
+def test_every_record_matches_clang(clang_records: dict[str, Record]) -> None:
     assert len(clang_records) > 500
     problems = []
     for name, record in sorted(clang_records.items()):
@@ -259,7 +251,7 @@ def test_every_record_matches_clang(clang_records: dict[str, Any]) -> None:
         if ctypes.sizeof(cls) != record.size:
             problems.append(f"{name}: sizeof {ctypes.sizeof(cls)} != clang {record.size}")
             continue
-        for fname, offset, width in _leaf_fields(record, clang_records):
+        for fname, offset, width in _leaf_fields(record):
             got = _ctypes_bits(cls, fname, width)
             if got != (offset, width):
                 problems.append(f"{name}.{fname}: ctypes {got} != clang {(offset, width)}")

@@ -3,9 +3,9 @@
 ``pyproject.toml`` names this module (``backend-path = ["tools"]``).  Before a wheel
 (``pip install .``, ``python -m build --wheel``) or an editable install
 (``pip install -e .``) is built, ``tools/gen_bindings.py`` writes
-``spdk_io/_generated.py``, ``spdk_io/_generated.pyi`` and ``stubs/spdk_io/_generated.pyi``
-into the source tree from the SPDK installed on the build machine, so the wheel carries
-bindings that match it.  Everything else is setuptools' own backend, unchanged.
+``spdk_io/_generated.py`` and its stub ``spdk_io/_generated.pyi`` into the source tree
+from the SPDK installed on the build machine, so the wheel carries bindings that match
+it.  Everything else is setuptools' own backend, unchanged.
 
 Set ``SPDK_IO_SKIP_GENERATE=1`` to build with whatever ``_generated.py`` is already in the
 tree (for packaging on a machine without SPDK).
@@ -55,9 +55,7 @@ def _generate() -> None:
         import gen_bindings
     finally:
         sys.path.pop(0)
-    status = gen_bindings.main(
-        ["--out-dir", str(ROOT / "spdk_io"), "--stubs-dir", str(ROOT / "stubs")]
-    )
+    status = gen_bindings.main(["--out-dir", str(ROOT / "spdk_io")])
     if status:
         raise SystemExit(status)
 
