@@ -13,6 +13,7 @@ Needs no clang: tests give it hand-built records.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -89,7 +90,11 @@ class LayoutSolver:
         assert record.fields is not None
         problems: list[str] = []
         for strategy in (self._natural, self._normalised, self._explicit):
-            layout = strategy(record)
+            try:
+                layout = strategy(record)
+            except GenerationError as exc:
+                problems.append(f"{strategy.__name__.strip('_')}: {exc}")
+                continue
             try:
                 candidate = self._build(layout, type(record.pyname, (self._base(record),), {}))
             except (TypeError, ValueError, AttributeError) as exc:
@@ -225,10 +230,27 @@ class LayoutSolver:
             while i < len(named) and named[i][0].width is not None:
                 run.append(named[i][0])
                 i += 1
-            limit = named[i][0].offset // 8 if i < len(named) else record.size
-            out.bit_units(storage_units(run, limit))
+            while True:
+                limit = named[i][0].offset // 8 if i < len(named) else record.size
+                try:
+                    units = storage_units(run, limit)
+                    break
+                except GenerationError:
+                    # C put the next member inside the last unit's bytes; ctypes cannot
+                    # overlap them, so an integer member joins the unit as a bit-field
+                    # of its full width, at the same bits.
+                    if i == len(named) or not _fits_in_unit(named[i][0]):
+                        raise
+                    run.append(dataclasses.replace(named[i][0], width=8 * named[i][0].size))
+                    i += 1
+            out.bit_units(units)
         out.pad_to(record.size)
         return Layout("explicit", 1, tuple(anonymous), out.entries)
+
+
+def _fits_in_unit(f: Field) -> bool:
+    """Whether a plain member can be read as a full-width bit-field (an integer scalar)."""
+    return f.width is None and not f.anonymous and f.ctype.kind == "int" and f.size in (1, 2, 4, 8)
 
 
 @dataclass
