@@ -10,6 +10,8 @@ SPDK release other than the one it was generated from.
 
 from __future__ import annotations
 
+import math
+
 from .layout import CALLBACK_HELPER
 from .model import Bindings, Record
 
@@ -20,6 +22,9 @@ HEADER_COMMENT = (
 
 
 def _py_literal(value: int | float | bytes) -> str:
+    """``value`` as a Python expression (``repr`` spells infinities and NaN as names)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f'float("{value}")'
     return repr(value)
 
 
