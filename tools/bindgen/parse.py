@@ -260,7 +260,7 @@ class Collector:
     def _collect_enum(self, cursor: ci.Cursor, header: str) -> None:
         self.enum_ref(cursor)
         for child in cursor.get_children():
-            if child.kind == CK.ENUM_CONSTANT_DECL:
+            if child.kind == CK.ENUM_CONSTANT_DECL and not is_python_keyword(child.spelling):
                 self.constants.append(
                     Constant(child.spelling, int(child.enum_value), header, "enum")
                 )
@@ -268,7 +268,10 @@ class Collector:
     # ------------------------------------------------------------------ typedefs
 
     def typedef_ref(self, decl: ci.Cursor) -> CType:
-        """Register an SPDK typedef (once) and return the type through its alias."""
+        """Register an SPDK typedef (once) and return the type through its alias.
+
+        A typedef named like a Python keyword gets no alias: its type is returned.
+        """
         name = str(decl.spelling)
         known = self.typedefs.get(name)
         if known is not None:
@@ -282,6 +285,8 @@ class Collector:
             defines_callback = ctype.kind == "funcptr" and ctype.expr.startswith("_callback(")
         finally:
             self._typedefs_in_progress.discard(name)
+        if is_python_keyword(name):
+            return ctype  # no alias can have this name: its users get the type itself
         self.typedefs[name] = Typedef(name, ctype, self._source_name(decl), defines_callback)
         return ctype.aliased(name)
 
