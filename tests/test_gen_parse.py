@@ -290,3 +290,10 @@ def test_the_phases_need_no_spdk(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["no", "SPDK", "True", "True", "False", "False", "False"]
+
+
+def test_a_header_error_reported_at_the_umbrella_file_is_still_fatal(tmp_path: Path) -> None:
+    """A header that ends mid-declaration: clang reports it where the next token is, in
+    the umbrella file; only the macro probes' own errors may be ignored there."""
+    with pytest.raises(model.GenerationError, match="clang cannot parse the SPDK headers"):
+        bindings_of(tmp_path, "int spdk_t_f(void)\n")
