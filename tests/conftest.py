@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -22,6 +23,10 @@ import pytest
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Tests crash child processes on purpose (a regression test shows the crash before its
+# fix): no core files from them, in the checkout or anywhere else.
+resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
 
 #: Seconds a test may take before it is failed (soft, via SIGALRM) ...
 TEST_TIME_LIMIT = int(os.environ.get("SPDK_IO_TEST_TIMEOUT", "60"))
