@@ -65,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     "Cancelled": "errors",
     "ThreadExitedError": "errors",
     "EnvUnusableError": "errors",
+    "SpdkNotFoundError": "errors",
+    "SpdkVersionError": "errors",
 }
 _SUBMODULES = {
     "app",
@@ -128,6 +130,8 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io.errors import EnvUnusableError as EnvUnusableError
     from spdk_io.errors import RpcError as RpcError
     from spdk_io.errors import SpdkError as SpdkError
+    from spdk_io.errors import SpdkNotFoundError as SpdkNotFoundError
+    from spdk_io.errors import SpdkVersionError as SpdkVersionError
     from spdk_io.errors import ThreadExitedError as ThreadExitedError
     from spdk_io.errors import WrongThreadError as WrongThreadError
     from spdk_io.loop import Op as Op

@@ -20,6 +20,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spdk_io.errors import SpdkNotFoundError, SpdkVersionError
+
 __all__ = [
     "PREFIX_ENV",
     "SKIP_ENV",
@@ -38,20 +40,6 @@ PREFIX_ENV = "SPDK_IO_PREFIX"
 SKIP_ENV = "SPDK_IO_SKIP_LIBS"
 _DEFAULT_PREFIX = Path("/usr/local")
 _LIBDIR_NAMES = ("lib", "lib64", "lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu")
-
-
-# TODO(errors.py): these two belong in spdk_io.errors; they live here because discovery
-# must raise them without importing the rest of the package (the generator imports it).
-class SpdkNotFoundError(ImportError):
-    """SPDK (or one of the libraries it needs) is not installed where we looked."""
-
-
-class SpdkVersionError(SpdkNotFoundError):
-    """The installed SPDK is not the release the bindings were generated from.
-
-    Struct layouts and function signatures change between SPDK releases, so the
-    generated layer refuses to run against another one instead of corrupting memory.
-    """
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,23 @@ __all__ = [
     "EnvUnusableError",
     "RpcError",
     "SpdkError",
+    "SpdkNotFoundError",
+    "SpdkVersionError",
     "ThreadExitedError",
     "WrongThreadError",
 ]
+
+
+class SpdkNotFoundError(ImportError):
+    """SPDK (or one of the libraries it needs) is not installed where we looked."""
+
+
+class SpdkVersionError(SpdkNotFoundError):
+    """The installed SPDK is not the release the bindings were generated from.
+
+    Struct layouts and function signatures change between SPDK releases, so the
+    generated layer refuses to run against another one instead of corrupting memory.
+    """
 
 
 class SpdkError(OSError):
