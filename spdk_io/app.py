@@ -18,7 +18,7 @@ import ctypes
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from spdk_io import _bridge, env
 from spdk_io import _generated as g
@@ -26,6 +26,9 @@ from spdk_io._validate import text
 from spdk_io.errors import Cancelled, EnvUnusableError, SpdkError
 from spdk_io.loop import Task
 from spdk_io.thread import Poller, SpdkThread
+
+if TYPE_CHECKING:  # typing_extensions is only needed by the type checker (Python < 3.12)
+    from typing_extensions import Unpack
 
 __all__ = ["App"]
 
@@ -44,48 +47,26 @@ class _State:
 
 
 class App:
-    """``spdk_app_start`` with a JSON config, an RPC address and a reactor mask."""
+    """``spdk_app_start`` with the options of an Env, a JSON config and an RPC address."""
 
     _started = False
 
     def __init__(
         self,
-        name: str = "spdk_io",
+        options: env.EnvOptions | None = None,
         *,
-        config_file: str | Path | None = None,
-        config: Mapping[str, Any] | str | None = None,
+        config: str | Path | Mapping[str, Any] | None = None,
         rpc_addr: str | None = None,
-        reactor_mask: str = "0x1",
-        mem_size_mb: int | None = None,
-        no_huge: bool | None = None,
-        shm_id: int = -1,
+        **kwargs: Unpack[env.EnvKwargs],
     ) -> None:
-        """Check every option (``TypeError``/``ValueError`` naming it); nothing starts yet."""
-        if config_file is not None:
-            if not isinstance(config_file, str | Path):
-                raise TypeError(
-                    f"config_file must be a str or a Path, not {type(config_file).__name__}"
-                )
-            if config is not None:
-                raise ValueError("config_file and config: pass one, not both")
-            if not Path(config_file).is_file():
-                raise FileNotFoundError(f"config_file {config_file} does not exist")
-            env.config_bytes(Path(config_file))  # its structure, checked now
-        if config is not None and not isinstance(config, Mapping | str):
-            raise TypeError(f"config must be a mapping or JSON text, not {type(config).__name__}")
+        """The same options as :class:`~spdk_io.env.Env` (an ``EnvOptions`` or its fields
+        as keywords; ``core_mask`` is the reactor mask), the same ``config`` (a path, JSON
+        text or a dict), and ``rpc_addr``, the unix socket SPDK serves JSON-RPC on.
+        Every option is checked now (``TypeError``/``ValueError`` naming it)."""
+        self.options = env.resolve_options(options, kwargs, "App")
+        self.config = env.config_bytes(config)
         if rpc_addr is not None:
             text(rpc_addr, "rpc_addr", max_len=_MAX_SOCKET_PATH)
-        env.parse_core_mask(reactor_mask, "reactor_mask")
-        opts = env.EnvOptions(
-            name=name,
-            core_mask=reactor_mask,
-            mem_size_mb=mem_size_mb,
-            no_huge=no_huge,
-            shm_id=shm_id,
-        ).resolved()
-        self.options = opts
-        self.config_file = None if config_file is None else str(config_file)
-        self.config = env.config_bytes(config) if config is not None else None
         self.rpc_addr = rpc_addr
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
@@ -125,7 +106,9 @@ class App:
         if o.mem_size_mb is not None:
             opts.mem_size = o.mem_size_mb
         opts.rpc_addr = b(self.rpc_addr)
-        opts.json_config_file = b(self.config_file)
+        opts.main_core = o.main_core
+        opts.iova_mode = b(o.iova_mode)
+        opts.hugedir = b(o.hugedir)
         if self.config is not None:
             data = ctypes.create_string_buffer(self.config, len(self.config))
             keep.append(data)

@@ -265,8 +265,10 @@ class EnvKwargs(TypedDict, total=False):
     extra: Mapping[str, Any]
 
 
-def _options(options: EnvOptions | None, kwargs: Mapping[str, Any], who: str) -> EnvOptions:
-    """The resolved options of ``Env``/``run``: ``options`` or the keywords, not both."""
+def resolve_options(
+    options: EnvOptions | None, kwargs: Mapping[str, Any], who: str
+) -> EnvOptions:
+    """The resolved options of ``Env``/``run``/``App``: ``options`` or the keywords, not both."""
     unknown = sorted(set(kwargs) - set(EnvKwargs.__annotations__))
     if unknown:
         raise TypeError(
@@ -378,7 +380,7 @@ class Env:
         stop_on_error: bool = True,
         **kwargs: Unpack[EnvKwargs],
     ) -> None:
-        self.options = _options(options, kwargs, "Env")
+        self.options = resolve_options(options, kwargs, "Env")
         self._config = config_bytes(config)
         self._stop_on_error = flag(stop_on_error, "stop_on_error")
         self.thread: SpdkThread | None = None

@@ -50,7 +50,7 @@ def test_app_runs_main_with_config_file_and_rpc_server(tmp_path: Path) -> None:
             client.close()
             return d.num_blocks, buf[0], json.dumps(answer["result"])
 
-        app = spdk_io.App("apptest", config_file="{cfg}", rpc_addr="{sock}")
+        app = spdk_io.App(name="apptest", config="{cfg}", rpc_addr="{sock}")
         blocks, byte, listing = app.run(main())
         print("blocks", blocks, "byte", byte, "rpc sees it", '"AppMalloc"' in listing)
         """
@@ -69,7 +69,7 @@ def test_app_propagates_errors_and_refuses_a_second_start() -> None:
             raise KeyError("in app")
 
         try:
-            spdk_io.App("apptest", config={CONFIG!r}).run(bad())
+            spdk_io.App(name="apptest", config={CONFIG!r}).run(bad())
         except KeyError as exc:
             print("caught", exc)
 
@@ -77,7 +77,7 @@ def test_app_propagates_errors_and_refuses_a_second_start() -> None:
             pass
 
         try:
-            spdk_io.App("again").run(ok())
+            spdk_io.App(name="again").run(ok())
         except RuntimeError as exc:
             print("refused:", exc)
         """
@@ -104,7 +104,7 @@ def test_app_sigint_cancels_main_and_stops() -> None:
                 raise
 
         try:
-            spdk_io.App("sigint").run(main())
+            spdk_io.App(name="sigint").run(main())
         except spdk_io.Cancelled:
             print("App.run raised Cancelled")
         """
@@ -117,15 +117,14 @@ def test_app_sigint_cancels_main_and_stops() -> None:
     ("field", "value", "exc"),
     [
         ("name", 123, TypeError),
-        ("reactor_mask", 1, TypeError),
-        ("reactor_mask", "0x0", ValueError),
+        ("core_mask", 1, TypeError),
+        ("core_mask", "0x0", ValueError),
         ("mem_size_mb", "512", TypeError),
         ("mem_size_mb", 64, ValueError),
         ("no_huge", "no", TypeError),
         ("shm_id", 1.5, TypeError),
         ("rpc_addr", 5, TypeError),
         ("rpc_addr", "/tmp/" + "x" * 200, ValueError),
-        ("config_file", 5, TypeError),
         ("config", 5, TypeError),
     ],
 )
@@ -155,7 +154,7 @@ def test_app_refuses_after_spdk_became_unusable() -> None:
         except SpdkError as exc:
             print("first:", exc.op, flush=True)
         try:
-            spdk_io.App("after").run(main())
+            spdk_io.App(name="after").run(main())
         except EnvUnusableError as exc:
             print("App refused:", exc, flush=True)
         """
@@ -172,7 +171,7 @@ def test_env_after_app_in_one_process() -> None:
         async def version() -> str:
             return (await spdk_io.rpc.call("spdk_get_version"))["version"]
 
-        print("app:", spdk_io.App("first").run(version()), flush=True)
+        print("app:", spdk_io.App(name="first").run(version()), flush=True)
         for i in range(2):
             print("env:", spdk_io.run(version()), flush=True)
         """
@@ -191,7 +190,7 @@ def test_app_after_env_is_refused_before_spdk_is_touched() -> None:
 
         print("env:", spdk_io.run(version()), flush=True)
         try:
-            spdk_io.App("after").run(version())
+            spdk_io.App(name="after").run(version())
         except RuntimeError as exc:
             print("App refused:", exc, flush=True)
         print("env again:", spdk_io.run(version()), flush=True)
@@ -220,7 +219,7 @@ def test_spawning_a_thread_under_the_framework_is_refused_clearly() -> None:
                 return f"refused: {exc}"
             return "spawned"
 
-        print(spdk_io.App("spawn_under_app").run(main()))
+        print(spdk_io.App(name="spawn_under_app").run(main()))
         """
     )
     assert proc.returncode == 0, proc.stderr
