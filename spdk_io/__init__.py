@@ -66,6 +66,7 @@ _EXPORTS: dict[str, str] = {
     "ThreadExitedError": "errors",
     "EnvUnusableError": "errors",
     "SpdkNotFoundError": "errors",
+    "InvalidStateError": "errors",
     "SpdkVersionError": "errors",
 }
 _SUBMODULES = {
@@ -128,6 +129,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io.errors import CallbackError as CallbackError
     from spdk_io.errors import Cancelled as Cancelled
     from spdk_io.errors import EnvUnusableError as EnvUnusableError
+    from spdk_io.errors import InvalidStateError as InvalidStateError
     from spdk_io.errors import RpcError as RpcError
     from spdk_io.errors import SpdkError as SpdkError
     from spdk_io.errors import SpdkNotFoundError as SpdkNotFoundError

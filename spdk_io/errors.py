@@ -15,6 +15,7 @@ __all__ = [
     "CallbackError",
     "Cancelled",
     "EnvUnusableError",
+    "InvalidStateError",
     "RpcError",
     "SpdkError",
     "SpdkNotFoundError",
@@ -108,6 +109,10 @@ class EnvUnusableError(RuntimeError):
     Raised at once by every later start (``run``, ``Env``, ``App``) after a failure
     that DPDK or SPDK cannot recover from within one process.
     """
+
+
+class InvalidStateError(RuntimeError):
+    """An ``Op``'s result was read before it finished, or it was finished twice."""
 
 
 class WrongThreadError(RuntimeError):
