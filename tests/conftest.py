@@ -34,6 +34,38 @@ TEST_TIME_LIMIT = int(os.environ.get("SPDK_IO_TEST_TIMEOUT", "60"))
 HARD_LIMIT_MARGIN = 30
 
 
+def _spdk_missing() -> str | None:
+    """Why SPDK cannot be found (``None`` when it is installed)."""
+    from spdk_io._discover import find_spdk  # pure: finds, loads nothing
+
+    try:
+        find_spdk()
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+_SPDK_MISSING = _spdk_missing()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Two tiers: ``-m spdk_free`` runs anywhere; everything else needs real SPDK."""
+    if _SPDK_MISSING is not None and "spdk_free" not in (config.getoption("markexpr") or ""):
+        raise pytest.UsageError(
+            f"SPDK is not installed ({_SPDK_MISSING}).\nspdk_io's tests run against real "
+            "SPDK; without it only the SPDK-free tier runs: python -m pytest -m spdk_free"
+        )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Without SPDK, modules of the SPDK tier are not even imported (their imports load it)."""
+    if _SPDK_MISSING is None or collection_path.suffix != ".py":
+        return None
+    if not collection_path.name.startswith("test_"):
+        return None
+    return "pytest.mark.spdk_free" not in collection_path.read_text()
+
+
 class TestTimeout(Exception):
     """Raised in the main thread when a test runs past its time limit."""
 

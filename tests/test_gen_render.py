@@ -12,6 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
+
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 if str(TOOLS) not in sys.path:  # tools/ is not a package: the generator's modules are top-level
     sys.path.insert(0, str(TOOLS))

@@ -120,6 +120,7 @@ def _fake_install(prefix: Path, version_h: str | None = None) -> Path:
     return prefix
 
 
+@pytest.mark.spdk_free
 def test_discovery_reads_a_prefix_without_spdk(tmp_path: Path) -> None:
     """find_spdk is pure: it parses .pc files and version.h, and needs no library."""
     from spdk_io import _discover
@@ -136,6 +137,7 @@ def test_discovery_reads_a_prefix_without_spdk(tmp_path: Path) -> None:
     assert install.dpdk_libdirs == (Path("/opt/dpdk/lib"), prefix / "lib")
 
 
+@pytest.mark.spdk_free
 def test_discovery_prefix_argument_and_env_name_where_they_looked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,6 +154,7 @@ def test_discovery_prefix_argument_and_env_name_where_they_looked(
     assert isinstance(info.value, ImportError)
 
 
+@pytest.mark.spdk_free
 @pytest.mark.parametrize(
     ("text", "version"),
     [
@@ -173,6 +176,7 @@ def test_header_version(tmp_path: Path, text: str, version: str) -> None:
     assert _discover.header_version(tmp_path / "missing") == "unknown"
 
 
+@pytest.mark.spdk_free
 def test_version_check_names_both_releases(tmp_path: Path) -> None:
     from spdk_io import _discover
 
@@ -186,6 +190,7 @@ def test_version_check_names_both_releases(tmp_path: Path) -> None:
     assert issubclass(_discover.SpdkVersionError, _discover.SpdkNotFoundError)
 
 
+@pytest.mark.spdk_free
 def test_spdk_libraries_follow_the_linker_script(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

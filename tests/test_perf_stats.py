@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from spdk_io.stats import BUCKETS, MAX_VALUE, LatencyHistogram, bucket_bounds, bucket_index
 
 # Latencies at every scale: exact small values, typical ns..ms, and the 64-bit extremes.
+pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
+
 values = st.one_of(
     st.integers(0, 300),
     st.integers(0, 10**10),

@@ -1,5 +1,6 @@
-"""The one lifecycle base (spdk_io.resource): SPDK-free checks with a stand-in owner,
-then the registry of a real SPDK thread closing what was left open."""
+"""The one lifecycle base (spdk_io.resource), SPDK-free, with a stand-in owner.
+
+tests/test_thread_exit.py checks a real SPDK thread's registry closing what was left open."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from spdk_io.errors import WrongThreadError
 from spdk_io.resource import Resource
-from tests.conftest import run_py
+
+pytestmark = pytest.mark.spdk_free
 
 
 class FakeOwner:
@@ -142,39 +144,3 @@ def test_a_failing_release_still_marks_closed_and_unregisters() -> None:
         b.close()
     assert b.closed and owner.open == []
     b.close()  # idempotent: nothing is released twice
-
-
-def test_thread_release_closes_leftovers_newest_first_children_with_parents() -> None:
-    """What a spawned thread left open is closed when it returns, in the right order."""
-    proc = run_py(
-        """
-        import spdk_io
-        from spdk_io import bdev_modules as bm
-        from spdk_io.bdev import BdevDesc
-        from spdk_io.dma import DmaBuf
-        from spdk_io.thread import Poller, SpdkThread, current_thread
-
-
-        async def worker() -> list[str]:
-            me = current_thread()
-            d = BdevDesc.open("Res0", write=True)
-            slot = d.slot(DmaBuf.alloc(4096))
-            p = Poller(lambda: False, period_us=1000, name="late")
-            kinds = [type(r).__name__ for r in me.resources()]
-            await slot.write_blocks(0, 1)
-            return kinds
-
-        async def main() -> None:
-            await bm.create_malloc("Res0", 64, 4096)
-            kinds = await SpdkThread.spawn(worker, name="leaver")
-            print("kinds", kinds)
-            await bm.delete_malloc("Res0")   # would abort if the worker's descriptor were open
-            print("deleted")
-
-        spdk_io.run(main())
-        """
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "kinds ['BdevDesc', 'IoChannel', 'IoSlot', 'Poller']" in proc.stdout
-    assert "deleted" in proc.stdout
-    assert "still has channel" not in proc.stderr

@@ -289,3 +289,39 @@ def test_call_arriving_while_target_releases_is_refused() -> None:
     )
     _assert_clean(proc)
     assert "refused while releasing" in proc.stdout
+
+
+def test_thread_release_closes_leftovers_newest_first_children_with_parents() -> None:
+    """What a spawned thread left open is closed when it returns, in the right order."""
+    proc = run_py(
+        """
+        import spdk_io
+        from spdk_io import bdev_modules as bm
+        from spdk_io.bdev import BdevDesc
+        from spdk_io.dma import DmaBuf
+        from spdk_io.thread import Poller, SpdkThread, current_thread
+
+
+        async def worker() -> list[str]:
+            me = current_thread()
+            d = BdevDesc.open("Res0", write=True)
+            slot = d.slot(DmaBuf.alloc(4096))
+            p = Poller(lambda: False, period_us=1000, name="late")
+            kinds = [type(r).__name__ for r in me.resources()]
+            await slot.write_blocks(0, 1)
+            return kinds
+
+        async def main() -> None:
+            await bm.create_malloc("Res0", 64, 4096)
+            kinds = await SpdkThread.spawn(worker, name="leaver")
+            print("kinds", kinds)
+            await bm.delete_malloc("Res0")   # would abort if the worker's descriptor were open
+            print("deleted")
+
+        spdk_io.run(main())
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "kinds ['BdevDesc', 'IoChannel', 'IoSlot', 'Poller']" in proc.stdout
+    assert "deleted" in proc.stdout
+    assert "still has channel" not in proc.stderr

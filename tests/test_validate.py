@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from spdk_io._validate import FOREVER, MAX_TIMER_SECONDS, duration, flag, integer, text
 
+pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
 
 @given(st.integers())
 def test_integer_accepts_ints(n: int) -> None:

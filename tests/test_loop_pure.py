@@ -1,0 +1,193 @@
+"""The loop with no SPDK at all: driven by a Python poll function and Python timers.
+
+The Loop takes everything it uses in its constructor (poll, timers, idle hints), so
+its scheduling rules can be checked anywhere; the SPDK tier checks them again on real
+SPDK threads (tests/test_loop.py).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from spdk_io.errors import Cancelled, InvalidStateError
+from spdk_io.loop import Loop, Op, current_task, gather, sleep, timeout, wait_for
+
+pytestmark = pytest.mark.spdk_free
+
+
+class PyTimers:
+    """A timer wheel in Python: what an SPDK thread's timed pollers give the loop."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._ids = itertools.count()
+        self.polls = 0
+
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
+        ident = next(self._ids)
+        heapq.heappush(self._heap, (time.monotonic() + seconds, ident, fn))
+        return lambda: self._cancelled.add(ident)
+
+    def poll(self) -> int:
+        self.polls += 1
+        fired = 0
+        now = time.monotonic()
+        while self._heap and self._heap[0][0] <= now:
+            _, ident, fn = heapq.heappop(self._heap)
+            if ident not in self._cancelled:
+                fn()
+                fired += 1
+        return fired
+
+    def next_timer(self) -> float | None:
+        return max(0.0, self._heap[0][0] - time.monotonic()) if self._heap else None
+
+
+def make_loop() -> tuple[Loop, PyTimers]:
+    timers = PyTimers()
+    loop = Loop(timers.poll, call_later=timers.call_later, next_timer=timers.next_timer)
+    return loop, timers
+
+
+def run(coro: Any) -> Any:
+    loop, _ = make_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def test_tasks_interleave_at_yields_in_order() -> None:
+    log: list[str] = []
+
+    async def worker(name: str) -> None:
+        for i in range(3):
+            log.append(f"{name}{i}")
+            await sleep(0)
+
+    async def main() -> None:
+        await gather(worker("a"), worker("b"))
+
+    run(main())
+    assert log == ["a0", "b0", "a1", "b1", "a2", "b2"]
+
+
+def test_sleep_and_timers_come_from_the_constructor() -> None:
+    async def main() -> float:
+        t0 = time.monotonic()
+        await sleep(0.02)
+        return time.monotonic() - t0
+
+    loop, timers = make_loop()
+    try:
+        assert loop.run_until_complete(main()) >= 0.02
+    finally:
+        loop.close()
+    assert timers.polls > 0
+
+
+def test_a_loop_without_timers_says_so() -> None:
+    loop = Loop(lambda: 0)
+
+    async def main() -> None:
+        await sleep(0.01)
+
+    try:
+        with pytest.raises(RuntimeError, match="without timers"):
+            loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_timeout_cancels_a_task_that_only_yields() -> None:
+    async def main() -> str:
+        try:
+            async with timeout(0.02):
+                while True:
+                    await sleep(0)
+        except TimeoutError:
+            return "timed out"
+
+    assert run(main()) == "timed out"
+
+
+def test_wait_for_returns_in_time_and_times_out_late() -> None:
+    async def quick() -> int:
+        await sleep(0.001)
+        return 7
+
+    async def main() -> tuple[int, str]:
+        value = await wait_for(quick(), 1.0)
+        try:
+            await wait_for(sleep(10), 0.01)
+        except TimeoutError:
+            return value, "late"
+        return value, "no timeout"
+
+    assert run(main()) == (7, "late")
+
+
+def test_gather_fails_fast_and_cancels_the_others() -> None:
+    cancelled: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await sleep(float("inf"))
+        except Cancelled:
+            cancelled.append("forever")
+            raise
+
+    async def fails() -> None:
+        await sleep(0.005)
+        raise KeyError("boom")
+
+    async def main() -> None:
+        await gather(forever(), fails())
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyError, match="boom"):
+        run(main())
+    assert time.monotonic() - t0 < 5 and cancelled == ["forever"]
+
+
+def test_a_task_awaiting_itself_raises() -> None:
+    async def main() -> None:
+        await current_task()
+
+    with pytest.raises(RuntimeError, match="itself"):
+        run(main())
+
+
+def test_an_op_completes_once_and_wakes_its_waiter() -> None:
+    op: Op[int] = Op("external")
+
+    async def main() -> int:
+        return await op
+
+    loop, timers = make_loop()
+    timers.call_later(0.005, lambda: op.set_result(42))
+    try:
+        assert loop.run_until_complete(main()) == 42
+    finally:
+        loop.close()
+    with pytest.raises(InvalidStateError):
+        op.set_result(1)
+
+
+def test_rearm_reuses_a_finished_op_and_refuses_a_pending_one() -> None:
+    op: Op[None] = Op("slot")
+    with pytest.raises(InvalidStateError):
+        op.rearm()
+    op.set_result(None)
+    op.rearm()
+    assert not op.done()
+    op.set_exception(OSError("again"))
+    with pytest.raises(OSError, match="again"):
+        op.result()
