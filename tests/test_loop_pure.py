@@ -114,6 +114,7 @@ def test_timeout_cancels_a_task_that_only_yields() -> None:
                     await sleep(0)
         except TimeoutError:
             return "timed out"
+        raise AssertionError("unreachable: the loop only ends by the timeout")
 
     assert run(main()) == "timed out"
 
