@@ -103,7 +103,8 @@ def _on_rc_ctx(rc: int, ctx: int | None) -> None:
 
 
 def _on_poll(ctx: int | None) -> int:
-    """``int (*)(void *ctx)``: pollers.  A poller that raises reports idle."""
+    """``int (*)(void *ctx)``: pollers.  A poller that raises is muted (its error is
+    reported once; SPDK keeps calling an entry that is gone, which reports idle)."""
     entry: Entry | None = None
     try:
         entry = _persistent.get(ctx) if ctx is not None else None
@@ -111,6 +112,8 @@ def _on_poll(ctx: int | None) -> int:
             return 0
         return 1 if entry[0]() else 0
     except BaseException as exc:
+        if ctx is not None:
+            _persistent.pop(ctx, None)
         _fail(exc, "poller", entry[1] if entry is not None else None)
         return 0
 

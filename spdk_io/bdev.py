@@ -270,7 +270,7 @@ class BdevDesc(Resource):
         deadline = time.monotonic() + CLOSE_GRACE
         while self._inflight and time.monotonic() < deadline:
             await sleep(0.001)
-        if self._inflight and not self._removed and not self.closed:
+        if self._inflight and not self.closed:  # a removed bdev waits for this close too
             ptr, channel = self._ptr, self._channel._ptr
 
             def reset(key: int) -> int:
@@ -294,10 +294,10 @@ class BdevDesc(Resource):
     # -- checks --------------------------------------------------------------------------
     # Each returns the checked value(s) in canonical form and raises before any side effect.
 
-    def _check(self, write: bool, what: str = "I/O") -> None:
+    def _check(self, write: bool, what: str = "I/O", removed_ok: bool = False) -> None:
         """The descriptor may take ``what`` now, on this OS thread."""
         self.thread.check_owner()
-        if self._removed:
+        if self._removed and not removed_ok:
             raise BdevRemovedError(self.name)
         if self.closed:
             raise ValueError(f"I/O on closed descriptor of {self.name}")
@@ -698,8 +698,10 @@ class BdevDesc(Resource):
 
         SPDK would take a reset on a read-only descriptor; spdk_io asks for a
         writable one (``PermissionError``), since a reset fails other users' I/O.
+        A removed bdev still takes it: it aborts I/O a device holds, which the
+        removal (and the descriptor's close) waits for.
         """
-        self._check(True, "reset")
+        self._check(True, "reset", removed_ok=True)
         if not self.bdev.supports("reset"):
             raise SpdkError(errno.ENOTSUP, "reset", self.name)
         d, c = self._ptr, self._channel._ptr

@@ -34,7 +34,7 @@ from spdk_io import _generated as g
 from spdk_io._validate import flag, integer, text
 from spdk_io.errors import EnvUnusableError, SpdkError, WrongThreadError
 from spdk_io.loop import Op, interrupts_deferred, wait_for
-from spdk_io.thread import SpdkThread, release_current, shutdown_guests
+from spdk_io.thread import SpdkThread, release_current, shutdown_guests, stop_spawned
 
 if TYPE_CHECKING:  # typing_extensions is only needed by the type checker (Python < 3.12)
     from typing_extensions import Unpack
@@ -408,18 +408,21 @@ class Env:
             _active = self
         self._owner = threading.get_ident()
         try:
-            self._env_init()
-            self._stage = 1
-            rc = g.spdk_thread_lib_init(_bridge.new_thread_cb, 0)
-            if rc == -errno.ENOMEM:
-                raise SpdkError(-rc, "spdk_thread_lib_init", None, _memory_hint())
-            SpdkError.check(rc, "spdk_thread_lib_init")
-            self._stage = 2
-            self.thread = SpdkThread.create("app_thread", host=True)
-            self._stage = 3
-            self._check_config_methods()
-            self._stage = 4  # from here on, teardown runs spdk_subsystem_fini (as app.c does)
-            self.thread.block_on(self._init_subsystems())
+            # A Ctrl-C waits until every step is done (or failed) and recorded in _stage,
+            # then is raised here and tears down what came up: nothing is left half-done.
+            with interrupts_deferred():
+                self._env_init()
+                self._stage = 1
+                rc = g.spdk_thread_lib_init(_bridge.new_thread_cb, 0)
+                if rc == -errno.ENOMEM:
+                    raise SpdkError(-rc, "spdk_thread_lib_init", None, _memory_hint())
+                SpdkError.check(rc, "spdk_thread_lib_init")
+                self._stage = 2
+                self.thread = SpdkThread.create("app_thread", host=True)
+                self._stage = 3
+                self._check_config_methods()
+                self._stage = 4  # from here on, teardown runs spdk_subsystem_fini (as app.c)
+                self.thread.block_on(self._init_subsystems())
         except BaseException as exc:
             _stop_while_raising(self, exc)
             raise
@@ -544,7 +547,9 @@ class Env:
                 _active = None
 
     async def _teardown(self) -> None:
-        """Close what Python still holds open, then finish every subsystem (bounded in time)."""
+        """Stop spawned threads, close what Python still holds open, then finish every
+        subsystem (each step bounded in time)."""
+        await stop_spawned()
         await release_leftovers()
         op: Op[None] = Op("spdk_subsystem_fini")
         key = _bridge.once(lambda: op.set_result(None), op)

@@ -313,6 +313,12 @@ def _no_timers(seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
     raise RuntimeError("this loop was created without timers (no call_later)")
 
 
+def running_loop() -> Loop | None:
+    """The loop that :meth:`Loop.run_until_complete` drives on this OS thread now, if any."""
+    loop: Loop | None = getattr(_local, "loop", None)
+    return loop if loop is not None and loop.running else None
+
+
 def current_loop() -> Loop:
     """The loop of this OS thread's SPDK thread; raises RuntimeError if there is none."""
     loop: Loop | None = getattr(_local, "loop", None)
@@ -370,6 +376,7 @@ class Loop:
         self._tasks: set[Task[Any]] = set()
         self._crash: BaseException | None = None
         self._interrupted = False  # Ctrl-C arrived while this loop ran
+        self._unwinding = False  # tasks are being cancelled after the loop stopped
         self._running = False
         self._unobserved: list[Task[Any]] = []
         self.current: Task[Any] | None = None  # the task last stepped (the running one, in a task)
@@ -424,7 +431,14 @@ class Loop:
         self.crash(_callback_error(exc, what))
 
     def _on_sigint(self, signum: int, frame: types.FrameType | None) -> None:
-        """The SIGINT handler while this loop runs: record it and wake the loop, never raise."""
+        """The SIGINT handler while this loop runs: record it and wake the loop.
+
+        It raises only when the loop has not taken up an earlier Ctrl-C yet (a task
+        blocks without awaiting), as Python and asyncio do on a second Ctrl-C; while
+        tasks unwind, it only records.
+        """
+        if isinstance(self._crash, KeyboardInterrupt) and not self._unwinding:
+            raise KeyboardInterrupt
         self._interrupted = True
         if not isinstance(self._crash, KeyboardInterrupt):
             exc = KeyboardInterrupt()
@@ -554,7 +568,11 @@ class Loop:
             except BaseException as exc:
                 self._crash = None
                 lost = self._take_lost()
-                self._shutdown_tasks(exc)
+                self._unwinding = True
+                try:
+                    self._shutdown_tasks(exc)
+                finally:
+                    self._unwinding = False
                 self._take_lost()  # failures while unwinding follow from ``exc``
                 _note_lost(exc, lost)
                 if self._interrupted and not isinstance(exc, KeyboardInterrupt):

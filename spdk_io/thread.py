@@ -40,7 +40,17 @@ from spdk_io import _generated as g
 from spdk_io._loader import fast
 from spdk_io._validate import FOREVER, MAX_TIMER_SECONDS, duration, integer, text
 from spdk_io.errors import Cancelled, SpdkError, ThreadExitedError, WrongThreadError
-from spdk_io.loop import Loop, Op, Task, current_loop, current_task, wait, wait_for
+from spdk_io.loop import (
+    Loop,
+    Op,
+    Task,
+    current_loop,
+    current_task,
+    running_loop,
+    sleep,
+    wait,
+    wait_for,
+)
 from spdk_io.resource import Resource
 
 __all__ = [
@@ -403,7 +413,9 @@ class SpdkThread:
             try:
                 result = fn(*args)
                 if inspect.iscoroutine(result):
-                    result = thread.block_on(result)
+                    task = thread.loop.spawn(result, name)
+                    join._started(thread.handle(), task)
+                    result = thread.block_on(task)
             except BaseException as exc:
                 error = exc
             try:
@@ -420,6 +432,8 @@ class SpdkThread:
 
         os_thread = threading.Thread(target=main, name=name, daemon=True)
         join._os_thread = os_thread
+        with _registry_lock:
+            _running_joins.add(join)
         os_thread.start()
         return join
 
@@ -436,6 +450,8 @@ _is_exited = fast("spdk_thread_is_exited", ctypes.c_bool)
 _destroy = fast("spdk_thread_destroy", None)
 _guests: list[ctypes.c_void_p] = []
 _host: SpdkThread | None = None
+#: Threads started by SpdkThread.spawn that have not finished (guarded by _registry_lock).
+_running_joins: set[JoinHandle[Any]] = set()
 
 
 _ZERO32 = ctypes.c_uint32(0)
@@ -645,11 +661,34 @@ class JoinHandle(Generic[T]):
         self._exc: BaseException | None = None
         self._waiters: list[tuple[ThreadHandle, Op[T]]] = []
         self._os_thread: threading.Thread | None = None
+        # The spawned coroutine's task and its thread, once it runs (guarded by _lock).
+        self._task: tuple[ThreadHandle, Task[Any]] | None = None
+
+    def _started(self, thread: ThreadHandle, task: Task[Any]) -> None:
+        with self._lock:
+            self._task = (thread, task)
+
+    def cancel(self) -> bool:
+        """Ask the spawned coroutine to stop (``Cancelled`` is thrown into it on its
+        thread); it then releases what it holds and the thread exits.  Returns False
+        when there is nothing to cancel (finished, or a plain function that runs on)."""
+        with self._lock:
+            started = self._task
+        if started is None or self._finished.is_set():
+            return False
+        thread, task = started
+        try:
+            thread.send(task.cancel)
+        except ThreadExitedError:
+            return False
+        return True
 
     def _finish(self, value: Any, exc: BaseException | None) -> None:
         self._value, self._exc = value, exc
 
     def _notify(self) -> None:
+        with _registry_lock:
+            _running_joins.discard(self)
         with self._lock:
             self._finished.set()
             waiters, self._waiters = self._waiters, []
@@ -674,7 +713,8 @@ class JoinHandle(Generic[T]):
 
         ``timeout`` is in seconds (``None`` or :data:`~spdk_io._validate.FOREVER`:
         no limit); :class:`TimeoutError` when it passes.  Joining from the
-        spawned thread itself (which would wait forever) raises ``RuntimeError``.
+        spawned thread itself, or from inside a running loop (both could wait
+        forever), raises ``RuntimeError``: in a task, ``await`` the handle.
         """
         if timeout is not None:
             timeout = duration(timeout, "timeout")
@@ -682,6 +722,11 @@ class JoinHandle(Generic[T]):
                 timeout = None
         if self._os_thread is threading.current_thread() and not self._finished.is_set():
             raise RuntimeError(f"thread {self.name} cannot join itself")
+        if running_loop() is not None and not self._finished.is_set():
+            raise RuntimeError(
+                f"join() of thread {self.name} would block this thread's running loop "
+                "(and whatever the spawned thread waits for there): await the JoinHandle"
+            )
         if not self._finished.wait(timeout):
             raise TimeoutError(f"thread {self.name} did not finish within {timeout} s")
         if self._os_thread is not None:
@@ -798,6 +843,33 @@ def on_release(hook: Callable[[], Awaitable[None]]) -> None:
     _check_callable(hook, "hook")
     if hook not in _release_hooks:
         _release_hooks.append(hook)
+
+
+async def stop_spawned(timeout: float = RELEASE_TIMEOUT) -> None:
+    """Stop every thread :meth:`SpdkThread.spawn` started that still runs, and wait
+    until each has released what it holds and exited (Env teardown, before SPDK's
+    subsystems finish).  Raises :class:`~spdk_io.errors.SpdkError` (``EBUSY``) naming
+    those still running after ``timeout`` s: SPDK must not be torn down under them."""
+    with _registry_lock:
+        running = list(_running_joins)
+    for join in running:
+        join.cancel()
+    deadline = time.monotonic() + timeout
+    for join in running:
+        while not join.is_finished() and time.monotonic() < deadline:
+            await sleep(0.001)
+    stuck = [j.name for j in running if not j.is_finished()]
+    if stuck:
+        raise SpdkError(
+            errno.EBUSY,
+            "stop spawned threads",
+            ", ".join(stuck),
+            f"still running after {timeout} s (a plain function, or a task that ignores "
+            "cancellation)",
+        )
+    for join in running:  # their OS threads end right after notifying
+        if join._os_thread is not None:
+            join._os_thread.join(1.0)
 
 
 async def release_current() -> None:
