@@ -183,13 +183,24 @@ def _yield_now() -> Generator[_Yield, None, None]:
 
 
 class _TaskDone(Op[T]):
-    """The ``Op`` a task finishes: knows its task, so waits on tasks can be followed."""
+    """The ``Op`` a task finishes: knows its task, so waits on tasks can be followed.
 
-    __slots__ = ("task",)
+    An ``Op`` has one waiter; a task may have many.  Every awaiter after the first
+    waits on a *follower*, finished with the same outcome right after this one.
+    """
+
+    __slots__ = ("followers", "task")
 
     def __init__(self, task: Task[T]) -> None:
         super().__init__(f"task {task.name}")
         self.task = task
+        self.followers: list[_TaskDone[T]] = []
+
+    def _finish(self, state: int, value: object) -> None:
+        super()._finish(state, value)
+        followers, self.followers = self.followers, []
+        for follower in followers:
+            follower._finish(state, value)
 
 
 class Task(Generic[T]):
@@ -219,7 +230,7 @@ class Task(Generic[T]):
         self._throw: BaseException | None = None  # thrown in at the next resume
         self._cancel: BaseException | None = None  # cancellation not yet delivered
         self._cancelled = False  # cancel() was called
-        self._done: Op[T] = _TaskDone(self)
+        self._done: _TaskDone[T] = _TaskDone(self)
         self._observed = False
 
     def __repr__(self) -> str:
@@ -285,10 +296,15 @@ class Task(Generic[T]):
                 f"task {self.name} runs on loop {self._loop.name} of another OS thread: "
                 "await it there (ThreadHandle.call), or use a JoinHandle"
             )
-        if not self._done._state:
+        done = self._done
+        if not done._state:
             self._refuse_deadlock(loop.current)
         self._observed = True
-        return self._done.__await__()
+        if not done._state and done._waiter is not None:  # awaited already: follow it
+            follower: _TaskDone[T] = _TaskDone(self)
+            done.followers.append(follower)
+            return follower.__await__()
+        return done.__await__()
 
     def _refuse_deadlock(self, me: Task[Any] | None) -> None:
         """Raise if ``me`` (the running task) awaiting this task would wait forever."""

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from spdk_io.errors import Cancelled, InvalidStateError
-from spdk_io.loop import Loop, Op, current_task, gather, sleep, timeout, wait_for
+from spdk_io.loop import Loop, Op, current_task, gather, sleep, spawn, timeout, wait_for
 
 pytestmark = pytest.mark.spdk_free
 
@@ -192,3 +192,58 @@ def test_rearm_reuses_a_finished_op_and_refuses_a_pending_one() -> None:
     op.set_exception(OSError("again"))
     with pytest.raises(OSError, match="again"):
         op.result()
+
+
+def test_a_task_may_be_awaited_by_several_tasks() -> None:
+    async def worker() -> int:
+        await sleep(0.005)
+        return 42
+
+    async def failing() -> int:
+        await sleep(0.005)
+        raise KeyError("shared failure")
+
+    async def main() -> tuple[list[Any], list[str]]:
+        t = spawn(worker(), "worker")
+
+        async def waiter() -> int:
+            return await t
+
+        results = await gather(waiter(), waiter(), waiter())
+        f = spawn(failing(), "failing")
+        errors: list[str] = []
+
+        async def catcher() -> None:
+            try:
+                await f
+            except KeyError as exc:
+                errors.append(str(exc))
+
+        await gather(catcher(), catcher())
+        return results, errors
+
+    assert run(main()) == ([42, 42, 42], ["'shared failure'", "'shared failure'"])
+
+
+def test_cancelling_one_awaiter_leaves_the_others_waiting() -> None:
+    async def main() -> int:
+        gate: Op[int] = Op("gate")
+        t = spawn(_await_op(gate), "worker")
+
+        async def waiter() -> int:
+            return await t
+
+        first = spawn(waiter(), "first")
+        second = spawn(waiter(), "second")
+        await sleep(0)
+        first.cancel()
+        await sleep(0)
+        gate.set_result(5)
+        assert first.done() and first.failed()
+        return await second
+
+    assert run(main()) == 5
+
+
+async def _await_op(op: Op[int]) -> int:
+    return await op
