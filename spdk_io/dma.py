@@ -122,7 +122,10 @@ def _calibrate() -> int:
 #: ``_refs(arr)`` for an array that only the caller's local variable references.
 _UNEXPORTED = _calibrate()
 
-_lock = threading.Lock()  # pin counts, exports (3.12+) and free() are changed under it
+# Pin counts, exports (3.12+) and free() are changed under it.  Re-entrant: the cyclic
+# GC may run inside a critical section and release a view of a DmaBuf there, which
+# calls that buffer's __release_buffer__ on the thread that holds the lock.
+_lock = threading.RLock()
 _in_flight: dict[int, DmaBuf] = {}  # pinned buffers: strong references, so no GC
 _deferred: list[int] = []  # addresses whose free waits for an Env to be up
 

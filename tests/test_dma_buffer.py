@@ -314,6 +314,58 @@ def test_exports_from_many_threads_are_counted_exactly() -> None:
         assert not errors and buf.exports == 0
 
 
+@py312
+def test_a_collected_cycle_releasing_an_export_inside_the_lock_does_not_deadlock() -> None:
+    # The cyclic GC runs at the first eval-breaker check after an allocation, which can
+    # be inside DmaBuf's critical sections (``with _lock:`` itself allocates).  If it
+    # collects a cycle holding a view of a DmaBuf, that buffer's __release_buffer__
+    # runs right there, on the thread that already holds the lock.
+    proc = run_py(
+        timeout=40,
+        code="""
+        import gc
+        from spdk_io.env import Env
+        from spdk_io.dma import DmaBuf
+
+        class Cycle:
+            pass
+
+        def cycle_holding_a_view(buf):
+            c = Cycle()
+            c.self = c
+            c.mv = memoryview(buf)
+
+        with Env(name="dma_gc_lock", mem_size_mb=512):
+            a = DmaBuf.alloc(64)
+            b = DmaBuf.alloc(64)
+            ops = [
+                lambda: (b.pin(), b.unpin()),
+                lambda: memoryview(b).release(),
+                lambda: b.slice(0, 8).free(),
+                lambda: b[0:4],
+                b.free,
+            ]
+            for op in ops:
+                gc.collect()
+                gc.disable()
+                cycle_holding_a_view(a)
+                gc.set_threshold(1)  # the next allocation schedules a collection
+                gc.enable()
+                op()
+                gc.disable()
+                gc.set_threshold(700)
+                gc.enable()
+                gc.collect()
+                assert a.exports == 0, a.exports
+            assert b.closed
+            a.free()
+        print("ok")
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok"
+
+
 # --------------------------------------------------------------------------- Python 3.11
 
 
