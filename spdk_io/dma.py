@@ -69,14 +69,16 @@ Limits:
   (``with memoryview(buf) as mv:``, ``with buf.view() as mv:``) where it matters.
   On 3.12+ calling ``buf.__buffer__()`` directly exports until the matching
   ``buf.__release_buffer__(mv)``; ``__release_buffer__`` refuses (``ValueError``)
-  a view this buffer did not export.
+  a view this buffer did not export.  Views derived from such a directly obtained
+  ``mv`` are not counted once it is handed back (``memoryview(buf)`` has no such
+  gap), but they still hold the memory: it is never freed under them.
 * Functions that parse a writable-buffer argument (``sock.recv_into``) turn the
   ``ValueError`` of a freed buffer into their own ``TypeError``.
 * :attr:`DmaBuf.addr` is a raw address: memory reached through it (``ctypes``
   casts, ``iovecs``, SPDK calls) is not tracked.  Pin the buffer (:meth:`DmaBuf.pin`),
   or keep a view or a :class:`DmaBufList`, for as long as such a pointer is in use.
-* A ``free()`` racing data access from another thread may make that access raise
-  ``ValueError`` even if the ``free()`` then fails with ``BufferError``.
+* On 3.11 a ``free()`` racing data access from another thread may make that access
+  raise ``ValueError`` even if the ``free()`` then fails with ``BufferError``.
 * ``ctypes`` keeps one array type per distinct buffer size for the life of the
   process.
 """
@@ -334,7 +336,7 @@ class DmaBuf:
             (CPython does that when the last view derived from it is released), so
             ``free()`` refuses exactly while one is alive.  ``ValueError`` once freed.
             """
-            integer(flags, "flags")  # any request is met: the view is writable and 1-D
+            integer(flags, "flags", lo=0)  # any request is met: the view is writable, 1-D
             with _lock:
                 mv = memoryview(self._live()).cast("B")
                 self._out[id(mv)] = mv
@@ -343,8 +345,11 @@ class DmaBuf:
         def __release_buffer__(self, view: memoryview) -> None:
             """PEP 688: the export :meth:`__buffer__` returned as ``view`` is over.
 
-            ``ValueError`` (changing nothing) for a view this buffer did not export.
+            ``TypeError``/``ValueError`` (changing nothing) for anything but a view this
+            buffer exported and has not had back.
             """
+            if not isinstance(view, memoryview):
+                raise TypeError(f"view must be a memoryview, not {type(view).__name__}")
             with _lock:
                 if self._out.get(id(view)) is not view:
                     raise ValueError(f"{view!r} is not exported by {self!r} (or released)")
@@ -482,10 +487,12 @@ class DmaBuf:
             if self._pins:
                 del arr
                 raise BufferError(f"cannot free {self!r}: {self._pins} I/O operation(s) in flight")
-            self._array = None  # from here a concurrent reader sees "freed", not the memory
             if sys.version_info >= (3, 12):
-                extra = len(self._out)  # exact: every export went through __buffer__
+                # Exact, and exports are only made under the lock: decide before
+                # touching anything, so a refused free() is invisible to other threads.
+                extra = len(self._out)
             else:
+                self._array = None  # from here a concurrent reader sees "freed"
                 extra = _refs(arr) - _UNEXPORTED
             if extra:
                 self._array = arr
@@ -494,6 +501,7 @@ class DmaBuf:
                     f"cannot free {self!r}: {extra} exported view(s), array(s) or slice(s) "
                     "still alive (release them first)"
                 )
+            self._array = None  # from here a concurrent reader sees "freed", not the memory
             parent, self._parent = self._parent, None
         # Outside the lock: dropping the last reference runs the finalizer (root), or
         # releases the parent's export (slice; on 3.12+ its __release_buffer__).

@@ -11,9 +11,11 @@ import ctypes
 import gc
 import hashlib
 import inspect
+import pickle
 import socket
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -271,7 +273,12 @@ def test_direct_protocol_calls_check_their_arguments() -> None:
         for bad in ["1", 1.0, None, True]:
             with pytest.raises(TypeError, match="flags"):
                 raw.__buffer__(bad)
+        with pytest.raises(ValueError, match="flags"):
+            raw.__buffer__(-1)
         assert buf.exports == 0
+        for not_a_view in [None, b"x", bytearray(16), 0]:
+            with pytest.raises(TypeError, match="view"):
+                raw.__release_buffer__(not_a_view)
         mv = raw.__buffer__(inspect.BufferFlags.WRITABLE)  # type: ignore[attr-defined, unused-ignore]  # 3.12+
         assert isinstance(mv, memoryview) and not mv.readonly and mv.nbytes == 16
         assert buf.exports == 1
@@ -283,11 +290,87 @@ def test_direct_protocol_calls_check_their_arguments() -> None:
                 raw.__release_buffer__(other_mv)
             other_mv.release()
         assert buf.exports == 1
+        held = pickle.PickleBuffer(mv)  # holds a buffer of mv: it cannot be released yet
+        with pytest.raises(BufferError):
+            raw.__release_buffer__(mv)
+        assert buf.exports == 1 and held.raw()[0] == 0
+        held.release()
         raw.__release_buffer__(mv)
         assert buf.exports == 0 and mv.__repr__().startswith("<released")
         with pytest.raises(ValueError, match="not exported by"):
             raw.__release_buffer__(mv)  # twice: refused
         assert buf.exports == 0
+
+
+@py312
+def test_views_derived_from_a_direct_export_still_keep_the_memory() -> None:
+    # Direct __buffer__ calls are outside CPython's tracking: a view derived from the
+    # returned memoryview is not counted once that one is handed back, but it still
+    # holds the memory, so free() succeeds yet nothing is freed under it.
+    before = heap_allocs()
+    buf = DmaBuf.alloc(64)
+    raw: Any = buf
+    mv = raw.__buffer__(0)
+    inner = mv[8:16]
+    raw.__release_buffer__(mv)
+    assert buf.exports == 0
+    buf.free()
+    inner[0] = 1  # still mapped: the memory goes back only with the last view
+    assert heap_allocs() == before + 1 and inner[0] == 1
+    inner.release()
+    assert heap_allocs() == before
+
+
+@py312
+def test_a_failed_free_never_shows_the_buffer_as_freed_to_another_thread() -> None:
+    # exports are only made under the lock on 3.12+, so free() can decide before it
+    # touches anything: a concurrent reader never sees a transient "freed"
+    with DmaBuf.alloc(64) as buf:
+        mv = memoryview(_any(buf))
+        stop = threading.Event()
+        seen: list[BaseException] = []
+
+        def reader() -> None:
+            while not stop.is_set():
+                try:
+                    buf.addr  # noqa: B018
+                    buf[0]
+                except BaseException as exc:  # reported below
+                    seen.append(exc)
+                    return
+
+        t = threading.Thread(target=reader)
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible
+        t.start()
+        try:
+            for _ in range(20000):
+                with pytest.raises(BufferError):
+                    buf.free()
+        finally:
+            stop.set()
+            t.join(10)
+            sys.setswitchinterval(interval)
+        mv.release()
+        assert not seen, seen[:1]
+
+
+@py312
+def test_a_pinned_slice_dropped_by_its_owner_releases_its_parent_on_unpin() -> None:
+    buf = DmaBuf.alloc(4096)
+    s = buf.slice(0, 64)
+    s.pin()
+    ref = weakref.ref(s)
+    del s
+    gc.collect()
+    assert buf.exports == 1
+    again = ref()
+    assert again is not None
+    again.unpin()
+    del again
+    gc.collect()
+    assert ref() is None and buf.exports == 0
+    buf.free()
 
 
 @py312
