@@ -12,6 +12,12 @@ memory (``spdk_zmalloc(..., SPDK_MALLOC_DMA)``), not in Python objects.  A
             words = buf.numpy("uint32")        # zero-copy ndarray (numpy is optional)
             del words                          # ... gone before the buffer is freed
 
+On Python 3.12+ a ``DmaBuf`` is itself a buffer (PEP 688: ``__buffer__`` /
+``__release_buffer__``): ``memoryview(buf)``, ``f.readinto(buf)``, ``f.write(buf)``,
+``sock.recv_into(buf)``, ``hashlib.sha256(buf)``, ``bytearray(buf)``,
+``np.frombuffer(buf)`` and ``ctypes`` ``from_buffer(buf)`` work without copies.  On
+3.11 use :meth:`~DmaBuf.view`.
+
 An :class:`~spdk_io.env.Env` must be running to allocate.  ``spdk_zmalloc`` /
 ``spdk_malloc`` with ``SPDK_MALLOC_DMA`` are used rather than the ``spdk_dma_*``
 family: those are legacy wrappers over the same ``rte_malloc_socket`` call (adding
@@ -27,8 +33,13 @@ What it guarantees (the same contract as ``mmap.close``, plus in-flight I/O):
   last of them is gone, so dropping a ``DmaBuf`` while a view is alive is safe.
 * **Explicit** :meth:`~DmaBuf.free` (``close()``, leaving a ``with`` block) **raises**
   ``BufferError`` **and changes nothing** while exports are alive or I/O is in flight
-  (:meth:`~DmaBuf.pin`).  It counts exports with ``sys.getrefcount`` on the private
-  array, calibrated at import time against a fresh array held the same way.
+  (:meth:`~DmaBuf.pin`).  On Python 3.12+ exports are counted exactly: every export
+  (``memoryview(buf)``, :meth:`~DmaBuf.view`, :meth:`~DmaBuf.numpy`,
+  :meth:`~DmaBuf.slice`, :class:`DmaBufList`, any C consumer) goes through
+  ``__buffer__`` and ends in ``__release_buffer__``, which CPython calls when the last
+  view derived from it is released.  On 3.11 it counts exports with
+  ``sys.getrefcount`` on the private array, calibrated at import time against a fresh
+  array held the same way.
 * **Use after free raises** ``ValueError("... is freed")``; a second ``free()`` is a
   no-op (like ``file.close``).  Nothing here can make Python touch freed memory.
 * **A pinned buffer cannot be garbage-collected**: pins put it in a module-level
@@ -39,26 +50,37 @@ What it guarantees (the same contract as ``mmap.close``, plus in-flight I/O):
   later ``Env`` in the same process sees the same heap), or leaked at process exit.
 
 Threads: DMA memory is process-wide.  Any OS thread may read, write and free a
-buffer (``spdk_free`` is ``rte_free``, which takes the heap lock); pin/unpin/free are
-serialised by a lock.  Data access does not take the lock, but it holds a reference
-to the array while it copies, so a concurrent ``free()`` fails with ``BufferError``
+buffer (``spdk_free`` is ``rte_free``, which takes the heap lock); pin/unpin/free
+(and, on 3.12+, exporting and releasing) are serialised by a lock.  Data access does
+not take the lock for the copy itself, but it holds an export (3.11: a reference to
+the array) while it copies, so a concurrent ``free()`` fails with ``BufferError``
 rather than freeing memory under it.
 
 Limits:
 
-* The export count is CPython reference counting, so every error is on the safe
-  side (refusing to free), never a free under a live export.  But anything that
-  holds the array counts: a view kept alive only by an uncollected reference cycle,
-  an exception traceback or a debugger's frame counts until it is gone.  Release
-  views explicitly (``with buf.view() as mv:``) where it matters.
+* On 3.11 a ``DmaBuf`` is not a buffer (3.11 has no pure-Python buffer protocol):
+  pass ``buf.view()`` where a bytes-like object is wanted.  Its export count is
+  CPython reference counting, so every error is on the safe side (refusing to
+  free), never a free under a live export.  But anything that holds the array
+  counts: a view kept alive only by an uncollected reference cycle, an exception
+  traceback or a debugger's frame counts until it is gone.
+* On both versions a view that is not released counts until it is (or until it is
+  garbage-collected, for one in a reference cycle).  Release views explicitly
+  (``with memoryview(buf) as mv:``, ``with buf.view() as mv:``) where it matters.
+  On 3.12+ calling ``buf.__buffer__()`` directly exports until the matching
+  ``buf.__release_buffer__(mv)``; ``__release_buffer__`` refuses (``ValueError``)
+  a view this buffer did not export.  Views derived from such a directly obtained
+  ``mv`` are not counted once it is handed back (``memoryview(buf)`` has no such
+  gap), but they still hold the memory: it is never freed under them.
+* Functions that parse a writable-buffer argument (``sock.recv_into``) turn the
+  ``ValueError`` of a freed buffer into their own ``TypeError``.
 * :attr:`DmaBuf.addr` is a raw address: memory reached through it (``ctypes``
   casts, ``iovecs``, SPDK calls) is not tracked.  Pin the buffer (:meth:`DmaBuf.pin`),
   or keep a view or a :class:`DmaBufList`, for as long as such a pointer is in use.
-* A ``free()`` racing data access from another thread may make that access raise
-  ``ValueError`` even if the ``free()`` then fails with ``BufferError``.
+* On 3.11 a ``free()`` racing data access from another thread may make that access
+  raise ``ValueError`` even if the ``free()`` then fails with ``BufferError``.
 * ``ctypes`` keeps one array type per distinct buffer size for the life of the
-  process.  On Python >= 3.12 ``__buffer__``/``__release_buffer__`` could count
-  exports exactly; 3.11 has no pure-Python buffer protocol.
+  process.
 """
 
 from __future__ import annotations
@@ -102,7 +124,10 @@ def _calibrate() -> int:
 #: ``_refs(arr)`` for an array that only the caller's local variable references.
 _UNEXPORTED = _calibrate()
 
-_lock = threading.Lock()  # pin counts and free() are changed under it
+# Pin counts, exports (3.12+) and free() are changed under it.  Re-entrant: the cyclic
+# GC may run inside a critical section and release a view of a DmaBuf there, which
+# calls that buffer's __release_buffer__ on the thread that holds the lock.
+_lock = threading.RLock()
 _in_flight: dict[int, DmaBuf] = {}  # pinned buffers: strong references, so no GC
 _deferred: list[int] = []  # addresses whose free waits for an Env to be up
 
@@ -142,12 +167,23 @@ class DmaBuf:
 
     Create with :meth:`alloc`.  Behaves like a fixed-size ``bytearray``: ``len()``,
     ``buf[i]``, ``buf[a:b]`` (copies out as ``bytes``), ``buf[a:b] = data``,
-    ``bytes(buf)``.  Zero-copy access: :meth:`view`, :meth:`numpy`, :meth:`slice`.
+    ``bytes(buf)``.  Zero-copy access: :meth:`view`, :meth:`numpy`, :meth:`slice`, and
+    on Python 3.12+ the buffer protocol itself (``memoryview(buf)``, ``readinto(buf)``).
     ``size``, ``len()``, ``align``, ``closed`` and ``repr`` stay valid after free;
     everything that touches the memory or its address raises ``ValueError``.
     """
 
-    __slots__ = ("__weakref__", "_addr", "_align", "_array", "_parent", "_pins", "_size", "_start")
+    __slots__ = (
+        "__weakref__",
+        "_addr",
+        "_align",
+        "_array",
+        "_out",
+        "_parent",
+        "_pins",
+        "_size",
+        "_start",
+    )
 
     _array: ctypes.Array[ctypes.c_ubyte] | None
     _addr: int
@@ -156,6 +192,7 @@ class DmaBuf:
     _parent: DmaBuf | None
     _start: int
     _pins: int
+    _out: dict[int, memoryview]  # 3.12+: the live exports, by id (exact counting)
 
     def __init__(self) -> None:
         raise TypeError("use DmaBuf.alloc() (or buf.slice()) to get a DmaBuf")
@@ -172,6 +209,7 @@ class DmaBuf:
         self._parent = parent
         self._start = start
         self._pins = 0
+        self._out = {}
         return self
 
     # -- allocation ----------------------------------------------------------------------
@@ -253,7 +291,12 @@ class DmaBuf:
 
     @property
     def exports(self) -> int:
-        """Live views, numpy arrays, slices and lists that keep this memory reachable."""
+        """Live views, numpy arrays, slices and lists that keep this memory reachable.
+
+        Exact on 3.12+ (live ``__buffer__`` exports); a reference count on 3.11.
+        """
+        if sys.version_info >= (3, 12):
+            return len(self._out)
         arr = self._array
         if arr is None:
             return 0
@@ -280,13 +323,45 @@ class DmaBuf:
         return arr
 
     def _open(self) -> memoryview:
+        if sys.version_info >= (3, 12):
+            return memoryview(self)  # an export like any other: counted exactly
         return memoryview(self._live()).cast("B")
+
+    if sys.version_info >= (3, 12):
+
+        def __buffer__(self, flags: int) -> memoryview:
+            """PEP 688: a writable, flat unsigned-byte ``memoryview`` of the memory.
+
+            Counted in :attr:`exports` until :meth:`__release_buffer__` gets it back
+            (CPython does that when the last view derived from it is released), so
+            ``free()`` refuses exactly while one is alive.  ``ValueError`` once freed.
+            """
+            integer(flags, "flags", lo=0)  # any request is met: the view is writable, 1-D
+            with _lock:
+                mv = memoryview(self._live()).cast("B")
+                self._out[id(mv)] = mv
+            return mv
+
+        def __release_buffer__(self, view: memoryview) -> None:
+            """PEP 688: the export :meth:`__buffer__` returned as ``view`` is over.
+
+            ``TypeError``/``ValueError`` (changing nothing) for anything but a view this
+            buffer exported and has not had back.
+            """
+            if not isinstance(view, memoryview):
+                raise TypeError(f"view must be a memoryview, not {type(view).__name__}")
+            with _lock:
+                if self._out.get(id(view)) is not view:
+                    raise ValueError(f"{view!r} is not exported by {self!r} (or released)")
+                view.release()  # BufferError if views of it remain: nothing changed
+                del self._out[id(view)]
 
     def view(self) -> memoryview:
         """A writable, zero-copy ``memoryview`` (format ``B``) of the whole buffer.
 
         While it (or any slice/cast of it) is alive, ``free()`` raises ``BufferError``;
-        release it with ``mv.release()`` or ``with buf.view() as mv:``.
+        release it with ``mv.release()`` or ``with buf.view() as mv:``.  On 3.12+ this
+        is ``memoryview(buf)``.
         """
         return self._open()
 
@@ -390,7 +465,10 @@ class DmaBuf:
         lo, hi = self._bounds(start, stop)
         if lo == hi:
             raise ValueError(f"empty slice [{lo}:{hi}]")
-        sub = (ctypes.c_ubyte * (hi - lo)).from_buffer(self._live(), lo)
+        if sys.version_info >= (3, 12):
+            sub = (ctypes.c_ubyte * (hi - lo)).from_buffer(self, lo)  # one counted export
+        else:
+            sub = (ctypes.c_ubyte * (hi - lo)).from_buffer(self._live(), lo)
         align = self._align if lo == 0 else min(self._align, lo & -lo)
         return DmaBuf._make(sub, align, self, self._start + lo)
 
@@ -409,8 +487,13 @@ class DmaBuf:
             if self._pins:
                 del arr
                 raise BufferError(f"cannot free {self!r}: {self._pins} I/O operation(s) in flight")
-            self._array = None  # from here a concurrent reader sees "freed", not the memory
-            extra = _refs(arr) - _UNEXPORTED
+            if sys.version_info >= (3, 12):
+                # Exact, and exports are only made under the lock: decide before
+                # touching anything, so a refused free() is invisible to other threads.
+                extra = len(self._out)
+            else:
+                self._array = None  # from here a concurrent reader sees "freed"
+                extra = _refs(arr) - _UNEXPORTED
             if extra:
                 self._array = arr
                 del arr  # an exception's traceback must not keep the array referenced
@@ -418,9 +501,11 @@ class DmaBuf:
                     f"cannot free {self!r}: {extra} exported view(s), array(s) or slice(s) "
                     "still alive (release them first)"
                 )
-            self._parent = None
-            del arr  # the last reference: the finalizer frees the memory (root), or the
-            # parent's export is released (slice)
+            self._array = None  # from here a concurrent reader sees "freed", not the memory
+            parent, self._parent = self._parent, None
+        # Outside the lock: dropping the last reference runs the finalizer (root), or
+        # releases the parent's export (slice; on 3.12+ its __release_buffer__).
+        del arr, parent
 
     close = free
 

@@ -2,15 +2,20 @@
 
 One allocation per example; sub-buffers (slices of slices), memoryviews, numpy
 views, DmaBufLists, pins, frees and dropped references are created and destroyed at
-random.  After every step the real buffers must agree with the model byte for byte,
-report the export and pin counts the model predicts, and hold exactly as much SPDK
-memory as the model says is reachable.  Every misuse (out of range, bad value, free
-with exports or pins, use after free) must raise the predicted exception and change
-nothing.
+random; on Python 3.12+ also buffer-protocol exports (``memoryview(buf)``,
+``np.frombuffer(buf)``, ``ctypes`` ``from_buffer(buf)``) and consumers (``hashlib``,
+``bytearray``, ``readinto``).  After every step the real buffers must agree with the
+model byte for byte, report the export and pin counts the model predicts (exactly, on
+3.12+), and hold exactly as much SPDK memory as the model says is reachable.  Every
+misuse (out of range, bad value, free with exports or pins, use after free) must raise
+the predicted exception and change nothing.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import io
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +43,9 @@ except ImportError:  # numpy is optional: the model then uses memoryviews only
 T = TypeVar("T")
 
 VIEW_KINDS = ["memoryview", "numpy"] if np is not None else ["memoryview"]
+PEP688 = sys.version_info >= (3, 12)  # a DmaBuf is itself a buffer
+if PEP688:
+    VIEW_KINDS += ["buffer", "ctypes"] + (["frombuffer"] if np is not None else [])
 
 
 @dataclass(eq=False)
@@ -61,7 +69,7 @@ class Node:
 @dataclass(eq=False)
 class View:
     node: Node
-    obj: Any  # memoryview or numpy.ndarray
+    obj: Any  # memoryview, numpy.ndarray or ctypes array
     start: int
     stop: int
 
@@ -286,10 +294,15 @@ class DmaModel(RuleBasedStateMachine):
         b = data.draw(st.integers(a, node.size), label="b")
         assert node.buf is not None
         buf = node.buf
-        if kind == "memoryview":
-            obj = _outcome(ValueError if node.freed else None, lambda: buf.view()[a:b])
-        else:
-            obj = _outcome(ValueError if node.freed else None, lambda: buf.numpy()[a:b])
+        raw: Any = buf  # a buffer on 3.12+ (mypy checks as 3.11)
+        make: dict[str, Callable[[], Any]] = {
+            "memoryview": lambda: buf.view()[a:b],
+            "numpy": lambda: buf.numpy()[a:b],
+            "buffer": lambda: memoryview(raw)[a:b],
+            "frombuffer": lambda: np.frombuffer(raw, np.uint8)[a:b],
+            "ctypes": lambda: (ctypes.c_ubyte * (b - a)).from_buffer(raw, a),
+        }
+        obj = _outcome(ValueError if node.freed else None, make[kind])
         if not node.freed:
             self.views.append(View(node, obj, node.start + a, node.start + b))
 
@@ -309,7 +322,7 @@ class DmaModel(RuleBasedStateMachine):
         self.views.remove(view)
         if isinstance(view.obj, memoryview):
             view.obj.release()
-        view.obj = None  # a numpy view is released by dropping it
+        view.obj = None  # a numpy view or ctypes array is released by dropping it
 
     @precondition(lambda self: self.held())
     @rule(data=st.data())
@@ -332,6 +345,29 @@ class DmaModel(RuleBasedStateMachine):
         self.lists.remove(lst)
         lst.obj.release()
         del lst.obj
+
+    @precondition(lambda self: PEP688 and self.held())
+    @rule(data=st.data(), how=st.sampled_from(["sha256", "bytearray", "readinto"]))
+    def consume(self, data: st.DataObject, how: str) -> None:
+        """Hand the DmaBuf itself to code that takes any buffer (3.12+)."""
+        node = self.pick(data)
+        assert node.buf is not None
+        raw: Any = node.buf
+        if how == "sha256":
+            digest = _outcome(ValueError if node.freed else None, lambda: hashlib.sha256(raw))
+            if not node.freed:
+                assert digest.digest() == hashlib.sha256(self.snapshot(node)).digest()
+        elif how == "bytearray":
+            copy = _outcome(ValueError if node.freed else None, lambda: bytearray(raw))
+            if not node.freed:
+                assert copy == self.snapshot(node)
+        else:
+            src = data.draw(st.binary(max_size=node.size + 2), label="file")
+            # readinto's argument parsing reports a freed buffer as a TypeError
+            got = _outcome(TypeError if node.freed else None, lambda: io.BytesIO(src).readinto(raw))
+            if not node.freed:
+                assert got == min(len(src), node.size)
+                self.write(node, 0, src[: node.size])
 
     # -- pins, frees, dropped references ---------------------------------------------
 
@@ -393,7 +429,7 @@ class DmaModel(RuleBasedStateMachine):
                 assert buf.addr == node.base + node.start
                 assert buf.exports == self.exports(node)
         for view in self.views:
-            assert view.obj.tobytes() == bytes(view.node.mem[view.start : view.stop])
+            assert bytes(view.obj) == bytes(view.node.mem[view.start : view.stop])
 
     @invariant()
     def memory_is_held_exactly_while_reachable(self) -> None:
