@@ -486,7 +486,10 @@ class DmaBuf:
                 return
             if self._pins:
                 del arr
-                raise BufferError(f"cannot free {self!r}: {self._pins} I/O operation(s) in flight")
+                raise BufferError(
+                    f"cannot free {self!r}: pinned {self._pins} time(s) by I/O in flight "
+                    "or an open IoSlot (await the I/O, close the slot)"
+                )
             if sys.version_info >= (3, 12):
                 # Exact, and exports are only made under the lock: decide before
                 # touching anything, so a refused free() is invisible to other threads.
