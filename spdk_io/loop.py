@@ -397,7 +397,8 @@ class Loop:
         self._unobserved: list[Task[Any]] = []
         self.current: Task[Any] | None = None  # the task last stepped (the running one, in a task)
         self.turns = 0
-        _local.loop = self  # the loop of this OS thread, running or not
+        if getattr(_local, "loop", None) is None:
+            _local.loop = self  # the loop of this OS thread, running or not
         self._take_orphans()
 
     def close(self) -> None:
@@ -571,6 +572,8 @@ class Loop:
         task._observed = True  # its outcome is returned or raised below
         self._take_orphans()
         self._interrupted = False
+        outer = getattr(_local, "loop", None)  # another loop of this OS thread, idle now
+        _local.loop = self  # while it runs, this is the OS thread's loop
         _local.running = True
         self._running = True
         handler = self._install_sigint()
@@ -597,6 +600,7 @@ class Loop:
         finally:
             self._running = False
             _local.running = False
+            _local.loop = outer if outer is not None else self
             self._restore_sigint(handler)
         lost = self._take_lost()
         if task._done._state == _FAILED:
