@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import ctypes
+import enum
 import errno
 import logging
 import threading
@@ -31,7 +32,7 @@ import time
 import uuid as _uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Literal, cast, get_args
 
 from spdk_io import _bridge
 from spdk_io import _generated as g
@@ -43,12 +44,27 @@ from spdk_io.loop import Op, sleep
 from spdk_io.resource import Resource
 from spdk_io.thread import current_thread
 
-__all__ = ["Bdev", "BdevDesc", "IoChannel", "IoSlot", "IoType"]
+__all__ = ["Bdev", "BdevDesc", "IoChannel", "IoSlot", "IoType", "IoTypeName"]
 
 _log = logging.getLogger("spdk_io")
 
 
-class IoType:
+#: The name of an I/O type, as ``Bdev.io_types`` and ``Bdev.supports`` spell it.
+IoTypeName = Literal[
+    "read",
+    "write",
+    "unmap",
+    "flush",
+    "reset",
+    "write_zeroes",
+    "compare",
+    "compare_and_write",
+    "abort",
+    "copy",
+]
+
+
+class IoType(enum.IntEnum):
     """The I/O types a bdev may support (``enum spdk_bdev_io_type``)."""
 
     READ = g.SPDK_BDEV_IO_TYPE_READ
@@ -62,18 +78,13 @@ class IoType:
     ABORT = g.SPDK_BDEV_IO_TYPE_ABORT
     COPY = g.SPDK_BDEV_IO_TYPE_COPY
 
-    NAMES: ClassVar[dict[int, str]] = {
-        READ: "read",
-        WRITE: "write",
-        UNMAP: "unmap",
-        FLUSH: "flush",
-        RESET: "reset",
-        WRITE_ZEROES: "write_zeroes",
-        COMPARE: "compare",
-        COMPARE_AND_WRITE: "compare_and_write",
-        ABORT: "abort",
-        COPY: "copy",
-    }
+    @property
+    def label(self) -> IoTypeName:
+        """The lower-case name (``"write_zeroes"``)."""
+        return cast(IoTypeName, self.name.lower())
+
+
+_IO_TYPE_NAMES: frozenset[str] = frozenset(get_args(IoTypeName))
 
 
 @dataclass(frozen=True)
@@ -95,15 +106,24 @@ class Bdev:
     md_interleaved: bool
     optimal_io_boundary: int
     acwu: int
-    io_types: frozenset[str]
+    io_types: frozenset[IoTypeName]
 
     @property
     def size(self) -> int:
         """Capacity in bytes."""
         return self.block_size * self.num_blocks
 
-    def supports(self, io_type: str) -> bool:
-        """Whether the bdev supports ``io_type`` (``"unmap"``, ``"compare"``, ...)."""
+    def supports(self, io_type: IoTypeName | IoType) -> bool:
+        """Whether the bdev supports ``io_type`` (``"unmap"``, ``IoType.COMPARE``, ...).
+
+        A name that is no I/O type is a ``ValueError``, not a silent False.
+        """
+        if isinstance(io_type, IoType):
+            return io_type.label in self.io_types
+        if io_type not in _IO_TYPE_NAMES:
+            raise ValueError(
+                f"unknown I/O type {io_type!r}; one of {', '.join(sorted(_IO_TYPE_NAMES))}"
+            )
         return io_type in self.io_types
 
     @classmethod
@@ -127,7 +147,7 @@ class Bdev:
             optimal_io_boundary=g.spdk_bdev_get_optimal_io_boundary(ptr),
             acwu=g.spdk_bdev_get_acwu(ptr),
             io_types=frozenset(
-                name for t, name in IoType.NAMES.items() if g.spdk_bdev_io_type_supported(ptr, t)
+                t.label for t in IoType if g.spdk_bdev_io_type_supported(ptr, t.value)
             ),
         )
 
@@ -553,7 +573,7 @@ class BdevDesc(Resource):
         return self.writev_blocks(bufs, self._bytes_to_blocks(offset, "offset", 0))
 
     def _no_data(
-        self, what: str, fn: Any, offset_blocks: object, num_blocks: object, io_type: str
+        self, what: str, fn: Any, offset_blocks: object, num_blocks: object, io_type: IoTypeName
     ) -> Op[None]:
         # SPDK refuses write_zeroes, unmap and flush on a read-only descriptor (-EBADF).
         self._check(True, what)

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from spdk_io import _bridge
 from spdk_io import _generated as g
@@ -146,7 +146,7 @@ class EnvOptions:
     no_pci: bool = True
     no_huge: bool | None = None
     main_core: int = -1
-    iova_mode: str | None = None
+    iova_mode: Literal["pa", "va"] | None = None
     hugedir: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -260,7 +260,7 @@ class EnvKwargs(TypedDict, total=False):
     no_pci: bool
     no_huge: bool | None
     main_core: int
-    iova_mode: str | None
+    iova_mode: Literal["pa", "va"] | None
     hugedir: str | None
     extra: Mapping[str, Any]
 

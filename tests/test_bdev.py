@@ -13,7 +13,7 @@ import pytest
 
 import spdk_io
 from spdk_io import bdev_modules as bm
-from spdk_io.bdev import Bdev, BdevDesc
+from spdk_io.bdev import Bdev, BdevDesc, IoType
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import BdevRemovedError, Cancelled, SpdkError, WrongThreadError
 from tests.conftest import run_py
@@ -381,3 +381,19 @@ def _catch(errors: list[BaseException], fn: Callable[[], object]) -> None:
         fn()
     except BaseException as exc:
         errors.append(exc)
+
+
+def test_supports_takes_io_type_names_and_enum_and_refuses_unknown_names(run: Run) -> None:
+    async def main() -> None:
+        await bm.create_malloc("Kinds0", 64, 4096)
+        try:
+            b = Bdev.get("Kinds0")
+            assert b.supports("write_zeroes") and b.supports(IoType.WRITE_ZEROES)
+            assert IoType.COMPARE_AND_WRITE.label == "compare_and_write"
+            assert b.io_types <= {t.label for t in IoType}
+            with pytest.raises(ValueError, match="unknown I/O type 'wrte'"):
+                b.supports("wrte")  # type: ignore[arg-type]  # a typo must not read as False
+        finally:
+            await bm.delete_malloc("Kinds0")
+
+    run(main())

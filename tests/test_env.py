@@ -135,7 +135,7 @@ def test_env_options_validate() -> None:
     with pytest.raises(ValueError):
         EnvOptions(core_mask="zz")
     with pytest.raises(ValueError):
-        EnvOptions(iova_mode="bogus")
+        EnvOptions(iova_mode="bogus")  # type: ignore[arg-type]  # the runtime check is the point
     opts = EnvOptions(no_huge=True).resolved()
     assert opts.no_huge and opts.mem_size_mb == 512
 
