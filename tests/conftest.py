@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -127,3 +128,41 @@ def run_py(
         env=full_env,
         check=False,
     )
+
+
+def start_py(code: str | None = None, *, args: list[str] | None = None) -> subprocess.Popen[str]:
+    """Start Python (``-c code``, or ``args`` such as ``["-m", "spdk_io", ...]``) in a
+    fresh process from the repo root, with pipes: for tests that signal a running child."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    argv = ["-c", textwrap.dedent(code)] if code is not None else list(args or [])
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=full_env,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[str]) -> None:
+    """Wait for the child's first line, ``READY``; fail the test with its stderr otherwise."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "READY":
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"child did not start: {line!r}\n{err[-3000:]}")
+
+
+def finish_within(proc: subprocess.Popen[str], limit: float) -> tuple[str, str, float]:
+    """The child's output and how long it took to exit; killed and failed after ``limit`` s."""
+    t0 = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"child did not exit within {limit} s\n{out}\n{err[-3000:]}")
+    return out, err, time.monotonic() - t0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_py
+from tests.conftest import ROOT, finish_within, run_py, start_py
 
 
 def perf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -205,23 +205,10 @@ def test_perf_config_accepts_the_longest_run_without_running_it() -> None:
 
 
 def test_perf_ctrl_c_exits_130_with_one_line() -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "spdk_io", "perf", "--bdev", "null", "-q", "8", "-t", "30"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        time.sleep(2)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    proc = start_py(args=["-m", "spdk_io", "perf", "--bdev", "null", "-q", "8", "-t", "30"])
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err, _ = finish_within(proc, 15)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "perf: interrupted", err
 

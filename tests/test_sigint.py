@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,7 +18,7 @@ import pytest
 import spdk_io
 from spdk_io import loop as L
 from spdk_io.errors import Cancelled
-from tests.conftest import ROOT
+from tests.conftest import finish_within, start_py, wait_ready
 
 Run = Callable[[Awaitable[Any]], Any]
 
@@ -58,39 +55,6 @@ print("HANDLER-RESTORED" if signal.getsignal(signal.SIGINT) is signal.default_in
 """
 
 
-def _start(code: str) -> subprocess.Popen[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
-
-
-def _wait_ready(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if line.strip() != "READY":
-        proc.kill()
-        _, err = proc.communicate()
-        pytest.fail(f"child did not start: {line!r}\n{err[-3000:]}")
-
-
-def _finish(proc: subprocess.Popen[str], limit: float) -> tuple[str, str, float]:
-    t0 = time.monotonic()
-    try:
-        out, err = proc.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"child did not exit within {limit} s of Ctrl-C\n{out}\n{err[-3000:]}")
-    return out, err, time.monotonic() - t0
-
-
 def _assert_clean_interrupt(out: str, err: str, code: int | None) -> None:
     assert code == 0, f"exit code {code}\n{out}\n{err[-3000:]}"
     assert out.split() == ["KEYBOARD-INTERRUPT", "ENV-DOWN", "HANDLER-RESTORED"], (out, err)
@@ -100,11 +64,11 @@ def _assert_clean_interrupt(out: str, err: str, code: int | None) -> None:
 
 @pytest.mark.parametrize("attempt", range(20))
 def test_ctrl_c_during_heavy_io_raises_keyboard_interrupt_and_tears_down(attempt: int) -> None:
-    proc = _start(_HEAVY_IO)
-    _wait_ready(proc)
+    proc = start_py(_HEAVY_IO)
+    wait_ready(proc)
     time.sleep(0.2 + 0.2 * (attempt % 5))  # hit the I/O at different moments
     proc.send_signal(signal.SIGINT)
-    out, err, _ = _finish(proc, 10)
+    out, err, _ = finish_within(proc, 10)
     _assert_clean_interrupt(out, err, proc.returncode)
 
 
@@ -138,18 +102,18 @@ print("HANDLER-RESTORED" if signal.getsignal(signal.SIGINT) is signal.default_in
 """
 
 
-def test_more_ctrl_c_during_unwinding_and_teardown_let_them_finish() -> None:
+def test_more_ctrl_c_during_unwinding_and_teardown_let_themfinish_within() -> None:
     """Documented choice: Ctrl-C after the first is recorded, teardown runs to its end
     (bounded in time), and ``KeyboardInterrupt`` is raised once."""
-    proc = _start(_SLOW_TEARDOWN)
-    _wait_ready(proc)
+    proc = start_py(_SLOW_TEARDOWN)
+    wait_ready(proc)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)  # cancels main; its finally takes 0.8 s
     time.sleep(0.4)
     proc.send_signal(signal.SIGINT)  # while main unwinds
     time.sleep(0.8)
     proc.send_signal(signal.SIGINT)  # while the teardown hook runs
-    out, err, _ = _finish(proc, 15)
+    out, err, _ = finish_within(proc, 15)
     assert proc.returncode == 0, (out, err[-3000:])
     assert out.split() == [
         "UNWOUND",

@@ -4,17 +4,13 @@ teardown and a process that can run SPDK again (each test in a fresh process).""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 from textwrap import dedent
 
 import pytest
 
-from tests.conftest import ROOT, run_py
+from tests.conftest import finish_within, run_py, start_py, wait_ready
 
 AGAIN = """
 async def again() -> str:
@@ -166,16 +162,7 @@ def test_ctrl_c_during_start_up_leaves_the_process_able_to_start_again(delay: fl
         )
         + AGAIN
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
+    proc = run_py(code, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "first run: KeyboardInterrupt" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "second run ok" in proc.stdout
@@ -208,7 +195,7 @@ def test_join_inside_a_running_loop_is_refused_at_once() -> None:
 
 
 def test_second_ctrl_c_while_a_task_blocks_interrupts_at_once() -> None:
-    code = textwrap.dedent(
+    proc = start_py(
         """
         import time
         import spdk_io
@@ -224,26 +211,11 @@ def test_second_ctrl_c_while_a_task_blocks_interrupts_at_once() -> None:
             print("KeyboardInterrupt", flush=True)
         """
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    wait_ready(proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err, _ = finish_within(proc, 15)
     assert proc.returncode == 0, err[-3000:]
     assert "KeyboardInterrupt" in out
