@@ -189,18 +189,24 @@ class _TaskDone(Op[T]):
     waits on a *follower*, finished with the same outcome right after this one.
     """
 
-    __slots__ = ("followers", "task")
+    __slots__ = ("callbacks", "followers", "task")
 
     def __init__(self, task: Task[T]) -> None:
         super().__init__(f"task {task.name}")
         self.task = task
         self.followers: list[_TaskDone[T]] = []
+        #: Called with the task once it has finished (``gather``'s bookkeeping); they
+        #: only record and complete Ops, like every completion.
+        self.callbacks: list[Callable[[Task[T]], None]] = []
 
     def _finish(self, state: int, value: object) -> None:
         super()._finish(state, value)
         followers, self.followers = self.followers, []
         for follower in followers:
             follower._finish(state, value)
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback(self.task)
 
 
 class Task(Generic[T]):
@@ -899,6 +905,8 @@ def sleep(seconds: float = 0) -> Awaitable[None]:
     ``inf`` (:data:`~spdk_io._validate.FOREVER`), or anything longer than SPDK's
     timers can count, waits until the task is cancelled, with no timer.
     """
+    if seconds == 0 and type(seconds) is not bool:
+        return _yield_now()  # the hot path of tasks that yield: any numeric zero
     seconds = duration(seconds, "seconds")
     if seconds == 0:
         return _yield_now()
@@ -999,42 +1007,44 @@ def gather(*aws: Awaitable[Any]) -> Coroutine[Any, Any, list[Any]]:
 
 
 async def _gather(aws: tuple[Awaitable[Any], ...]) -> list[Any]:
-    results: list[Any] = [None] * len(aws)
     if not aws:
-        return results
+        return []
     loop = current_loop()
+    tasks: list[Task[Any]] = []
+    for i, aw in enumerate(aws):
+        if isinstance(aw, Task):
+            tasks.append(aw)
+        else:
+            name = getattr(aw, "__qualname__", None)
+            tasks.append(loop.spawn(_as_coro(aw), f"gather[{i}] {name or type(aw).__name__}"))
     outcome: Op[None] = Op("gather")
-    pending = len(aws)
+    pending = len(tasks)
 
-    async def one(i: int, aw: Awaitable[Any]) -> None:
+    def on_done(task: Task[Any]) -> None:
         nonlocal pending
-        try:
-            results[i] = await aw
-        except BaseException as exc:
-            if not outcome.done():
-                outcome.set_exception(exc)
-            raise
+        if outcome.done():
+            return
+        if task._done._state == _FAILED:  # the first failure in time
+            outcome.set_exception(task._done._value)
+            return
         pending -= 1
-        if not pending and not outcome.done():
+        if not pending:
             outcome.set_result(None)
 
-    children = []
-    for i, aw in enumerate(aws):
-        name = aw.name if isinstance(aw, Task) else getattr(aw, "__qualname__", None)
-        child = loop.spawn(one(i, aw), name=f"gather[{i}] {name or type(aw).__name__}")
-        child._observed = True  # its failure is raised by gather
-        children.append(child)
+    for task in tasks:
+        task._observed = True  # a failure is raised by gather
+        if task.done():
+            on_done(task)
+        else:
+            task._done.callbacks.append(on_done)
     try:
         await outcome
     except BaseException:
-        for child in children:
-            child.cancel()
-        for aw in aws:
-            if isinstance(aw, Task):
-                aw.cancel()
-        await _settle(children)
+        for task in tasks:
+            task.cancel()
+        await _settle(tasks)
         raise
-    return results
+    return [task.result() for task in tasks]
 
 
 async def _settle(tasks: list[Task[Any]]) -> None:
