@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any, Generic, TypeVar, cast
 
-from spdk_io._validate import FOREVER, duration, text
+from spdk_io._validate import duration, text
 from spdk_io.errors import CallbackError, Cancelled, InvalidStateError
 
 __all__ = [
@@ -186,24 +186,20 @@ class _TaskDone(Op[T]):
     """The ``Op`` a task finishes: knows its task, so waits on tasks can be followed.
 
     An ``Op`` has one waiter; a task may have many.  Every awaiter after the first
-    waits on a *follower*, finished with the same outcome right after this one.
+    waits on a *follower* that a callback finishes with the same outcome.
     """
 
-    __slots__ = ("callbacks", "followers", "task")
+    __slots__ = ("callbacks", "task")
 
     def __init__(self, task: Task[T]) -> None:
         super().__init__(f"task {task.name}")
         self.task = task
-        self.followers: list[_TaskDone[T]] = []
-        #: Called with the task once it has finished (``gather``'s bookkeeping); they
-        #: only record and complete Ops, like every completion.
+        #: Called with the task once it has finished (followers, ``gather``); they only
+        #: record and complete Ops, like every completion.
         self.callbacks: list[Callable[[Task[T]], None]] = []
 
     def _finish(self, state: int, value: object) -> None:
         super()._finish(state, value)
-        followers, self.followers = self.followers, []
-        for follower in followers:
-            follower._finish(state, value)
         callbacks, self.callbacks = self.callbacks, []
         for callback in callbacks:
             callback(self.task)
@@ -308,7 +304,7 @@ class Task(Generic[T]):
         self._observed = True
         if not done._state and done._waiter is not None:  # awaited already: follow it
             follower: _TaskDone[T] = _TaskDone(self)
-            done.followers.append(follower)
+            done.callbacks.append(lambda t: follower._finish(t._done._state, t._done._value))
             return follower.__await__()
         return done.__await__()
 
@@ -582,11 +578,11 @@ class Loop:
         _local.loop = self  # while it runs, this is the OS thread's loop
         _local.running = True
         self._running = True
-        handler = self._install_sigint()
+        handler = _take_sigint(self._on_sigint)
         try:
             try:
                 self._drive(task._done)
-                self._restore_sigint(handler)  # a Ctrl-C from here on raises itself
+                _give_back_sigint(handler)  # a Ctrl-C from here on raises itself
                 handler = None
                 if self._crash is not None:
                     raise self._crash
@@ -607,7 +603,7 @@ class Loop:
             self._running = False
             _local.running = False
             _local.loop = outer if outer is not None else self
-            self._restore_sigint(handler)
+            _give_back_sigint(handler)
         lost = self._take_lost()
         if task._done._state == _FAILED:
             _note_lost(task._done._value, lost)
@@ -623,15 +619,6 @@ class Loop:
         lost = [t for t in self._unobserved if not t._observed]
         self._unobserved.clear()
         return lost
-
-    def _install_sigint(self) -> Callable[[int, types.FrameType | None], None] | None:
-        """Take over SIGINT (main thread, Python's default handler only); return the handler."""
-        return _take_sigint(self._on_sigint)
-
-    @staticmethod
-    def _restore_sigint(handler: Callable[[int, types.FrameType | None], None] | None) -> None:
-        """Put Python's default SIGINT handler back if ``handler`` is still the one installed."""
-        _give_back_sigint(handler)
 
     def _drive(self, done: Op[Any]) -> None:
         # The hot loop: everything it touches is a local.  One turn = the ready
@@ -910,10 +897,7 @@ def sleep(seconds: float = 0) -> Awaitable[None]:
     seconds = duration(seconds, "seconds")
     if seconds == 0:
         return _yield_now()
-    loop = current_loop()
-    if seconds == FOREVER:
-        return Op("sleep forever")
-    return loop._sleep_impl(seconds)
+    return current_loop()._sleep_impl(seconds)  # call_later registers nothing for FOREVER
 
 
 class timeout:
@@ -943,8 +927,7 @@ class timeout:
             self._fired = True
             task.cancel(self._exc)
 
-        if self.seconds != FOREVER:
-            self._cancel_timer = loop._call_later(self.seconds, fire)
+        self._cancel_timer = loop._call_later(self.seconds, fire)  # FOREVER: never fires
         return self
 
     async def __aexit__(
@@ -1042,16 +1025,28 @@ async def _gather(aws: tuple[Awaitable[Any], ...]) -> list[Any]:
     except BaseException:
         for task in tasks:
             task.cancel()
-        await _settle(tasks)
+        await _wait_all(tasks, shielded=True)
         raise
     return [task.result() for task in tasks]
 
 
-async def _settle(tasks: list[Task[Any]]) -> None:
+async def wait(tasks: Iterable[Task[Any]]) -> None:
+    """Wait until every task in ``tasks`` has finished, whatever the outcome.
+
+    If the waiting task itself is cancelled meanwhile, that propagates at once.
+    """
+    tasks = list(tasks)
+    for i, t in enumerate(tasks):
+        if not isinstance(t, Task):
+            raise TypeError(f"tasks[{i}] must be a Task, not {type(t).__name__}")
+    await _wait_all(tasks, shielded=False)
+
+
+async def _wait_all(tasks: list[Task[Any]], shielded: bool) -> None:
     """Wait until ``tasks`` have finished, ignoring their outcomes (the caller raises its own).
 
-    If the waiting task is cancelled meanwhile, it keeps waiting (they were
-    cancelled already) and raises that cancellation at the end.
+    ``shielded``: if the waiting task is cancelled meanwhile, keep waiting (the
+    tasks were cancelled already) and raise that cancellation at the end.
     """
     late: BaseException | None = None
     for t in tasks:
@@ -1061,25 +1056,9 @@ async def _settle(tasks: list[Task[Any]]) -> None:
             except BaseException as exc:
                 if t.done():
                     continue
+                if not shielded or not isinstance(exc, Cancelled):
+                    raise  # cancelled (unshielded), or this task cannot wait on t (a deadlock)
                 if late is None:
                     late = exc
-                if not isinstance(exc, Cancelled):
-                    raise  # this task cannot wait on t (a deadlock): give up
     if late is not None:
         raise late
-
-
-async def wait(tasks: Iterable[Task[Any]]) -> None:
-    """Wait until every task in ``tasks`` has finished, whatever the outcome."""
-    tasks = list(tasks)
-    for i, t in enumerate(tasks):
-        if not isinstance(t, Task):
-            raise TypeError(f"tasks[{i}] must be a Task, not {type(t).__name__}")
-    for t in tasks:
-        if not t.done():
-            try:
-                await t
-            except BaseException:
-                if not t.done():  # the waiting task itself was cancelled
-                    raise
-    return None
