@@ -26,30 +26,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from spdk_io._discover import (
-    PREFIX_ENV,
-    SKIP_ENV,
-    SpdkInstall,
-    SpdkNotFoundError,
-    SpdkVersionError,
-    check_version,
-    find_spdk,
-    spdk_libraries,
-)
+from spdk_io._discover import SpdkInstall, check_version, find_spdk, spdk_libraries
+from spdk_io.errors import SpdkNotFoundError
 
-__all__ = [
-    "PREFIX_ENV",
-    "SKIP_ENV",
-    "SpdkInstall",
-    "SpdkNotFoundError",
-    "SpdkVersionError",
-    "fast",
-    "find_spdk",
-    "lib",
-    "load",
-    "pylib",
-    "require_version",
-]
+__all__ = ["fast", "lib", "load", "pylib", "require_version"]
 
 
 # --------------------------------------------------------------------------- loading

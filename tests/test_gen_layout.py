@@ -7,26 +7,17 @@ the solver must find ``_fields_`` whose real ctypes class says the same, or refu
 from __future__ import annotations
 
 import ctypes
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
-
-TOOLS = Path(__file__).resolve().parent.parent / "tools"
-if str(TOOLS) not in sys.path:  # tools/ is not a package: the generator's modules are top-level
-    sys.path.insert(0, str(TOOLS))
-
-from bindgen.layout import (  # noqa: E402
+from bindgen.layout import (
     CALLBACK_HELPER,
     LayoutSolver,
     cfield_bits,
     solve_layouts,
     storage_units,
 )
-from bindgen.model import (  # noqa: E402
+from bindgen.model import (
     Bindings,
     CType,
     Field,
@@ -35,7 +26,11 @@ from bindgen.model import (  # noqa: E402
     Typedef,
     int_ctype,
 )
-from bindgen.order import order_statements  # noqa: E402
+from bindgen.order import order_statements
+
+pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
+
+
 
 U8 = int_ctype("ctypes.c_uint8", 1, False)
 U16 = int_ctype("ctypes.c_uint16", 2, False)

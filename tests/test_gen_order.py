@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
-
-TOOLS = Path(__file__).resolve().parent.parent / "tools"
-if str(TOOLS) not in sys.path:  # tools/ is not a package: the generator's modules are top-level
-    sys.path.insert(0, str(TOOLS))
-
-from bindgen.model import (  # noqa: E402
+from bindgen.model import (
     CType,
     Field,
     GenerationError,
@@ -23,7 +13,11 @@ from bindgen.model import (  # noqa: E402
     int_ctype,
     pointer_to,
 )
-from bindgen.order import order_statements  # noqa: E402
+from bindgen.order import order_statements
+
+pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
+
+
 
 U32 = int_ctype("ctypes.c_uint32", 4, False)
 

@@ -13,22 +13,20 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import gen_bindings
 import pytest
+from bindgen import model, source
+from bindgen.layout import cfield_bits
+from bindgen.model import Bindings
+from bindgen.render_py import render_module
+from bindgen.render_pyi import render_stub
 
 from spdk_io._discover import SpdkInstall
 
 pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
-if str(TOOLS) not in sys.path:  # tools/ is not a package: the generator's modules are top-level
-    sys.path.insert(0, str(TOOLS))
 
-import gen_bindings  # noqa: E402
-from bindgen import model, source  # noqa: E402
-from bindgen.layout import cfield_bits  # noqa: E402
-from bindgen.model import Bindings  # noqa: E402
-from bindgen.render_py import render_module  # noqa: E402
-from bindgen.render_pyi import render_stub  # noqa: E402
 
 ROOT = TOOLS.parent
 

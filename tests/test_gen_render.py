@@ -8,20 +8,11 @@ from __future__ import annotations
 
 import ast
 import ctypes
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
-
-TOOLS = Path(__file__).resolve().parent.parent / "tools"
-if str(TOOLS) not in sys.path:  # tools/ is not a package: the generator's modules are top-level
-    sys.path.insert(0, str(TOOLS))
-
-from bindgen.layout import solve_layouts  # noqa: E402
-from bindgen.model import (  # noqa: E402
+from bindgen.layout import solve_layouts
+from bindgen.model import (
     CHAR_P,
     CHAR_PTR,
     VOID,
@@ -38,9 +29,13 @@ from bindgen.model import (  # noqa: E402
     int_ctype,
     pointer_to,
 )
-from bindgen.order import order_statements  # noqa: E402
-from bindgen.render_py import render_module  # noqa: E402
-from bindgen.render_pyi import render_stub  # noqa: E402
+from bindgen.order import order_statements
+from bindgen.render_py import render_module
+from bindgen.render_pyi import render_stub
+
+pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
+
+
 
 U32 = int_ctype("ctypes.c_uint32", 4, False)
 I32 = int_ctype("ctypes.c_int32", 4, True)

@@ -20,7 +20,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import gen_bindings
 import pytest
+from bindgen import model, source
 
 import spdk_io._generated as g
 from spdk_io._discover import find_spdk
@@ -29,11 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
 GENERATOR = TOOLS / "gen_bindings.py"
 OUTPUTS = ("_generated.py", "_generated.pyi")
-if str(TOOLS) not in sys.path:  # tools/ is not a package: the generator's modules are top-level
-    sys.path.insert(0, str(TOOLS))
-
-import gen_bindings  # noqa: E402
-from bindgen import model, source  # noqa: E402
 
 
 @cache
@@ -416,10 +413,10 @@ def test_generator_loads_no_spdk_library(tmp_path: Path) -> None:
 
 
 def test_stub_is_written_once_next_to_the_module(tmp_path: Path) -> None:
-    """One stub, beside ``_generated.py`` where mypy reads it; ``--stubs-dir`` is ignored."""
-    out, stubs = tmp_path / "out", tmp_path / "stubs"
+    """One stub, beside ``_generated.py`` where mypy reads it."""
+    out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(GENERATOR), "--out-dir", str(out), "--stubs-dir", str(stubs)],
+        [sys.executable, str(GENERATOR), "--out-dir", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -427,8 +424,6 @@ def test_stub_is_written_once_next_to_the_module(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["_generated.py", "_generated.pyi"]
-    assert not stubs.exists()
-    assert "--stubs-dir is deprecated" in proc.stderr
     assert (out / "_generated.pyi").read_text() == (ROOT / "spdk_io" / "_generated.pyi").read_text()
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import ctypes
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gen_bindings
 import pytest
+from bindgen import source
+from bindgen.model import Field, Record
 
 import spdk_io._generated as g
 from spdk_io._discover import find_spdk
@@ -23,12 +25,7 @@ from spdk_io._discover import find_spdk
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
 MIN_ASSERTS = 50
-if str(TOOLS) not in sys.path:  # tools/ is not a package: the generator's modules are top-level
-    sys.path.insert(0, str(TOOLS))
 
-import gen_bindings  # noqa: E402
-from bindgen import source  # noqa: E402
-from bindgen.model import Field, Record  # noqa: E402
 
 _TOKEN = re.compile(
     r"\s*(?:(0[xX][0-9a-fA-F]+|\d+)[uUlL]*|([A-Za-z_]\w*)|(==|!=|<=|>=|&&|\|\||<<|>>|[-+*/%()<>,.\[\]!&|^~]))"

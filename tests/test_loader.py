@@ -44,7 +44,7 @@ def test_missing_spdk_names_where_it_looked(tmp_path: Path) -> None:
 def test_find_spdk_reports_the_installation() -> None:
     proc = run_py(
         """
-        from spdk_io._loader import find_spdk
+        from spdk_io._discover import find_spdk
         i = find_spdk()
         print(i.version, (i.headers / "env.h").is_file(), "rte_mempool_ring" in i.dpdk_libs)
         """
@@ -55,7 +55,7 @@ def test_find_spdk_reports_the_installation() -> None:
 
 def test_another_spdk_release_is_refused_with_how_to_rebuild(tmp_path: Path) -> None:
     """An SPDK upgrade after install: the generated layer refuses to load against it."""
-    from spdk_io._loader import find_spdk
+    from spdk_io._discover import find_spdk
 
     real = find_spdk()
     fake = tmp_path / "prefix"
@@ -225,19 +225,3 @@ def test_discovery_loads_nothing() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False", "False", "26.05.0"]
-
-
-def test_loader_reexports_discovery() -> None:
-    """``spdk_io._loader.find_spdk`` (used by .ci/run and tests) is the discovery module's."""
-    proc = run_py(
-        """
-        from spdk_io import _discover, _loader
-        for name in ("find_spdk", "SpdkInstall", "SpdkNotFoundError", "SpdkVersionError"):
-            print(name, getattr(_loader, name) is getattr(_discover, name))
-        """
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [
-        *("find_spdk", "True", "SpdkInstall", "True"),
-        *("SpdkNotFoundError", "True", "SpdkVersionError", "True"),
-    ]

@@ -102,7 +102,7 @@ print("HANDLER-RESTORED" if signal.getsignal(signal.SIGINT) is signal.default_in
 """
 
 
-def test_more_ctrl_c_during_unwinding_and_teardown_let_themfinish_within() -> None:
+def test_more_ctrl_c_during_unwinding_and_teardown_let_them_finish() -> None:
     """Documented choice: Ctrl-C after the first is recorded, teardown runs to its end
     (bounded in time), and ``KeyboardInterrupt`` is raised once."""
     proc = start_py(_SLOW_TEARDOWN)

@@ -158,20 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out-dir", type=Path, default=ROOT / "spdk_io", help="where _generated.py/.pyi go"
     )
-    parser.add_argument(
-        "--stubs-dir",
-        type=Path,
-        default=None,
-        help="deprecated and ignored: the stub is written next to the module only",
-    )
     parser.add_argument("--report", action="store_true", help="print coverage and counts")
     args = parser.parse_args(argv)
-    if args.stubs_dir is not None:
-        print(
-            "gen_bindings: --stubs-dir is deprecated and ignored: the stub is written next "
-            "to the module (--out-dir), where mypy reads it",
-            file=sys.stderr,
-        )
     started = time.perf_counter()
     try:
         install = find_spdk()
