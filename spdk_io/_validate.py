@@ -29,12 +29,15 @@ def integer(value: object, what: str, lo: int | None = None, hi: int | None = No
 
     ``lo``/``hi`` are inclusive bounds.
     """
-    if isinstance(value, bool):
+    if type(value) is int:  # the common case, on I/O paths: no conversion
+        n = value
+    elif isinstance(value, bool):
         raise TypeError(f"{what} must be an int, not bool")
-    try:
-        n = operator.index(value)  # type: ignore[arg-type]  # TypeError is the check
-    except TypeError:
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
+    else:
+        try:
+            n = operator.index(value)  # type: ignore[arg-type]  # TypeError is the check
+        except TypeError:
+            raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
     if lo is not None and n < lo:
         raise ValueError(f"{what} must be >= {lo}, got {n}")
     if hi is not None and n > hi:

@@ -41,7 +41,7 @@ from spdk_io._validate import flag, integer, text
 from spdk_io.dma import DmaBuf, iovecs
 from spdk_io.errors import BdevRemovedError, SpdkError
 from spdk_io.loop import Op, sleep
-from spdk_io.resource import Resource
+from spdk_io.resource import ACLOSE_POLL, Resource
 from spdk_io.thread import current_thread
 
 __all__ = ["Bdev", "BdevDesc", "IoChannel", "IoSlot", "IoType", "IoTypeName"]
@@ -173,7 +173,7 @@ class Bdev:
 
     def open(self, write: bool = False) -> BdevDesc:
         """Open this bdev (see :meth:`BdevDesc.open`)."""
-        return BdevDesc.open(self.name, write=flag(write, "write"))
+        return BdevDesc.open(self.name, write=write)
 
 
 # ------------------------------------------------------------------------------ fast calls
@@ -281,6 +281,9 @@ class BdevDesc(Resource):
         g.spdk_bdev_close(self._ptr)
         _bridge.forget(self._event_key)
 
+    def _abandoned(self) -> None:
+        _bridge.forget(self._event_key)
+
     async def aclose(self) -> None:
         """Close once the I/O in flight has completed.
 
@@ -289,16 +292,10 @@ class BdevDesc(Resource):
         """
         deadline = time.monotonic() + CLOSE_GRACE
         while self._inflight and time.monotonic() < deadline:
-            await sleep(0.001)
+            await sleep(ACLOSE_POLL)
         if self._inflight and not self.closed:  # a removed bdev waits for this close too
-            ptr, channel = self._ptr, self._channel._ptr
-
-            def reset(key: int) -> int:
-                rc: int = g.spdk_bdev_reset(ptr, channel, _bridge.bdev_io_cb, key)
-                return rc
-
             try:
-                self._submit("teardown reset", reset, ())
+                self._submit_reset("teardown reset")
             except SpdkError as exc:  # the caller's time bound still holds
                 _log.warning("%s: reset of I/O left in flight failed: %s", self.name, exc)
         await super().aclose()
@@ -394,15 +391,14 @@ class BdevDesc(Resource):
         call: Callable[[int], int],
         bufs: Sequence[DmaBuf],
         complete: Callable[[Op[Any], bool, Any], None] | None = None,
-        hold: Sequence[object] = (),
     ) -> Op[Any]:
         """Start an I/O: pin its buffers, register its completion, call SPDK.
 
         ``call(key)`` submits with ``key`` as ``cb_arg`` and returns SPDK's rc;
         ``complete(op, success, bdev_io)`` turns the completion into a result.
-        ``bufs`` stay pinned, and ``call`` and ``hold`` (the iovec arrays and
-        anything else SPDK reads by address) stay referenced by ``op.keep``,
-        until the I/O completes, however long SPDK queues it.
+        ``op.keep`` holds ``(bufs, call)`` until the I/O completes, however long SPDK
+        queues it: the buffers stay pinned, and ``call`` keeps alive what it captured
+        that SPDK reads by address (the iovec arrays).
         """
         op: Op[Any] = Op(what)
         pinned: list[DmaBuf] = []
@@ -414,27 +410,23 @@ class BdevDesc(Resource):
             for b in pinned:
                 b.unpin()
             raise
-        op.keep = _Held(tuple(pinned), (call, *hold))
+        op.keep = (pinned, call)
         key = _bridge.once(complete or self._complete, op)
-
-        def undo() -> None:  # SPDK took nothing: release everything at once
-            _bridge.forget(key)
-            op.keep = None
-            for b in pinned:
-                b.unpin()
-
+        rc: int | None = None
         try:
             rc = call(key)
-        except BaseException:  # nothing reached SPDK (e.g. an argument conversion failed)
-            undo()
-            raise
-        if rc == 0 or rc == -errno.ENOMEM:
-            self._inflight += 1
-            if rc:
-                self._wait_for_io(op, call, key)
-            return op
-        undo()
-        raise SpdkError(-rc, what, self.name)
+        finally:
+            if rc != 0 and rc != -errno.ENOMEM:  # SPDK took nothing: release it all at once
+                _bridge.forget(key)
+                op.keep = None
+                for b in pinned:
+                    b.unpin()
+        if rc != 0 and rc != -errno.ENOMEM:
+            raise SpdkError(-rc, what, self.name)
+        self._inflight += 1
+        if rc:  # out of bdev_io: wait for one, then submit again
+            self._wait_for_io(op, call, key)
+        return op
 
     def _wait_for_io(
         self, op: Op[Any], call: Callable[[int], int], key: int, one_shot: bool = True
@@ -481,9 +473,9 @@ class BdevDesc(Resource):
         """SPDK is done with ``op``'s I/O: unpin its buffers, then settle the op
         (which drops everything else it kept)."""
         self._inflight -= 1
-        held = op.keep
-        if isinstance(held, _Held):
-            for b in held.bufs:
+        held = cast("tuple[list[DmaBuf], object] | None", op.keep)  # None: an IoSlot's op
+        if held is not None:
+            for b in held[0]:
                 b.unpin()
         if exc is None:
             op.set_result(value)
@@ -554,7 +546,7 @@ class BdevDesc(Resource):
         def submit(key: int) -> int:
             return fn(d, c, iov, len(items), off, num, _bridge.bdev_io_cb, key)  # type: ignore[no-any-return]
 
-        return self._submit(what, submit, items, hold=(iov,))
+        return self._submit(what, submit, items)
 
     def readv_blocks(self, bufs: Sequence[DmaBuf], offset_blocks: int) -> Op[None]:
         """Scatter-read into ``bufs`` (their total length, a whole number of blocks)."""
@@ -573,17 +565,17 @@ class BdevDesc(Resource):
         return self.writev_blocks(bufs, self._bytes_to_blocks(offset, "offset", 0))
 
     def _no_data(
-        self, what: str, fn: Any, offset_blocks: object, num_blocks: object, io_type: IoTypeName
+        self, what: IoTypeName, fn: Any, offset_blocks: object, num_blocks: object
     ) -> Op[None]:
         # SPDK refuses write_zeroes, unmap and flush on a read-only descriptor (-EBADF).
         self._check(True, what)
         off, num = self._range(offset_blocks, num_blocks)
-        if not self.bdev.supports(io_type):
+        if not self.bdev.supports(what):
             raise SpdkError(
                 errno.ENOTSUP,
                 what,
                 self.name,
-                f"{self.bdev.product_name} does not support {io_type}",
+                f"{self.bdev.product_name} does not support {what}",
             )
         d, c = self._ptr, self._channel._ptr
 
@@ -595,16 +587,12 @@ class BdevDesc(Resource):
     def write_zeroes_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
         """Zero ``num_blocks`` blocks at ``offset_blocks`` (needs a writable descriptor)."""
         return self._no_data(
-            "write_zeroes",
-            g.spdk_bdev_write_zeroes_blocks,
-            offset_blocks,
-            num_blocks,
-            "write_zeroes",
+            "write_zeroes", g.spdk_bdev_write_zeroes_blocks, offset_blocks, num_blocks
         )
 
     def unmap_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
         """Unmap (trim) blocks (needs a writable descriptor)."""
-        return self._no_data("unmap", g.spdk_bdev_unmap_blocks, offset_blocks, num_blocks, "unmap")
+        return self._no_data("unmap", g.spdk_bdev_unmap_blocks, offset_blocks, num_blocks)
 
     def flush_blocks(self, offset_blocks: int = 0, num_blocks: int | None = None) -> Op[None]:
         """Flush blocks (default: from ``offset_blocks`` to the end).
@@ -621,7 +609,7 @@ class BdevDesc(Resource):
                     f"{self.name}: offset_blocks {off} is past the end ({self.num_blocks} blocks)"
                 )
             num_blocks = self.num_blocks - off
-        return self._no_data("flush", g.spdk_bdev_flush_blocks, off, num_blocks, "flush")
+        return self._no_data("flush", g.spdk_bdev_flush_blocks, off, num_blocks)
 
     def write_zeroes(self, offset: int, length: int) -> Op[None]:
         """Zero ``length`` bytes at byte ``offset``."""
@@ -659,7 +647,7 @@ class BdevDesc(Resource):
         def submit(key: int) -> int:
             return g.spdk_bdev_comparev_blocks(d, c, iov, 1, off, num, _bridge.bdev_io_cb, key)
 
-        return self._submit("compare", submit, (b,), self._complete_compare, (iov,))
+        return self._submit("compare", submit, (b,), self._complete_compare)
 
     def compare_and_write_blocks(
         self, compare: DmaBuf, write: DmaBuf, offset_blocks: int, num_blocks: int
@@ -691,9 +679,7 @@ class BdevDesc(Resource):
                 d, c, ciov, 1, wiov, 1, off, num, _bridge.bdev_io_cb, key
             )
 
-        return self._submit(
-            "compare_and_write", submit, (cbuf, wbuf), self._complete_compare, (ciov, wiov)
-        )
+        return self._submit("compare_and_write", submit, (cbuf, wbuf), self._complete_compare)
 
     def _complete_compare(self, op: Op[Any], success: bool, bdev_io: Any) -> None:
         if success:
@@ -724,23 +710,15 @@ class BdevDesc(Resource):
         self._check(True, "reset", removed_ok=True)
         if not self.bdev.supports("reset"):
             raise SpdkError(errno.ENOTSUP, "reset", self.name)
+        return self._submit_reset("reset")
+
+    def _submit_reset(self, what: str) -> Op[None]:
         d, c = self._ptr, self._channel._ptr
 
         def submit(key: int) -> int:
             return g.spdk_bdev_reset(d, c, _bridge.bdev_io_cb, key)
 
-        return self._submit("reset", submit, ())
-
-
-class _Held:
-    """What one in-flight I/O lends SPDK (``Op.keep``): its pinned buffers, and the
-    objects SPDK reads by address (iovec arrays, the submit closure) until completion."""
-
-    __slots__ = ("bufs", "objs")
-
-    def __init__(self, bufs: tuple[DmaBuf, ...], objs: tuple[object, ...]) -> None:
-        self.bufs = bufs
-        self.objs = objs
+        return self._submit(what, submit, ())
 
 
 _get_ident = threading.get_ident
@@ -771,7 +749,7 @@ class IoSlot(Resource):
         self._off = ctypes.c_uint64()
         self._num = ctypes.c_uint64()
         self._buf_arg = ctypes.c_void_p(buf.addr)
-        self._key = _bridge.persistent(self._complete)
+        self._key = _bridge.persistent(self._complete, self._op)  # errors reach the awaiter
         self._key_arg = ctypes.c_void_p(self._key)
         self._ident = desc.thread.owner  # the OS thread that may submit
         super().__init__(desc.thread, parent=desc)
@@ -785,6 +763,11 @@ class IoSlot(Resource):
         """Release the buffer (closing is refused while the slot's I/O is in flight)."""
         _bridge.forget(self._key)
         self.buf.unpin()
+
+    def _abandoned(self) -> None:
+        _bridge.forget(self._key)
+        if self._op.done():  # an I/O SPDK never completed may still reach the buffer
+            self.buf.unpin()
 
     def read_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
         """Read into the slot's buffer; await the result."""
@@ -805,15 +788,13 @@ class IoSlot(Resource):
             or not 0 < num_blocks <= self._capacity_blocks
             or offset_blocks < 0
             or offset_blocks + num_blocks > desc.num_blocks
-            or desc._removed
-            or desc.closed
+            or desc._removed  # (a closed descriptor closed its slots first)
             or (write and not desc.writable)
             or _get_ident() != self._ident
         ):
             offset_blocks, num_blocks = self._slow_check(offset_blocks, num_blocks, write)
         self._off.value = offset_blocks
-        if num_blocks != self._num.value:
-            self._num.value = num_blocks
+        self._num.value = num_blocks
         rc = fn(
             desc._desc_arg,
             desc._ch_arg,
@@ -827,11 +808,10 @@ class IoSlot(Resource):
             raise SpdkError(-rc, "write" if write else "read", desc.name)
         op.rearm()
         desc._inflight += 1
-        if rc:  # out of bdev_io: wait for one, then submit again
-            retry = _write_blocks if write else _read_blocks
-            args = (desc._desc_arg, desc._ch_arg, self._buf_arg, offset_blocks, num_blocks)
+        if rc:  # out of bdev_io: wait for one, then submit the same prebuilt arguments again
+            args = (desc._desc_arg, desc._ch_arg, self._buf_arg, self._off, self._num)
             desc._wait_for_io(
-                op, lambda key: retry(*args, _bdev_io_thunk, key), self._key, one_shot=False
+                op, lambda _key: fn(*args, _bdev_io_thunk, self._key_arg), self._key, False
             )
         return op
 
@@ -850,10 +830,10 @@ class IoSlot(Resource):
         desc._buffer(self.buf, num)
         return off, num
 
-    def _complete(self, op: None, success: bool, bdev_io: Any) -> None:
+    def _complete(self, op: Op[None], success: bool, bdev_io: Any) -> None:
         desc = self.desc
         if success and not desc._removed:
             desc._inflight -= 1
-            self._op.set_result(None)
+            op.set_result(None)
         else:
-            desc._finish(self._op, None if success else SpdkError(errno.EIO, "slot I/O", desc.name))
+            desc._finish(op, None if success else SpdkError(errno.EIO, "slot I/O", desc.name))

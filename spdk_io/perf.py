@@ -13,7 +13,6 @@ Exit status: 0, 2 for bad arguments (one line on stderr), 130 on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import random
@@ -393,12 +392,7 @@ def run_perf(cfg: PerfConfig, progress: bool = False) -> PerfResult:
     """
     cfg.validate()
     config = cfg.config()
-    main = _run(cfg, progress)
-    try:
-        return run(main, config=config, name="spdk_io_perf", mem_size_mb=ENV_MEM_MIB)
-    finally:
-        if inspect.getcoroutinestate(main) == inspect.CORO_CREATED:
-            main.close()  # SPDK did not start: never awaited, so close it quietly
+    return run(_run(cfg, progress), config=config, name="spdk_io_perf", mem_size_mb=ENV_MEM_MIB)
 
 
 class _UsageError(Exception):
