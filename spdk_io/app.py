@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from spdk_io import _bridge, env
 from spdk_io import _generated as g
 from spdk_io._validate import text
-from spdk_io.errors import Cancelled, EnvUnusableError, SpdkError
+from spdk_io.errors import Cancelled, SpdkError
 from spdk_io.loop import Task
-from spdk_io.thread import Poller, SpdkThread
+from spdk_io.rpc import MAX_SOCKET_PATH
+from spdk_io.thread import Poller, SpdkThread, release_current
 
 if TYPE_CHECKING:  # typing_extensions is only needed by the type checker (Python < 3.12)
     from typing_extensions import Unpack
@@ -33,10 +34,6 @@ if TYPE_CHECKING:  # typing_extensions is only needed by the type checker (Pytho
 __all__ = ["App"]
 
 T = TypeVar("T")
-
-#: ``sizeof(sockaddr_un.sun_path) - 1``: the longest Unix socket path.
-_MAX_SOCKET_PATH = 107
-
 
 @dataclass
 class _State:
@@ -64,27 +61,27 @@ class App:
         text or a dict), and ``rpc_addr``, the unix socket SPDK serves JSON-RPC on.
         Every option is checked now (``TypeError``/``ValueError`` naming it)."""
         self.options = env.resolve_options(options, kwargs, "App")
+        if self.options.extra:  # spdk_app_opts is not spdk_env_opts: nothing to apply them to
+            raise TypeError("extra: App takes no raw spdk_env_opts fields (Env does)")
         self.config = env.config_bytes(config)
         if rpc_addr is not None:
-            text(rpc_addr, "rpc_addr", max_len=_MAX_SOCKET_PATH)
+            text(rpc_addr, "rpc_addr", max_len=MAX_SOCKET_PATH)
         self.rpc_addr = rpc_addr
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         """Start the framework, run ``main`` on the app thread, stop; return its result."""
         try:
             env.check_startable()
-        except EnvUnusableError:
-            main.close()
+            if App._started or env.is_up():
+                raise RuntimeError("SPDK supports one App per process, and not alongside an Env")
+            if env.env_initialised_once():
+                raise RuntimeError(
+                    "an App needs a process where no Env ran before: spdk_app_start "
+                    "initialises DPDK itself, which can happen once per process"
+                )
+        except BaseException:
+            main.close()  # never awaited
             raise
-        if App._started or env.is_up():
-            main.close()
-            raise RuntimeError("SPDK supports one App per process, and not alongside an Env")
-        if env.env_initialised_once():
-            main.close()
-            raise RuntimeError(
-                "an App needs a process where no Env ran before: spdk_app_start "
-                "initialises DPDK itself, which can happen once per process"
-            )
         App._started = True
         state = _State()
         keep: list[Any] = []
@@ -162,7 +159,7 @@ def _on_start(state: _State, main: Coroutine[Any, Any, Any], options: env.EnvOpt
 
 async def _finish(state: _State, poller: Poller) -> None:
     """Close what the application left open, then stop the framework."""
-    await env.release_leftovers()
+    await release_current()  # hooks, then every open resource (RPC included)
     poller.unregister()
     failed = state.crash is not None or (state.task is not None and state.task.failed())
     g.spdk_app_stop(-1 if failed else 0)

@@ -34,7 +34,13 @@ from spdk_io import _generated as g
 from spdk_io._validate import flag, integer, text
 from spdk_io.errors import EnvUnusableError, SpdkError, WrongThreadError
 from spdk_io.loop import Op, interrupts_deferred, wait_for
-from spdk_io.thread import SpdkThread, release_current, shutdown_guests, stop_spawned
+from spdk_io.thread import (
+    SpdkThread,
+    current_thread,
+    release_current,
+    shutdown_guests,
+    stop_spawned,
+)
 
 if TYPE_CHECKING:  # typing_extensions is only needed by the type checker (Python < 3.12)
     from typing_extensions import Unpack
@@ -43,7 +49,7 @@ __all__ = ["Env", "EnvOptions", "block_on", "run"]
 
 T = TypeVar("T")
 
-_IOVA_MODES = (None, "pa", "va")
+_IOVA_MODES = ("pa", "va")
 
 #: Least ``mem_size_mb`` that brings SPDK's subsystems up without hugepages.
 #: Measured with SPDK v26.05 (every bundled module loaded, no config): 383 MiB
@@ -285,16 +291,6 @@ def resolve_options(
 #: Seconds each teardown step may take before it is abandoned.
 TEARDOWN_TIMEOUT = 10.0
 _log = logging.getLogger("spdk_io")
-
-
-async def release_leftovers() -> None:
-    """Release what the app thread holds (:func:`spdk_io.thread.release_current`:
-    release hooks, then every open resource, RPC servers and the RPC client included).
-
-    Both :class:`Env` and :class:`~spdk_io.app.App` call this before SPDK's
-    subsystems finish.
-    """
-    await release_current()
 
 
 _state_lock = threading.Lock()
@@ -550,7 +546,7 @@ class Env:
         """Stop spawned threads, close what Python still holds open, then finish every
         subsystem (each step bounded in time)."""
         await stop_spawned()
-        await release_leftovers()
+        await release_current()  # hooks, then every open resource (RPC included)
         op: Op[None] = Op("spdk_subsystem_fini")
         key = _bridge.once(lambda: op.set_result(None), op)
         g.spdk_subsystem_fini(_bridge.ctx_cb, key)
@@ -699,6 +695,4 @@ def _stop_while_raising(env: Env, exc: BaseException) -> None:
 
 def block_on(aw: Awaitable[T]) -> T:
     """Run ``aw`` to completion on this OS thread's SPDK thread (synchronous callers)."""
-    from spdk_io.thread import current_thread
-
     return current_thread().block_on(aw)

@@ -111,10 +111,14 @@ class Resource:
         try:
             self._release()
         finally:
-            if self._parent is not None and self in self._parent._children:
-                self._parent._children.remove(self)
-            if self._owner is not None:
-                self._owner.unregister(self)
+            self._unlink()
+
+    def _unlink(self) -> None:
+        """Leave the parent's children and the owner's registry (the resource is closed)."""
+        if self._parent is not None and self in self._parent._children:
+            self._parent._children.remove(self)
+        if self._owner is not None:
+            self._owner.unregister(self)
 
     def abandon(self) -> None:
         """Mark this resource and its children closed without giving anything back:
@@ -126,10 +130,7 @@ class Resource:
             return
         self.closed = True
         self._abandoned()
-        if self._parent is not None and self in self._parent._children:
-            self._parent._children.remove(self)
-        if self._owner is not None:
-            self._owner.unregister(self)
+        self._unlink()
 
     def _abandoned(self) -> None:
         """Drop Python-side state (callback keys) of a resource SPDK freed by itself."""

@@ -50,7 +50,7 @@ from spdk_io import _validate
 from spdk_io.errors import RpcError, SpdkError, WrongThreadError
 from spdk_io.loop import Op
 from spdk_io.resource import Resource
-from spdk_io.thread import Poller, SpdkThread, current_thread
+from spdk_io.thread import MAX_PERIOD_US, Poller, SpdkThread, current_thread
 
 __all__ = [
     "MAX_PARAMS_DEPTH",
@@ -331,7 +331,7 @@ class RpcServer(Resource):
         period_us: int = SERVE_PERIOD_US,
         parent: Resource | None = None,
     ) -> None:
-        period_us = _validate.integer(period_us, "period_us", lo=0, hi=(1 << 63) - 1)
+        period_us = _validate.integer(period_us, "period_us", lo=0, hi=MAX_PERIOD_US)
         self.thread = _on_app_thread("spdk_io.rpc.serve")
         self.path = _socket_path(path)
         old = os.umask(0o177)  # the socket is created 0600, never briefly wider
@@ -664,14 +664,12 @@ def call(method: str, params: Mapping[str, Any] | list[Any] | None = None) -> Op
     data = encode_request(method, body, rid)
     thread = _on_app_thread("spdk_io.rpc.call")
     if _client is not None and _client.server.closed:  # closed under us: start afresh
-        _client.close()
-        _client = None
+        _client.close()  # (closing forgets it: _client is None again)
     if _client is not None and _client.sock is None:
         try:
             _client.connect()
         except OSError:  # the private server is gone: start afresh
             _client.close()
-            _client = None
     if _client is None:
         _client = _Client(thread)
     return _client.submit(method, data, rid)

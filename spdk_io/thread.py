@@ -199,11 +199,10 @@ class SpdkThread:
 
     def forget(self) -> None:
         """Drop a wrapped thread whose owner destroyed it (SPDK freed its pollers)."""
-        self._closed = self._exiting = True
+        self._closed = True
         for resource in reversed(self.resources()):
             resource.abandon()
-        with _registry_lock:
-            _by_id.pop(self.id, None)
+        self._refuse_messages()
         self._drop_inbox()
         self.loop.close()
         if getattr(_local, "thread", None) is self:
@@ -227,7 +226,7 @@ class SpdkThread:
 
     def handle(self) -> ThreadHandle:
         """A thread-safe reference other OS threads use to send this thread work."""
-        return ThreadHandle(self._ptr, self.id, self.name)
+        return ThreadHandle(self.id, self.name)
 
     # -- polling -------------------------------------------------------------------------
 
@@ -334,13 +333,18 @@ class SpdkThread:
         """The open resources this thread owns, oldest first."""
         return list(self._resources.values())
 
+    def _roots(self) -> list[Resource]:
+        """The open resources without a parent, newest first: what releasing closes
+        (children close with their parent)."""
+        return [r for r in reversed(self.resources()) if not r.closed and r.parent is None]
+
     def _close_leftovers(self) -> None:
         """Close what is still open, newest first (pollers left registered would make
         SPDK wait 5 s).  A busy one stays open: the thread's exit then times out and
         leaks it rather than freeing memory the device still uses."""
-        for resource in reversed(self.resources()):
-            if resource.closed or resource.parent is not None:
-                continue  # closed with its parent
+        for resource in self._roots():
+            if resource.closed:  # closed with another in the meantime
+                continue
             try:
                 resource.close()
             except BlockingIOError as exc:
@@ -518,14 +522,13 @@ class ThreadHandle:
     """A reference to an SPDK thread that any OS thread may use to send it work.
 
     Sending to a thread that has exited (or started to exit) raises
-    :class:`ThreadExitedError` and changes nothing.  ``ptr`` is the raw
-    ``struct spdk_thread *``, valid only while the thread lives.
+    :class:`ThreadExitedError` and changes nothing.  It holds no pointer: the live
+    thread is looked up by id for every message, so it can never dangle.
     """
 
-    __slots__ = ("id", "name", "ptr")
+    __slots__ = ("id", "name")
 
-    def __init__(self, ptr: Any, thread_id: int, name: str) -> None:
-        self.ptr = ptr
+    def __init__(self, thread_id: int, name: str) -> None:
         self.id = thread_id
         self.name = name
 
@@ -559,11 +562,9 @@ class ThreadHandle:
         ``dropped()`` runs (on the target's OS thread) if the message is never run
         because SPDK forced the thread out with messages still queued.
         """
-        cell: list[int] = []
-
         def run() -> None:
             with _registry_lock:
-                inbox.pop(cell[0], None)
+                inbox.pop(key, None)
             fn()
 
         with _registry_lock:
@@ -572,7 +573,6 @@ class ThreadHandle:
                 raise ThreadExitedError(self.name)
             inbox = target._inbox
             key = _bridge.once(run)
-            cell.append(key)
             inbox[key] = dropped
             rc = g.spdk_thread_send_msg(target._ptr, _bridge.ctx_cb, key)
             if rc != 0:
@@ -892,8 +892,8 @@ async def release_current() -> None:
         except Exception as exc:
             name = getattr(hook, "__qualname__", hook)
             _log.warning("release hook %s failed on thread %s: %s", name, me.name, exc)
-    for resource in reversed(me.resources()):  # newest first; children with their parent
-        if resource.closed or resource.parent is not None:
+    for resource in me._roots():
+        if resource.closed:  # closed with another in the meantime
             continue
         try:
             await wait_for(resource.aclose(), RELEASE_TIMEOUT)
