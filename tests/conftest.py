@@ -166,3 +166,22 @@ def finish_within(proc: subprocess.Popen[str], limit: float) -> tuple[str, str, 
         out, err = proc.communicate()
         pytest.fail(f"child did not exit within {limit} s\n{out}\n{err[-3000:]}")
     return out, err, time.monotonic() - t0
+
+
+#: Appended by :func:`then_run_again`: a plain run must work afterwards.
+RUN_AGAIN = """
+async def _again() -> str:
+    return (await spdk_io.rpc.call("spdk_get_version"))["version"]
+
+print("run again:", spdk_io.run(_again()), flush=True)
+"""
+
+
+def then_run_again(code: str) -> str:
+    """``code`` (which imports spdk_io) followed by a plain run that must work."""
+    return textwrap.dedent(code) + RUN_AGAIN
+
+
+def ran_again(stdout: str) -> bool:
+    """Whether the run :func:`then_run_again` appended brought SPDK up again."""
+    return "run again: SPDK v26.05" in stdout

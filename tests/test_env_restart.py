@@ -6,34 +6,16 @@ why.  Each test runs in a fresh process: they bring SPDK up and down.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_py
-
-#: Appended to every script: a plain run must work afterwards.
-RUN_AGAIN = """
-async def _again() -> str:
-    return (await spdk_io.rpc.call("spdk_get_version"))["version"]
-
-print("run again:", spdk_io.run(_again()), flush=True)
-"""
-
-
-def _then_run_again(code: str) -> str:
-    """``code`` followed by a plain run that must work."""
-    return textwrap.dedent(code) + RUN_AGAIN
-
-
-def _ran_again(stdout: str) -> bool:
-    return "run again: SPDK v26.05" in stdout
+from tests.conftest import ran_again, run_py, then_run_again
 
 
 def test_stop_from_another_os_thread_changes_nothing() -> None:
     proc = run_py(
-        _then_run_again(
+        then_run_again(
             """
         import threading
         import spdk_io
@@ -67,12 +49,12 @@ def test_stop_from_another_os_thread_changes_nothing() -> None:
     assert "still up: True" in proc.stdout
     assert "still usable: SPDK v26.05" in proc.stdout
     assert "down: True" in proc.stdout
-    assert _ran_again(proc.stdout), proc.stdout + proc.stderr
+    assert ran_again(proc.stdout), proc.stdout + proc.stderr
 
 
 def test_io_left_pending_on_an_error_bdev_is_aborted_at_teardown() -> None:
     proc = run_py(
-        _then_run_again(
+        then_run_again(
             """
         import time
         import spdk_io
@@ -101,12 +83,12 @@ def test_io_left_pending_on_an_error_bdev_is_aborted_at_teardown() -> None:
     assert "pending: 1 True" in proc.stdout
     assert "first run done fast" in proc.stdout
     assert "ETIMEDOUT" not in proc.stdout + proc.stderr
-    assert _ran_again(proc.stdout), proc.stdout + proc.stderr
+    assert ran_again(proc.stdout), proc.stdout + proc.stderr
 
 
 def test_config_whose_runtime_method_fails_twice() -> None:
     proc = run_py(
-        _then_run_again(
+        then_run_again(
             """
         import spdk_io
         from spdk_io.errors import SpdkError
@@ -128,7 +110,7 @@ def test_config_whose_runtime_method_fails_twice() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("failed: spdk_subsystem_load_config (runtime methods)") == 2
-    assert _ran_again(proc.stdout), proc.stdout + proc.stderr
+    assert ran_again(proc.stdout), proc.stdout + proc.stderr
 
 
 def test_startup_method_runs_again_after_a_previous_run() -> None:
@@ -155,7 +137,7 @@ def test_startup_method_runs_again_after_a_previous_run() -> None:
 
 def test_unknown_config_method_is_named_and_process_restarts() -> None:
     proc = run_py(
-        _then_run_again(
+        then_run_again(
             """
         import spdk_io
         from spdk_io.errors import SpdkError
@@ -177,7 +159,7 @@ def test_unknown_config_method_is_named_and_process_restarts() -> None:
     assert "error: " in proc.stdout
     line = proc.stdout.split("error: ", 1)[1].splitlines()[0]
     assert "bdev_no_such_method" in line and "ENOENT" in line
-    assert _ran_again(proc.stdout), proc.stdout + proc.stderr
+    assert ran_again(proc.stdout), proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -191,7 +173,7 @@ def test_unknown_config_method_is_named_and_process_restarts() -> None:
 )
 def test_bad_option_is_refused_before_spdk_and_process_restarts(option: str, field: str) -> None:
     proc = run_py(
-        _then_run_again(
+        then_run_again(
             f"""
         import spdk_io
 
@@ -209,7 +191,7 @@ def test_bad_option_is_refused_before_spdk_and_process_restarts(option: str, fie
     assert proc.returncode == 0, proc.stderr
     assert f"refused: {field}" in proc.stdout, proc.stdout
     assert "EAL" not in proc.stderr  # refused before DPDK was touched
-    assert _ran_again(proc.stdout), proc.stdout + proc.stderr
+    assert ran_again(proc.stdout), proc.stdout + proc.stderr
 
 
 def _has_hugepages() -> bool:
@@ -223,7 +205,7 @@ def _has_hugepages() -> bool:
 @pytest.mark.skipif(_has_hugepages(), reason="this machine has hugepages")
 def test_hugepages_requested_without_any_is_refused_and_process_restarts() -> None:
     proc = run_py(
-        _then_run_again(
+        then_run_again(
             """
         import spdk_io
 
@@ -239,7 +221,7 @@ def test_hugepages_requested_without_any_is_refused_and_process_restarts() -> No
     )
     assert proc.returncode == 0, proc.stderr
     assert "refused: no_huge=False" in proc.stdout, proc.stdout
-    assert _ran_again(proc.stdout), proc.stdout + proc.stderr
+    assert ran_again(proc.stdout), proc.stdout + proc.stderr
 
 
 def test_first_subsystem_init_failure_makes_later_starts_fail_at_once() -> None:
@@ -309,7 +291,7 @@ def test_subsystem_init_failure_after_a_good_run_leaves_process_restartable() ->
 
 def test_env_object_can_be_started_again_and_stop_is_idempotent() -> None:
     proc = run_py(
-        _then_run_again(
+        then_run_again(
             """
         import spdk_io
         from spdk_io.env import Env
@@ -328,12 +310,12 @@ def test_env_object_can_be_started_again_and_stop_is_idempotent() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "0 SPDK v26.05" in proc.stdout and "1 SPDK v26.05" in proc.stdout
-    assert _ran_again(proc.stdout), proc.stdout + proc.stderr
+    assert ran_again(proc.stdout), proc.stdout + proc.stderr
 
 
 def test_second_env_while_one_is_up_is_refused_and_changes_nothing() -> None:
     proc = run_py(
-        _then_run_again(
+        then_run_again(
             """
         import spdk_io
         from spdk_io.env import Env
@@ -358,7 +340,7 @@ def test_second_env_while_one_is_up_is_refused_and_changes_nothing() -> None:
     assert "refused: an spdk_io Env is already running" in proc.stdout
     assert "run refused: an spdk_io Env is already running" in proc.stdout
     assert "first still works: SPDK v26.05" in proc.stdout
-    assert _ran_again(proc.stdout), proc.stdout + proc.stderr
+    assert ran_again(proc.stdout), proc.stdout + proc.stderr
 
 
 def test_teardown_that_cannot_finish_makes_later_starts_fail_at_once() -> None:

@@ -6,22 +6,15 @@ from __future__ import annotations
 
 import signal
 import time
-from textwrap import dedent
 
 import pytest
 
-from tests.conftest import finish_within, run_py, start_py, wait_ready
-
-AGAIN = """
-async def again() -> str:
-    return "second run ok"
-print(spdk_io.run(again()), flush=True)
-"""
+from tests.conftest import finish_within, ran_again, run_py, start_py, then_run_again, wait_ready
 
 
 def test_spawned_thread_still_running_at_teardown_is_stopped_first() -> None:
     proc = run_py(
-        dedent(
+        then_run_again(
             """
         import spdk_io
         from spdk_io import SpdkThread
@@ -42,19 +35,18 @@ def test_spawned_thread_still_running_at_teardown_is_stopped_first() -> None:
         except spdk_io.Cancelled:
             print("worker was cancelled", flush=True)
         """
-        )
-        + AGAIN,
+        ),
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "worker finished: True" in proc.stdout
     assert "worker was cancelled" in proc.stdout
-    assert "second run ok" in proc.stdout
+    assert ran_again(proc.stdout)
 
 
 def test_spawned_thread_doing_io_at_teardown_releases_before_subsystems_finish() -> None:
     proc = run_py(
-        dedent(
+        then_run_again(
             """
         import spdk_io
         from spdk_io import SpdkThread, bdev_modules as bm
@@ -74,17 +66,16 @@ def test_spawned_thread_doing_io_at_teardown_releases_before_subsystems_finish()
         spdk_io.run(main())
         print("first run down", flush=True)
         """
-        )
-        + AGAIN,
+        ),
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "first run down" in proc.stdout and "second run ok" in proc.stdout
+    assert "first run down" in proc.stdout and ran_again(proc.stdout)
 
 
 def test_a_poller_that_keeps_raising_is_stopped_and_teardown_completes() -> None:
     proc = run_py(
-        dedent(
+        then_run_again(
             """
         import spdk_io
         from spdk_io import Poller
@@ -99,16 +90,15 @@ def test_a_poller_that_keeps_raising_is_stopped_and_teardown_completes() -> None
             print("first run:", exc, flush=True)
         """
         )
-        + AGAIN
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "first run: poller raised ZeroDivisionError" in proc.stdout
-    assert "second run ok" in proc.stdout
+    assert ran_again(proc.stdout)
 
 
 def test_io_a_removed_device_holds_is_reset_at_teardown() -> None:
     proc = run_py(
-        dedent(
+        then_run_again(
             """
         import time
         import spdk_io
@@ -130,21 +120,19 @@ def test_io_a_removed_device_holds_is_reset_at_teardown() -> None:
         spdk_io.run(main())
         print(f"first run down in {time.monotonic() - t0:.0f} s", flush=True)
         """
-        )
-        + AGAIN,
+        ),
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "second run ok" in proc.stdout
+    assert ran_again(proc.stdout)
     took = int(proc.stdout.split("first run down in ")[1].split()[0])
     assert took < 8, proc.stdout  # a reset, not SPDK's 10 s timeouts
 
 
 @pytest.mark.parametrize("delay", [0.05, 0.12, 0.2, 0.26])
 def test_ctrl_c_during_start_up_leaves_the_process_able_to_start_again(delay: float) -> None:
-    code = (
-        dedent(
-            f"""
+    code = then_run_again(
+        f"""
         import os, signal, threading
         import spdk_io
         from spdk_io import bdev_modules, rpc, bdev, dma, env, thread  # imported before timing
@@ -159,13 +147,11 @@ def test_ctrl_c_during_start_up_leaves_the_process_able_to_start_again(delay: fl
         except KeyboardInterrupt:
             print("first run: KeyboardInterrupt", flush=True)
         """
-        )
-        + AGAIN
     )
     proc = run_py(code, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "first run: KeyboardInterrupt" in proc.stdout, proc.stdout + proc.stderr[-2000:]
-    assert "second run ok" in proc.stdout
+    assert ran_again(proc.stdout)
 
 
 def test_join_inside_a_running_loop_is_refused_at_once() -> None:
