@@ -111,21 +111,34 @@ def run(env: Any) -> Callable[[Awaitable[Any]], Any]:
     return _run
 
 
-def run_py(
-    code: str, timeout: float = 60, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh Python process (its own SPDK), from the repo root."""
+def _child_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment, with the checkout first on PYTHONPATH (and ``env`` on top)."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    if env:
-        full_env.update(env)
+    full_env.update(env or {})
+    return full_env
+
+
+def _argv(code: str | None, args: list[str] | None) -> list[str]:
+    return ["-c", textwrap.dedent(code)] if code is not None else list(args or [])
+
+
+def run_py(
+    code: str | None = None,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+    *,
+    args: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (or ``args``, such as ``["-m", "spdk_io", ...]``) in a fresh Python
+    process (its own SPDK), from the repo root."""
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, *_argv(code, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env=full_env,
+        env=_child_env(env),
         check=False,
     )
 
@@ -133,16 +146,13 @@ def run_py(
 def start_py(code: str | None = None, *, args: list[str] | None = None) -> subprocess.Popen[str]:
     """Start Python (``-c code``, or ``args`` such as ``["-m", "spdk_io", ...]``) in a
     fresh process from the repo root, with pipes: for tests that signal a running child."""
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    argv = ["-c", textwrap.dedent(code)] if code is not None else list(args or [])
     return subprocess.Popen(
-        [sys.executable, *argv],
+        [sys.executable, *_argv(code, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env=full_env,
+        env=_child_env(),
     )
 
 

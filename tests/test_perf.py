@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, finish_within, run_py, start_py
+from tests.conftest import finish_within, run_py, start_py
 
 
 def perf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "spdk_io", "perf", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
+    return run_py(args=["-m", "spdk_io", "perf", *args], timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -165,16 +154,7 @@ def test_perf_refuses_too_much_buffer_memory_and_says_the_limit() -> None:
 
 
 def python_m_spdk_io(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "spdk_io", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
+    return run_py(args=["-m", "spdk_io", *args])
 
 
 def test_module_entry_point_usage_and_unknown_command() -> None:
