@@ -195,3 +195,27 @@ def then_run_again(code: str) -> str:
 def ran_again(stdout: str) -> bool:
     """Whether the run :func:`then_run_again` appended brought SPDK up again."""
     return "run again: SPDK v26.05" in stdout
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for NVMe-oF listeners).
+
+    The kernel picks it, so parallel test runs on one machine do not collide."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def spdk_tool(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run one of SPDK's own tools (``spdk_nvme_identify``, ``spdk_nvme_perf``, ...) with
+    no hugepages, as an independent client; its output is returned, not checked."""
+    return subprocess.run(
+        [name, "--no-huge", "-s", "512", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
