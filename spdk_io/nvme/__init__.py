@@ -1,0 +1,33 @@
+"""The NVMe driver, used directly: controllers over PCIe or NVMe-oF, namespaces, queue pairs.
+
+Only NVMe/TCP is testable on the machines this project is developed on; PCIe and RDMA
+go through the same API and are untested here.  Names load lazily, so importing
+:class:`TransportId` does not load SPDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "TransportId": "transport",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"spdk_io.nvme.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'spdk_io.nvme' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers
+    from spdk_io.nvme.transport import TransportId as TransportId
