@@ -33,7 +33,7 @@ from spdk_io import loop as _loop
 from spdk_io._loader import fast
 from spdk_io.loop import Op
 
-__all__ = ["forget", "once", "persistent"]
+__all__ = ["forget", "once", "once_at", "persistent"]
 
 Entry = tuple[Callable[..., Any], "Op[Any] | None"]
 
@@ -55,6 +55,15 @@ def persistent(fn: Callable[..., Any], op: Op[Any] | None = None) -> int:
     key = _next_key()
     _persistent[key] = (fn, op)
     return key
+
+
+def once_at(key: int, fn: Callable[..., Any], op: Op[Any] | None = None) -> None:
+    """Register ``fn`` to run once under a key C chooses: an address it passes back as
+    ``cb_arg`` (``spdk_nvme_connect_async`` passes its options pointer).  Addresses
+    never collide with the small keys :func:`once` counts out."""
+    if key in _once or key in _persistent:
+        raise RuntimeError(f"callback key {key:#x} is registered already")
+    _once[key] = (fn, op)
 
 
 def forget(key: int) -> None:
@@ -185,6 +194,54 @@ def _on_new_thread(thread: Any) -> int:
     return 0
 
 
+# --- nvme: the NVMe driver's callbacks (spdk_io.nvme)
+
+
+def _on_nvme_attach(ctx: int | None, trid: Any, ctrlr: Any, opts: Any) -> None:
+    """``spdk_nvme_attach_cb``: the entry sees the controller pointer; its key is the
+    options pointer given to ``spdk_nvme_connect_async`` (SPDK's ``cb_ctx``)."""
+    entry: Entry | None = None
+    try:
+        entry = _take(ctx)
+        if entry is not None:
+            entry[0](ctrlr)
+    except BaseException as exc:
+        _fail(exc, "NVMe attach callback", entry[1] if entry is not None else None)
+
+
+def _on_nvme_cmd(ctx: int | None, cpl: int) -> None:
+    """``spdk_nvme_cmd_cb``: the entry sees ``(op, cpl_address)``; one-shot commands and
+    the persistent entries of command slots."""
+    entry: Entry | None = None
+    try:
+        entry = _take(ctx)
+        if entry is not None:
+            entry[0](entry[1], cpl)
+    except BaseException as exc:
+        _fail(exc, "NVMe command completion", entry[1] if entry is not None else None)
+
+
+def _on_nvme_timeout(ctx: int | None, ctrlr: Any, qpair: int | None, cid: int) -> None:
+    """``spdk_nvme_timeout_cb`` (persistent): the entry sees ``(qpair_address, cid)``;
+    the qpair is ``None`` for an admin command."""
+    entry: Entry | None = None
+    try:
+        entry = _persistent.get(ctx) if ctx is not None else None
+        if entry is not None:
+            entry[0](qpair, cid)
+    except BaseException as exc:
+        _fail(exc, "NVMe timeout callback", entry[1] if entry is not None else None)
+
+
+nvme_attach_cb = g.spdk_nvme_attach_cb(_on_nvme_attach)
+#: The command completion thunk: ``cb_arg`` and the completion's address as ints.
+nvme_cmd_thunk = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(_on_nvme_cmd)
+nvme_cmd_cb = ctypes.cast(nvme_cmd_thunk, g.spdk_nvme_cmd_cb)
+_VP = ctypes.c_void_p
+nvme_timeout_thunk = ctypes.CFUNCTYPE(None, _VP, _VP, _VP, ctypes.c_uint16)(_on_nvme_timeout)
+nvme_timeout_cb = ctypes.cast(nvme_timeout_thunk, g.spdk_nvme_timeout_cb)
+
+# ------------------------------------------------------------------ the trampolines, as C sees them
 ctx_cb = g.spdk_msg_fn(_on_ctx)
 new_thread_cb = g.spdk_new_thread_fn(_on_new_thread)
 void_cb = g.spdk_app_shutdown_cb(_on_void)

@@ -12,6 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
     "TransportId": "transport",
+    "Controller": "controller",
+    "ControllerOptions": "controller",
+    "Namespace": "controller",
+    "Qpair": "qpair",
+    "QpairOptions": "qpair",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -30,4 +35,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers
+    from spdk_io.nvme.controller import Controller as Controller
+    from spdk_io.nvme.controller import ControllerOptions as ControllerOptions
+    from spdk_io.nvme.controller import Namespace as Namespace
+    from spdk_io.nvme.qpair import Qpair as Qpair
+    from spdk_io.nvme.qpair import QpairOptions as QpairOptions
     from spdk_io.nvme.transport import TransportId as TransportId
