@@ -18,8 +18,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -30,6 +28,7 @@ from spdk_io._validate import integer
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op, sleep
+from spdk_io.nvme.commands import Commands
 from spdk_io.nvme.controller import Controller, Namespace
 from spdk_io.resource import Resource
 from spdk_io.thread import Poller, SpdkThread, current_thread
@@ -44,8 +43,6 @@ _RW_ARGS = [_VP, _VP, _VP, _U64, _U32, _VP, _VP, _U32]  # ns, qp, buf, lba, n, c
 _cmd_read = fast("spdk_nvme_ns_cmd_read", ctypes.c_int, _RW_ARGS)
 _cmd_write = fast("spdk_nvme_ns_cmd_write", ctypes.c_int, _RW_ARGS)
 _process = fast("spdk_nvme_qpair_process_completions", ctypes.c_int32, [_VP, _U32])
-_status_word = ctypes.c_uint16.from_address
-_STATUS_OFFSET = 14  # struct spdk_nvme_cpl: cdw0, cdw1, sqhd, sqid, cid, then the status
 
 
 @dataclass(frozen=True)
@@ -62,13 +59,6 @@ class QpairOptions:
             integer(self.io_queue_requests, "io_queue_requests", 1, 2**32 - 1)
 
 
-def status_error(word: int, what: str, obj: object) -> SpdkError:
-    """The exception for a completion status word (phase bit included)."""
-    sc = (word >> 1) & 0xFF
-    sct = (word >> 9) & 0x7
-    return SpdkError(errno.EIO, what, obj, f"NVMe status sct {sct:#x} sc {sc:#x}")
-
-
 class Qpair(Resource):
     """An I/O queue pair of a :class:`Controller` on the current SPDK thread.
 
@@ -83,10 +73,8 @@ class Qpair(Resource):
         self.thread = thread
         self._ptr: Any = ptr
         self._arg = ctypes.c_void_p(ctypes.cast(ptr, ctypes.c_void_p).value)
-        #: Commands the device holds (submitted, not completed).
-        self.inflight = 0
-        #: Submissions SPDK refused for lack of request objects, retried on completions.
-        self._queued: deque[tuple[Callable[[int], int], int, Op[Any]]] = deque()
+        #: The commands the device holds (submitted, not completed).
+        self.commands = Commands(ctrlr.name)
         #: Set when polling reports the queue pair failed (its errno); never cleared.
         self.failure: int = 0
         same = ctrlr.thread is thread
@@ -145,9 +133,14 @@ class Qpair(Resource):
             self.failure = -rc
         return rc > 0
 
+    @property
+    def inflight(self) -> int:
+        """Commands the device holds."""
+        return self.commands.inflight
+
     def _refusal(self) -> BaseException | None:
-        if self.inflight:
-            return BlockingIOError(f"{self.inflight} NVMe command(s) in flight")
+        if self.commands.inflight:
+            return BlockingIOError(f"{self.commands.inflight} NVMe command(s) in flight")
         return None
 
     def _release(self) -> None:
@@ -163,74 +156,6 @@ class Qpair(Resource):
         self.ctrlr.check_open()
         if self.failure:
             raise SpdkError(self.failure, "NVMe I/O", self.ctrlr.name, "the queue pair failed")
-
-    # -- submission ----------------------------------------------------------------------
-
-    def _submit(
-        self, what: str, ns: Namespace, call: Callable[[int], int], bufs: Sequence[DmaBuf]
-    ) -> Op[Any]:
-        """Pin ``bufs``, register the completion, call SPDK (``call(key) -> rc``).
-
-        ``op.keep`` holds ``(bufs, call)`` until the device completes the command.
-        """
-        op: Op[Any] = Op(what)
-        pinned: list[DmaBuf] = []
-        try:
-            for b in bufs:
-                b.pin()
-                pinned.append(b)
-        except BaseException:
-            for b in pinned:
-                b.unpin()
-            raise
-        op.keep = (pinned, call, ns)
-        key = _bridge.once(self._complete, op)
-        rc: int | None = None
-        try:
-            rc = call(key) if not self._queued else -errno.ENOMEM
-        finally:
-            if rc != 0 and rc != -errno.ENOMEM:
-                _bridge.forget(key)
-                op.keep = None
-                for b in pinned:
-                    b.unpin()
-        if rc != 0 and rc != -errno.ENOMEM:
-            raise SpdkError(-rc, what, str(ns))
-        self.inflight += 1
-        if rc:  # no free request: submit again when a command completes
-            self._queued.append((call, key, op))
-        return op
-
-    def _complete(self, op: Op[Any], cpl: int) -> None:
-        self.inflight -= 1
-        held = op.keep
-        if held is not None:
-            for b in held[0]:  # type: ignore[index]  # (bufs, call, ns), set by _submit
-                b.unpin()
-        word = _status_word(cpl + _STATUS_OFFSET).value
-        if word & 0xFFFE:
-            op.set_exception(status_error(word, op.what, held[2] if held else self.ctrlr.name))  # type: ignore[index]  # see above
-        else:
-            op.set_result(None)
-        if self._queued:
-            self._resubmit()
-
-    def _resubmit(self) -> None:
-        while self._queued:
-            call, key, op = self._queued[0]
-            rc = call(key)
-            if rc == -errno.ENOMEM:
-                return
-            self._queued.popleft()
-            if rc:
-                _bridge.forget(key)
-                self.inflight -= 1
-                held = op.keep
-                op.keep = None
-                if held is not None:
-                    for b in held[0]:  # type: ignore[index]  # see _submit
-                        b.unpin()
-                op.set_exception(SpdkError(-rc, op.what, self.ctrlr.name))
 
     # -- I/O -----------------------------------------------------------------------------
 
@@ -259,11 +184,11 @@ class Qpair(Resource):
         lba, num = self._range(ns, lba, num)
         buf = self._buffer(ns, buf, num)
         nsp, qp, addr = ns.handle, self._ptr, buf.addr
-        return self._submit(
+        return self.commands.submit(
             what,
-            ns,
             lambda key: fn(nsp, qp, addr, lba, num, _bridge.nvme_cmd_thunk, key, 0),
             (buf,),
+            obj=ns,
         )
 
     def read_blocks(self, ns: Namespace, buf: DmaBuf, lba: int, num_blocks: int) -> Op[None]:

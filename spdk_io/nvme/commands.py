@@ -1,0 +1,157 @@
+"""Submitting NVMe commands and settling their completions: the one way, for admin
+commands (per controller) and I/O commands (per queue pair).
+
+:class:`Commands` pins the buffers of a command, registers its completion with the
+callback bridge, calls SPDK, and counts what the device holds.  A submission SPDK
+refuses for lack of request objects (``-ENOMEM``) waits in order and is submitted again
+as commands complete.  When the completion arrives, the buffers are unpinned and the
+:class:`~spdk_io.loop.Op` settles: its result is what ``decode(cpl)`` returns, or the
+status error.  A cancelled awaiter changes nothing of this: the device's buffers stay
+pinned until it completes the command.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from spdk_io import _bridge
+from spdk_io.dma import DmaBuf
+from spdk_io.errors import SpdkError
+from spdk_io.loop import Op
+
+__all__ = ["Commands", "cdw0", "status_error", "status_word"]
+
+_u16_at = ctypes.c_uint16.from_address
+_u32_at = ctypes.c_uint32.from_address
+#: Offsets in ``struct spdk_nvme_cpl``: cdw0, cdw1, sqhd, sqid, cid, then the status word.
+CDW0_OFFSET = 0
+CID_OFFSET = 12
+STATUS_OFFSET = 14
+
+#: ``decode(cpl_address)`` turns a successful completion into the operation's result.
+Decode = Callable[[int], Any]
+#: What an operation keeps until its command completes: ``(bufs, call, decode, obj)``.
+Kept = tuple[list[DmaBuf], Callable[[int], int], Decode, object]
+
+
+def status_word(cpl: int) -> int:
+    """The 16-bit status field (phase bit included) of the completion at ``cpl``."""
+    return _u16_at(cpl + STATUS_OFFSET).value
+
+
+def cdw0(cpl: int) -> int:
+    """Dword 0 of the completion at ``cpl`` (command-specific result)."""
+    return _u32_at(cpl + CDW0_OFFSET).value
+
+
+def cid(cpl: int) -> int:
+    """The command identifier of the completion at ``cpl``."""
+    return _u16_at(cpl + CID_OFFSET).value
+
+
+def status_error(word: int, what: str, obj: object) -> SpdkError:
+    """The exception for a failed completion's status word."""
+    sc = (word >> 1) & 0xFF
+    sct = (word >> 9) & 0x7
+    return SpdkError(errno.EIO, what, obj, f"NVMe status sct {sct:#x} sc {sc:#x}")
+
+
+def _none(cpl: int) -> None:
+    return None
+
+
+class Commands:
+    """The commands one submission queue (admin or I/O) has handed to SPDK.
+
+    ``obj`` names the queue in errors (a controller or namespace).  ``inflight`` counts
+    commands SPDK holds (submitted or waiting for a request object), and never goes
+    negative.
+    """
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+        #: Commands submitted (or waiting to be) and not completed.
+        self.inflight = 0
+        #: Submissions SPDK refused with -ENOMEM, in order: retried on completions.
+        self._queued: deque[tuple[Callable[[int], int], int, Op[Any]]] = deque()
+
+    def submit(
+        self,
+        what: str,
+        call: Callable[[int], int],
+        bufs: Sequence[DmaBuf] = (),
+        decode: Decode = _none,
+        obj: object = None,
+    ) -> Op[Any]:
+        """Pin ``bufs``, register the completion, and ``call(key)`` (SPDK's rc).
+
+        ``op.keep`` holds ``(bufs, call, decode, obj)`` until the command completes:
+        the buffers stay pinned, and ``call`` keeps alive what it captured that SPDK
+        reads by address.  An rc other than 0 and ``-ENOMEM`` unpins, unregisters and
+        raises :class:`~spdk_io.errors.SpdkError`.
+        """
+        op: Op[Any] = Op(what)
+        pinned: list[DmaBuf] = []
+        try:
+            for b in bufs:
+                b.pin()
+                pinned.append(b)
+        except BaseException:
+            for b in pinned:
+                b.unpin()
+            raise
+        op.keep = (pinned, call, decode, obj if obj is not None else self.obj)
+        key = _bridge.once(self._complete, op)
+        rc: int | None = None
+        try:
+            rc = call(key) if not self._queued else -errno.ENOMEM
+        finally:
+            if rc != 0 and rc != -errno.ENOMEM:
+                _bridge.forget(key)
+                op.keep = None
+                for b in pinned:
+                    b.unpin()
+        if rc != 0 and rc != -errno.ENOMEM:
+            raise SpdkError(-rc, what, obj if obj is not None else self.obj)
+        self.inflight += 1
+        if rc:
+            self._queued.append((call, key, op))
+        return op
+
+    def _complete(self, op: Op[Any], cpl: int) -> None:
+        self.inflight -= 1
+        bufs, _call, decode, obj = cast(Kept, op.keep)
+        for b in bufs:
+            b.unpin()
+        word = _u16_at(cpl + STATUS_OFFSET).value
+        if word & 0xFFFE:
+            op.set_exception(status_error(word, op.what, obj))
+        else:
+            try:
+                value = decode(cpl)
+            except BaseException as exc:
+                op.set_exception(exc)
+            else:
+                op.set_result(value)
+        if self._queued:
+            self._resubmit()
+
+    def _resubmit(self) -> None:
+        while self._queued:
+            call, key, op = self._queued[0]
+            rc = call(key)
+            if rc == -errno.ENOMEM:
+                return
+            self._queued.popleft()
+            if rc:
+                _bridge.forget(key)
+                self.inflight -= 1
+                bufs, _call, _decode, obj = cast(Kept, op.keep)
+                op.keep = None
+                for b in bufs:
+                    b.unpin()
+                op.set_exception(SpdkError(-rc, op.what, obj))
