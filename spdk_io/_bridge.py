@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +34,7 @@ from spdk_io import loop as _loop
 from spdk_io._loader import fast
 from spdk_io.loop import Op
 
-__all__ = ["forget", "once", "once_at", "persistent"]
+__all__ = ["forget", "once", "once_at", "persistent", "sgl_at"]
 
 Entry = tuple[Callable[..., Any], "Op[Any] | None"]
 
@@ -233,6 +234,49 @@ def _on_nvme_timeout(ctx: int | None, ctrlr: Any, qpair: int | None, cid: int) -
         _fail(exc, "NVMe timeout callback", entry[1] if entry is not None else None)
 
 
+#: The scatter-gather lists of vectored commands, by the command's key (their ``cb_arg``).
+#: Weak: a list lives as long as its command's ``Op`` keeps it (``op.keep``), so an entry
+#: goes away by itself when the command completes or SPDK refuses it.
+_sgls: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def sgl_at(key: int, sgl: Any) -> None:
+    """Serve SPDK's SGL callbacks for the command registered under ``key`` from ``sgl``:
+    an object with ``reset(offset)`` and ``next() -> (address, length)`` (length < 2**32),
+    kept alive by the command's ``Op`` until it completes."""
+    _sgls[key] = sgl
+
+
+_u64_at = ctypes.c_uint64.from_address
+_u32_at = ctypes.c_uint32.from_address
+
+
+def _on_nvme_reset_sgl(ctx: int | None, offset: int) -> None:
+    """``spdk_nvme_req_reset_sgl_cb``: the next element starts ``offset`` bytes in."""
+    try:
+        sgl = _sgls.get(ctx) if ctx is not None else None
+        if sgl is not None:
+            sgl.reset(offset)
+    except BaseException as exc:
+        _fail(exc, "NVMe SGL reset callback")
+
+
+def _on_nvme_next_sge(ctx: int | None, address: int | None, length: int | None) -> int:
+    """``spdk_nvme_req_next_sge_cb``: write the current element's address and length and
+    advance; -1 (SPDK fails the command) if there is no list under ``ctx``."""
+    try:
+        sgl = _sgls.get(ctx) if ctx is not None else None
+        if sgl is None or not address or not length:
+            return -1
+        addr, n = sgl.next()
+        _u64_at(address).value = addr
+        _u32_at(length).value = n
+        return 0
+    except BaseException as exc:
+        _fail(exc, "NVMe SGL callback")
+        return -1
+
+
 nvme_attach_cb = g.spdk_nvme_attach_cb(_on_nvme_attach)
 #: The command completion thunk: ``cb_arg`` and the completion's address as ints.
 nvme_cmd_thunk = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(_on_nvme_cmd)
@@ -240,6 +284,11 @@ nvme_cmd_cb = ctypes.cast(nvme_cmd_thunk, g.spdk_nvme_cmd_cb)
 _VP = ctypes.c_void_p
 nvme_timeout_thunk = ctypes.CFUNCTYPE(None, _VP, _VP, _VP, ctypes.c_uint16)(_on_nvme_timeout)
 nvme_timeout_cb = ctypes.cast(nvme_timeout_thunk, g.spdk_nvme_timeout_cb)
+#: The SGL callbacks of vectored commands (pointers as ints, see :func:`sgl_at`).
+nvme_reset_sgl_thunk = ctypes.CFUNCTYPE(None, _VP, ctypes.c_uint32)(_on_nvme_reset_sgl)
+nvme_reset_sgl_cb = ctypes.cast(nvme_reset_sgl_thunk, g.spdk_nvme_req_reset_sgl_cb)
+nvme_next_sge_thunk = ctypes.CFUNCTYPE(ctypes.c_int, _VP, _VP, _VP)(_on_nvme_next_sge)
+nvme_next_sge_cb = ctypes.cast(nvme_next_sge_thunk, g.spdk_nvme_req_next_sge_cb)
 
 # ------------------------------------------------------------------ the trampolines, as C sees them
 ctx_cb = g.spdk_msg_fn(_on_ctx)
