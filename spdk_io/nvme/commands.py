@@ -34,8 +34,8 @@ STATUS_OFFSET = 14
 
 #: ``decode(cpl_address)`` turns a successful completion into the operation's result.
 Decode = Callable[[int], Any]
-#: What an operation keeps until its command completes: ``(bufs, call, decode, obj)``.
-Kept = tuple[list[DmaBuf], Callable[[int], int], Decode, object]
+#: What an operation keeps until its command completes: ``(bufs, call, decode, obj, failed)``.
+Kept = tuple[list[DmaBuf], Callable[[int], int], Decode, object, "Decode | None"]
 
 
 def status_word(cpl: int) -> int:
@@ -86,10 +86,15 @@ class Commands:
         bufs: Sequence[DmaBuf] = (),
         decode: Decode = _none,
         obj: object = None,
+        *,
+        failed: Decode | None = None,
     ) -> Op[Any]:
         """Pin ``bufs``, register the completion, and ``call(key)`` (SPDK's rc).
 
-        ``op.keep`` holds ``(bufs, call, decode, obj)`` until the command completes:
+        ``failed(cpl)``, if given, turns a failed completion into the result instead of
+        the status error (it raises for failures it does not accept: a compare's
+        miscompare is ``False``, any other failure an error).
+        ``op.keep`` holds ``(bufs, call, decode, obj, failed)`` until the command completes:
         the buffers stay pinned, and ``call`` keeps alive what it captured that SPDK
         reads by address.  An rc other than 0 and ``-ENOMEM`` unpins, unregisters and
         raises :class:`~spdk_io.errors.SpdkError`.
@@ -104,7 +109,7 @@ class Commands:
             for b in pinned:
                 b.unpin()
             raise
-        op.keep = (pinned, call, decode, obj if obj is not None else self.obj)
+        op.keep = (pinned, call, decode, obj if obj is not None else self.obj, failed)
         key = _bridge.once(self._complete, op)
         rc: int | None = None
         try:
@@ -124,19 +129,46 @@ class Commands:
 
     def _complete(self, op: Op[Any], cpl: int) -> None:
         self.inflight -= 1
-        bufs, _call, decode, obj = cast(Kept, op.keep)
+        bufs, _call, decode, obj, failed = cast(Kept, op.keep)
         for b in bufs:
             b.unpin()
         word = _u16_at(cpl + STATUS_OFFSET).value
-        if word & 0xFFFE:
+        fn = failed if word & 0xFFFE else decode
+        if fn is None:
             op.set_exception(status_error(word, op.what, obj))
         else:
             try:
-                value = decode(cpl)
+                value = fn(cpl)
             except BaseException as exc:
                 op.set_exception(exc)
             else:
                 op.set_result(value)
+        if self._queued:
+            self._resubmit()
+
+    def submit_held(self, call: Callable[[int], int], key: int, op: Op[Any]) -> None:
+        """Submit a command whose caller holds its registration (a persistent ``key``),
+        its buffers and its pending ``op``: a queue pair's slot, which calls SPDK itself
+        first and comes here when SPDK said ``-ENOMEM``.  ``call(key)`` runs now, or after
+        the commands already waiting for a request object; the command is counted in
+        flight.  Any other refusal raises :class:`~spdk_io.errors.SpdkError`, counting
+        nothing.  Its completion must call :meth:`held_done`."""
+        rc = call(key) if not self._queued else -errno.ENOMEM
+        if rc and rc != -errno.ENOMEM:
+            raise SpdkError(-rc, op.what, self.obj)
+        self.inflight += 1
+        if rc:
+            self._queued.append((call, key, op))
+
+    def held_done(self) -> None:
+        """A command counted in flight by its caller (a slot) completed: uncount it and
+        submit what waits for a request object."""
+        self.inflight -= 1
+        if self._queued:
+            self._resubmit()
+
+    def retry(self) -> None:
+        """Submit again what waits for a request object (after completions freed some)."""
         if self._queued:
             self._resubmit()
 
@@ -148,10 +180,12 @@ class Commands:
                 return
             self._queued.popleft()
             if rc:
-                _bridge.forget(key)
                 self.inflight -= 1
-                bufs, _call, _decode, obj = cast(Kept, op.keep)
-                op.keep = None
-                for b in bufs:
-                    b.unpin()
+                obj = self.obj
+                if op.keep is not None:  # a held command (a slot's) keeps its key and buffer
+                    _bridge.forget(key)
+                    bufs, _call, _decode, obj, _failed = cast(Kept, op.keep)
+                    op.keep = None
+                    for b in bufs:
+                        b.unpin()
                 op.set_exception(SpdkError(-rc, op.what, obj))
