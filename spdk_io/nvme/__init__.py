@@ -15,6 +15,7 @@ _EXPORTS: dict[str, str] = {
     "Controller": "controller",
     "ControllerOptions": "controller",
     "Namespace": "controller",
+    "NvmeSlot": "qpair",
     "Qpair": "qpair",
     "QpairOptions": "qpair",
 }
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers
     from spdk_io.nvme.controller import Controller as Controller
     from spdk_io.nvme.controller import ControllerOptions as ControllerOptions
     from spdk_io.nvme.controller import Namespace as Namespace
+    from spdk_io.nvme.qpair import NvmeSlot as NvmeSlot
     from spdk_io.nvme.qpair import Qpair as Qpair
     from spdk_io.nvme.qpair import QpairOptions as QpairOptions
     from spdk_io.nvme.transport import TransportId as TransportId
