@@ -167,11 +167,6 @@ class Commands:
         if self._queued:
             self._resubmit()
 
-    def retry(self) -> None:
-        """Submit again what waits for a request object (after completions freed some)."""
-        if self._queued:
-            self._resubmit()
-
     def _resubmit(self) -> None:
         while self._queued:
             call, key, op = self._queued[0]
