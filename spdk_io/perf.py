@@ -1,13 +1,18 @@
-"""``python -m spdk_io perf``: the Python counterpart of SPDK's bdevperf.
+"""``python -m spdk_io perf``: the Python counterpart of SPDK's bdevperf and spdk_nvme_perf.
 
-One task per queue slot drives an :class:`~spdk_io.bdev.IoSlot` on the app
-thread, as application code would.  Offsets come from a precomputed table and
-latencies go into a fixed-size histogram (:mod:`spdk_io.stats`: constant memory
-however long the run), so what is measured is the binding.
+One task per queue slot drives a slot on the app thread, as application code would:
+an :class:`~spdk_io.bdev.IoSlot` on a bdev, or with ``-r TRID`` an
+:class:`~spdk_io.nvme.NvmeSlot` on an NVMe queue pair of the controller at TRID (its
+first active namespace), driven directly as ``spdk_nvme_perf -r`` does.  Offsets come
+from a precomputed table and latencies go into a fixed-size histogram
+(:mod:`spdk_io.stats`: constant memory however long the run), so what is measured is
+the binding.
 
 Exit status: 0, 2 for bad arguments (one line on stderr), 130 on Ctrl-C.
 
     python -m spdk_io perf -q 128 -o 4096 -w randread -t 5 --bdev malloc --json
+    python -m spdk_io perf -q 128 -o 4096 -w randread -t 5 \
+        -r 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.spdk:cnode1'
 """
 
 from __future__ import annotations
@@ -18,18 +23,20 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn, get_args
+from typing import Any, Literal, NoReturn, Protocol, get_args
 
 from spdk_io import bdev_modules as bm
 from spdk_io._validate import duration, integer, text
-from spdk_io.bdev import BdevDesc, IoSlot
+from spdk_io.bdev import BdevDesc
 from spdk_io.dma import DmaBuf
 from spdk_io.env import run
 from spdk_io.errors import SpdkError
-from spdk_io.loop import gather, spawn, wait_for
+from spdk_io.loop import Op, gather, spawn, wait_for
+from spdk_io.nvme import Controller, QpairOptions, TransportId
 from spdk_io.stats import BUCKETS, LatencyHistogram
 from spdk_io.thread import Poller
 
@@ -52,6 +59,8 @@ MAX_QUEUE_DEPTH = 4096
 MAX_SECONDS = 7 * 24 * 3600
 _MALLOC_BLOCK = 4096
 _NULL_BLOCKS, _NULL_BLOCK = 1 << 20, 4096
+#: Request objects of perf's NVMe queue pair, at least (SPDK's default).
+_NVME_REQUESTS = 512
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ class PerfConfig:
     json_config: str | None = None
     malloc_mib: int = 128
     seed: int = 1
+    #: An NVMe transport ID (``-r``): drive its controller's first namespace, not a bdev.
+    trid: str | None = None
 
     def validate(self) -> None:
         """Raise ``TypeError``/``ValueError`` naming the argument (and its flag) if any is bad."""
@@ -91,9 +102,13 @@ class PerfConfig:
             text(self.json_config, "json_config (--json-config)")
         malloc = integer(self.malloc_mib, "malloc_mib (--malloc-mib)", 1, DMA_BUDGET_MIB)
         integer(self.seed, "seed")
+        if self.trid is not None:
+            self.transport_id()
+            if self.bdev != "malloc":
+                raise ValueError("trid (-r) and bdev (--bdev) exclude each other: pick one")
         # What can be known of the memory and the bdev before SPDK starts.
         bufs_mib = math.ceil(qd * (io + BUF_ALIGN) / MIB)
-        bdev_mib = malloc if self.bdev == "malloc" else 0
+        bdev_mib = malloc if self.bdev == "malloc" and self.trid is None else 0
         if bufs_mib + bdev_mib > DMA_BUDGET_MIB:
             plus = f" plus {bdev_mib} MiB for the malloc bdev (--malloc-mib)" if bdev_mib else ""
             raise ValueError(
@@ -101,12 +116,19 @@ class PerfConfig:
                 f"of {DMA_BUDGET_MIB} MiB (perf's SPDK env has {ENV_MEM_MIB} MiB; SPDK's own "
                 "pools use the rest): lower -q or -o"
             )
-        if self.bdev == "malloc" and io > malloc * MIB:
+        if self.bdev == "malloc" and self.trid is None and io > malloc * MIB:
             raise ValueError(
                 f"io_size (-o) {io} is larger than the malloc bdev (--malloc-mib {malloc} MiB)"
             )
         if self.bdev == "null" and io > _NULL_BLOCKS * _NULL_BLOCK:
             raise ValueError(f"io_size (-o) {io} is larger than the null bdev (4 GiB)")
+
+    def transport_id(self) -> TransportId:
+        """``-r`` parsed (``ValueError`` naming it if it is malformed)."""
+        try:
+            return TransportId.parse(text(self.trid, "trid (-r)"))
+        except ValueError as exc:
+            raise ValueError(f"trid (-r): {exc}") from None
 
     def config(self) -> dict[str, Any] | None:
         """The ``--json-config`` file's content (a JSON object), read and checked now."""
@@ -169,8 +191,16 @@ class _Stats:
         return LatencyHistogram.from_buckets(self.counts, total=self.total, max=self.max)
 
 
+class _Slot(Protocol):
+    """What a worker drives: a bdev :class:`IoSlot` or an NVMe slot."""
+
+    def read_blocks(self, lba: int, num_blocks: int, /) -> Op[None]: ...
+    def write_blocks(self, lba: int, num_blocks: int, /) -> Op[None]: ...
+    def close(self) -> None: ...
+
+
 async def _worker(
-    slot: IoSlot, offsets: list[int], reads: list[bool], start: int, blocks: int, stats: _Stats
+    slot: _Slot, offsets: list[int], reads: list[bool], start: int, blocks: int, stats: _Stats
 ) -> None:
     read, write = slot.read_blocks, slot.write_blocks
     counts = stats.counts
@@ -184,7 +214,7 @@ async def _worker(
             t0 = now()
             try:
                 await (read if reads[j] else write)(offsets[j], blocks)
-            except SpdkError:
+            except SpdkError:  # NvmeError too
                 stats.errors += 1
             d = now() - t0
             # counts[spdk_io.stats.bucket_index(d)] += 1, inlined (a call per I/O costs more)
@@ -229,8 +259,14 @@ def _start(cfg: PerfConfig, worker: int, blocks: int, capacity: int) -> int:
     return (worker * slots // cfg.queue_depth) % _TABLE if slots >= cfg.queue_depth else 0
 
 
-def _geometry(cfg: PerfConfig, name: str, block_size: int, num_blocks: int) -> int:
+def _geometry(
+    cfg: PerfConfig, name: str, block_size: int, num_blocks: int, max_io: int | None = None
+) -> int:
     """Blocks per I/O, once the bdev's geometry is known; ``ValueError`` naming ``-o``."""
+    if max_io is not None and cfg.io_size > max_io:
+        raise ValueError(
+            f"io_size (-o) {cfg.io_size} is more than one command of {name} transfers ({max_io})"
+        )
     if cfg.io_size % block_size:
         raise ValueError(
             f"io_size (-o) {cfg.io_size} is not a multiple of {name}'s block size {block_size}"
@@ -256,6 +292,9 @@ async def _bdev(cfg: PerfConfig) -> tuple[str, bool]:
 
 
 async def _run(cfg: PerfConfig, progress: bool) -> PerfResult:
+    if cfg.trid is not None:
+        name, stats, elapsed = await _on_nvme(cfg, progress)
+        return _result(cfg, name, stats, elapsed)
     name, created = await _bdev(cfg)
     try:
         stats, elapsed = await _on_bdev(cfg, name, progress)
@@ -282,29 +321,64 @@ async def _on_bdev(cfg: PerfConfig, name: str, progress: bool) -> tuple[_Stats, 
     with desc:
         blocks = _geometry(cfg, name, desc.block_size, desc.num_blocks)
         align = max(BUF_ALIGN, desc.bdev.required_alignment)
-        bufs: list[DmaBuf] = []
-        slots: list[IoSlot] = []
-        try:
-            for _ in range(cfg.queue_depth):
-                try:
-                    bufs.append(DmaBuf.alloc(cfg.io_size, align))
-                except MemoryError as exc:
-                    raise ValueError(
-                        f"-q {cfg.queue_depth} x -o {cfg.io_size} does not fit in perf's "
-                        f"SPDK memory ({exc}): lower -q or -o"
-                    ) from None
-                slots.append(desc.slot(bufs[-1]))
-            stats, elapsed = await _measure(cfg, slots, blocks, desc.num_blocks, progress)
-        finally:
-            for s in slots:
-                s.close()
-            for b in bufs:
-                b.free()
-    return stats, elapsed
+        return await _with_slots(cfg, desc.slot, align, blocks, desc.num_blocks, progress)
+
+
+async def _on_nvme(cfg: PerfConfig, progress: bool) -> tuple[str, _Stats, float]:
+    """Connect to ``-r``, open a queue pair on its first namespace, measure; everything
+    is released (the controller detached) after."""
+    ctrlr = await Controller.connect(cfg.transport_id())
+    async with ctrlr:
+        ids = ctrlr.namespace_ids()
+        if not ids:
+            raise LookupError(f"trid (-r): {ctrlr.trid} has no active namespace")
+        ns = ctrlr.namespace(ids[0])
+        name = str(ns)
+        blocks = _geometry(cfg, name, ns.sector_size, ns.num_sectors, ctrlr.max_transfer_bytes)
+        # As spdk_nvme_perf: at least a request object per command in flight.
+        opts = QpairOptions(io_queue_requests=max(_NVME_REQUESTS, cfg.queue_depth))
+        with await ctrlr.alloc_qpair(opts) as qp:
+
+            def slot(buf: DmaBuf) -> _Slot:
+                return qp.slot(ns, buf)
+
+            stats, elapsed = await _with_slots(
+                cfg, slot, BUF_ALIGN, blocks, ns.num_sectors, progress
+            )
+    return name, stats, elapsed
+
+
+async def _with_slots(
+    cfg: PerfConfig,
+    make_slot: Callable[[DmaBuf], _Slot],
+    align: int,
+    blocks: int,
+    capacity: int,
+    progress: bool,
+) -> tuple[_Stats, float]:
+    """One buffer and slot per queue slot, measured; all released after."""
+    bufs: list[DmaBuf] = []
+    slots: list[_Slot] = []
+    try:
+        for _ in range(cfg.queue_depth):
+            try:
+                bufs.append(DmaBuf.alloc(cfg.io_size, align))
+            except MemoryError as exc:
+                raise ValueError(
+                    f"-q {cfg.queue_depth} x -o {cfg.io_size} does not fit in perf's "
+                    f"SPDK memory ({exc}): lower -q or -o"
+                ) from None
+            slots.append(make_slot(bufs[-1]))
+        return await _measure(cfg, slots, blocks, capacity, progress)
+    finally:
+        for s in slots:
+            s.close()
+        for b in bufs:
+            b.free()
 
 
 async def _measure(
-    cfg: PerfConfig, slots: list[IoSlot], blocks: int, num_blocks: int, progress: bool
+    cfg: PerfConfig, slots: list[_Slot], blocks: int, num_blocks: int, progress: bool
 ) -> tuple[_Stats, float]:
     """Run one worker per slot for ``cfg.seconds``; every I/O has completed on return."""
     stats = _Stats()
@@ -428,6 +502,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"run time in seconds (> 0, at most {MAX_SECONDS})",
     )
     p.add_argument("--bdev", default="malloc", help="malloc, null, or the name of a bdev")
+    p.add_argument(
+        "-r",
+        default=None,
+        dest="trid",
+        metavar="TRID",
+        help="an NVMe transport ID ('trtype:TCP adrfam:IPv4 traddr:... trsvcid:... "
+        "subnqn:...'): drive its first namespace directly, as spdk_nvme_perf -r does",
+    )
     p.add_argument("--json-config", default=None, help="SPDK JSON config to load first")
     p.add_argument("--malloc-mib", type=int, default=128, help="size of the malloc bdev in MiB")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
