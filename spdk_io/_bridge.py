@@ -215,9 +215,15 @@ def _on_nvme_cmd(ctx: int | None, cpl: int) -> None:
     the persistent entries of command slots."""
     entry: Entry | None = None
     try:
-        entry = _take(ctx)
-        if entry is not None:
-            entry[0](entry[1], cpl)
+        # _take, inlined (the NVMe hot path): one-shot commands first, then slots.
+        key = ctx or 0  # 0 (NULL) is no key
+        entry = _once.pop(key, None)
+        if entry is None:
+            entry = _persistent.get(key)
+            if entry is None:
+                _take(None)  # counts the stale callback
+                return
+        entry[0](entry[1], cpl)
     except BaseException as exc:
         _fail(exc, "NVMe command completion", entry[1] if entry is not None else None)
 

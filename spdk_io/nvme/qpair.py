@@ -64,7 +64,8 @@ _RW_ARGS = [_VP, _VP, _VP, _U64, _U32, _VP, _VP, _U32]  # ns, qp, buf, lba, n, c
 _cmd_read = fast("spdk_nvme_ns_cmd_read", ctypes.c_int, _RW_ARGS)
 _cmd_write = fast("spdk_nvme_ns_cmd_write", ctypes.c_int, _RW_ARGS)
 _cmd_compare = fast("spdk_nvme_ns_cmd_compare", ctypes.c_int, _RW_ARGS)
-_process = fast("spdk_nvme_qpair_process_completions", ctypes.c_int32, [_VP, _U32])
+# Called every loop turn with a prebuilt c_void_p and 0: no argtypes, no conversion.
+_process = fast("spdk_nvme_qpair_process_completions", ctypes.c_int32)
 # NvmeSlot passes only prebuilt ctypes objects and small ints: no argtypes, no conversion.
 _read_raw = fast("spdk_nvme_ns_cmd_read", ctypes.c_int)
 _write_raw = fast("spdk_nvme_ns_cmd_write", ctypes.c_int)
@@ -599,15 +600,10 @@ class NvmeSlot(Resource):
         if self._op.done():  # a command SPDK never completed may still reach the buffer
             self.buf.unpin()
 
+    # read_blocks and write_blocks are one body twice: a shared helper would cost a frame.
+
     def read_blocks(self, lba: int, num_blocks: int) -> Op[None]:
         """Read ``num_blocks`` blocks at ``lba`` into the slot's buffer; await the result."""
-        return self._submit(_read_raw, lba, num_blocks, "read")
-
-    def write_blocks(self, lba: int, num_blocks: int) -> Op[None]:
-        """Write ``num_blocks`` blocks at ``lba`` from the slot's buffer; await the result."""
-        return self._submit(_write_raw, lba, num_blocks, "write")
-
-    def _submit(self, fn: Any, lba: int, num_blocks: int, what: str) -> Op[None]:
         op = self._op
         if (
             type(lba) is not int  # bool, float, numpy ints: the slow path decides
@@ -624,13 +620,40 @@ class NvmeSlot(Resource):
         self._lba.value = lba
         self._num.value = num_blocks
         op.rearm()
-        op.what = what
+        op.what = "read"
         commands = self._commands
         commands.inflight += 1  # before the call: a completion may not count below zero
-        rc = fn(*self._args)
+        rc = _read_raw(*self._args)
         if rc:
             commands.inflight -= 1
-            self._refused(fn, rc)
+            self._refused(_read_raw, rc)
+        return op
+
+    def write_blocks(self, lba: int, num_blocks: int) -> Op[None]:
+        """Write ``num_blocks`` blocks at ``lba`` from the slot's buffer; await the result."""
+        op = self._op
+        if (
+            type(lba) is not int
+            or type(num_blocks) is not int
+            or not op.done()
+            or self.closed
+            or not 0 < num_blocks <= self.max_blocks
+            or lba < 0
+            or lba + num_blocks > self._end
+            or self.qpair.failure
+            or _get_ident() != self._ident
+        ):
+            lba, num_blocks = self._slow_check(lba, num_blocks)
+        self._lba.value = lba
+        self._num.value = num_blocks
+        op.rearm()
+        op.what = "write"
+        commands = self._commands
+        commands.inflight += 1
+        rc = _write_raw(*self._args)
+        if rc:
+            commands.inflight -= 1
+            self._refused(_write_raw, rc)
         return op
 
     def _refused(self, fn: Any, rc: int) -> None:
