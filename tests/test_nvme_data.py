@@ -586,6 +586,10 @@ def test_from_bytes_needs_the_whole_page(record: Any, size: int) -> None:
     longer = bytearray(size + 100)
     longer[0] = 1
     assert record.from_bytes(longer).raw == bytes(longer[:size])  # the rest is ignored
+    words = memoryview(bytearray(size)).cast("I")  # counted in bytes, not items
+    assert record.from_bytes(words).raw == bytes(size)
+    with pytest.raises(ValueError, match=f"needs {size} bytes, got {size - 4}"):
+        record.from_bytes(memoryview(bytearray(size - 4)).cast("I"))
 
 
 def test_records_are_frozen_and_hold_no_struct() -> None:

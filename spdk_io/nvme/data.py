@@ -30,6 +30,7 @@ from spdk_io._validate import integer
 from spdk_io.nvme.status import NvmeStatus
 
 __all__ = [
+    "DATA_UNIT_BYTES",
     "AdminCommands",
     "ControllerAttributes",
     "ControllerData",
@@ -251,9 +252,10 @@ def _struct_from_bytes(cls: type[_S], data: Buffer, what: str) -> _S:
     size = ctypes.sizeof(cls)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"{what} must be bytes-like, not {type(data).__name__}")
-    if len(data) < size:
-        raise ValueError(f"{what} needs {size} bytes, got {len(data)}")
-    return cls.from_buffer_copy(memoryview(data).cast("B")[:size])
+    view = memoryview(data).cast("B")
+    if len(view) < size:
+        raise ValueError(f"{what} needs {size} bytes, got {len(view)}")
+    return cls.from_buffer_copy(view[:size])
 
 
 class _Fields:
