@@ -59,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     # errors
     "SpdkError": "errors",
     "RpcError": "errors",
+    "NvmeError": "errors",
     "BdevRemovedError": "errors",
     "WrongThreadError": "errors",
     "CallbackError": "errors",
@@ -132,6 +133,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io.errors import Cancelled as Cancelled
     from spdk_io.errors import EnvUnusableError as EnvUnusableError
     from spdk_io.errors import InvalidStateError as InvalidStateError
+    from spdk_io.errors import NvmeError as NvmeError
     from spdk_io.errors import RpcError as RpcError
     from spdk_io.errors import SpdkError as SpdkError
     from spdk_io.errors import SpdkNotFoundError as SpdkNotFoundError
