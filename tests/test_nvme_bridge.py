@@ -35,10 +35,11 @@ HOSTNQN = "nqn.2014-08.io.spdk-io:test-host"
 
 @asynccontextmanager
 async def local_target(
-    nqn: str, blocks: int = 2048, block_size: int = 512
+    nqn: str, blocks: int = 2048, block_size: int = 512, own_nguid: bool = True
 ) -> AsyncIterator[tuple[TransportId, str]]:
     """A malloc bdev exported over TCP by this process's nvmf target: its transport ID
-    and the malloc bdev's name."""
+    and the malloc bdev's name.  ``own_nguid=False`` lets the namespace report the
+    malloc bdev's UUID."""
     port = free_port()
     bdev = f"Local{port}"
     await bdev_modules.create_malloc(bdev, num_blocks=blocks, block_size=block_size)
@@ -48,10 +49,10 @@ async def local_target(
         "nvmf_create_subsystem", {"nqn": nqn, "allow_any_host": True, "serial_number": "SPDKIO2"}
     )
     try:
-        await rpc.call(
-            "nvmf_subsystem_add_ns",
-            {"nqn": nqn, "namespace": {"bdev_name": bdev, "nguid": uuid.uuid4().hex}},
-        )
+        ns: dict[str, Any] = {"bdev_name": bdev}
+        if own_nguid:
+            ns["nguid"] = uuid.uuid4().hex
+        await rpc.call("nvmf_subsystem_add_ns", {"nqn": nqn, "namespace": ns})
         trid = TransportId.tcp("127.0.0.1", port, nqn)
         await rpc.call(
             "nvmf_subsystem_add_listener",
@@ -129,6 +130,23 @@ def test_attach_in_process_namespace_io_and_detach(run: Run) -> None:
             with pytest.raises(RpcError, match="bdev_nvme_detach_controller") as info:
                 await detach_nvme_controller("Br1")
             assert info.value.errno_name == "ENODEV"
+
+    run(main())
+
+
+def test_a_namespace_with_a_local_bdevs_uuid_attaches_without_a_bdev(run: Run) -> None:
+    """What the docs warn about: SPDK cannot register a second bdev with that UUID."""
+    nqn = "nqn.2016-06.io.spdk:bridge5"
+
+    async def main() -> None:
+        async with local_target(nqn, own_nguid=False) as (trid, _):
+            assert await attach_nvme_controller("Br5", trid) == []
+            try:
+                assert [p.trid for p in (await nvme_controllers("Br5"))[0].paths] == [trid]
+                assert "Br5n1" not in bdev_names()
+            finally:
+                await detach_nvme_controller("Br5")
+            assert "Br5" not in await controller_names()
 
     run(main())
 
