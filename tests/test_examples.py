@@ -6,13 +6,14 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
+from tests.spdk_target import NvmfTgt
 
 
-def run_example(name: str) -> str:
+def run_example(name: str, *args: str) -> str:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name)],
+        [sys.executable, str(ROOT / "examples" / name), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -31,3 +32,18 @@ def test_threads() -> None:
     out = run_example("threads.py")
     for i in range(3):
         assert f"worker{i}: hello worker {i} from app_thread" in out
+
+
+def test_nvme_hello_world_serves_its_own_namespace() -> None:
+    out = run_example("nvme_hello_world.py")
+    assert "Using controller spdk_io hello (HELLO0001) with 1 namespaces." in out
+    assert out.endswith("Hello world!\nDetached\n")
+
+
+def test_nvme_hello_world_against_spdk_nvmf_tgt() -> None:
+    with NvmfTgt() as tgt:
+        trid = tgt.export("nqn.2016-06.io.spdk:hello-x", free_port(), serial="HELLOX01")
+        out = run_example("nvme_hello_world.py", "-r", str(trid))
+    assert f"Attached to {trid}\n" in out
+    assert "(HELLOX01) with 1 namespaces." in out
+    assert out.endswith("Hello world!\nDetached\n")
