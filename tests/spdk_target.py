@@ -50,6 +50,7 @@ class NvmfTgt:
                     str(self.mem_mb),
                     "-r",
                     self.sock,
+                    "--disable-cpumask-locks",  # parallel test runs may share a core
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
