@@ -81,6 +81,7 @@ _SUBMODULES = {
     "bdev_modules",
     "perf",
     "lowlevel",
+    "nvmf",
     "raw",
     "stats",
 }
@@ -111,6 +112,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io import errors as errors
     from spdk_io import loop as loop
     from spdk_io import lowlevel as lowlevel
+    from spdk_io import nvmf as nvmf
     from spdk_io import perf as perf
     from spdk_io import raw as raw
     from spdk_io import rpc as rpc
