@@ -31,3 +31,32 @@ def test_threads() -> None:
     out = run_example("threads.py")
     for i in range(3):
         assert f"worker{i}: hello worker {i} from app_thread" in out
+
+
+def test_nvmf_target() -> None:
+    """The example target serves spdk_nvme_identify, then stops on Ctrl-C."""
+    import signal
+
+    from tests.conftest import finish_within, free_port, spdk_tool
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "nvmf_target.py"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("serving trtype:TCP"), line
+        out = spdk_tool("spdk_nvme_identify", "-r", line.removeprefix("serving ").strip())
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "SPDK00000000000001" in out.stdout and "Namespace ID:1" in out.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, err, _ = finish_within(proc, 30)
+    assert proc.returncode == 0, err[-2000:]
+    assert rest.strip() == "stopped"

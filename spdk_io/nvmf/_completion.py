@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from spdk_io import _bridge
 from spdk_io.errors import SpdkError
-from spdk_io.loop import Op
+from spdk_io.loop import Op, Task, spawn
 
-__all__ = ["status_op", "submit"]
+__all__ = ["Ending", "status_op", "submit"]
 
 
 def status_op(what: str, obj: object) -> tuple[Op[None], int]:
@@ -47,3 +47,46 @@ def submit(what: str, obj: object, call: Callable[[int], int | None]) -> Op[None
         _bridge.forget(key)
         raise SpdkError(abs(rc), what, obj)
     return op
+
+
+class Ending:
+    """The end of an asynchronous destroy, which a C completion finishes once.
+
+    Any number of tasks may wait for it (:meth:`wait`), and hooks run the moment it
+    finishes (:meth:`then`), inside the completion, in the order they were added.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._op: Op[None] = Op(what)
+        self._hooks: list[Callable[[], None]] = []
+        self._task: Task[None] | None = None
+
+    def done(self) -> bool:
+        return self._op.done()
+
+    def finish(self, err: BaseException | None = None) -> None:
+        """Record the end (``err``: how it failed) and run the hooks."""
+        if err is None:
+            self._op.set_result(None)
+        else:
+            self._op.set_exception(err)
+        hooks, self._hooks = self._hooks, []
+        for fn in hooks:
+            fn()
+
+    def then(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` when it has finished (now, if it has)."""
+        if self.done():
+            fn()
+        else:
+            self._hooks.append(fn)
+
+    def wait(self) -> Task[None]:
+        """A task that finishes with it (raising its error); the same one every time."""
+        if self._task is None:
+            self._task = spawn(_wait(self._op), self._op.what)
+        return self._task
+
+
+async def _wait(op: Op[None]) -> None:
+    await op

@@ -28,7 +28,7 @@ from spdk_io.bdev import Bdev
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 from spdk_io.nvme.transport import TransportId, transport_id
-from spdk_io.nvmf._completion import submit
+from spdk_io.nvmf._completion import Ending, submit
 from spdk_io.nvmf.options import check_nqn
 from spdk_io.resource import Resource
 
@@ -103,10 +103,9 @@ class Subsystem(Resource):
         #: when SPDK reports a state change done.
         self._state: SubsystemState = "inactive"
         self._turns = _Turns()
-        #: Finished once SPDK has freed the subsystem (at once, or later when SPDK
-        #: destroys it asynchronously).
-        self.destroyed: Op[None] = Op(f"destroy subsystem {nqn}")
-        self._on_destroyed: list[Callable[[], None]] = []
+        # Finished once SPDK has freed the subsystem (at once, or later when SPDK
+        # destroys it asynchronously).
+        self._ending = Ending(f"destroy subsystem {nqn}")
         #: The address of the C subsystem (stays the same after it is freed).
         self.address: int = ctypes.cast(ptr, ctypes.c_void_p).value or 0
         super().__init__(target.thread, target)
@@ -383,32 +382,26 @@ class Subsystem(Resource):
             )
         return None
 
+    @property
+    def destroyed(self) -> bool:
+        """Whether SPDK has freed the subsystem (it may take a while after ``close()``)."""
+        return self._ending.done()
+
     def when_destroyed(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` once SPDK has freed the subsystem (now, if it has)."""
-        if self.destroyed.done():
-            fn()
-        else:
-            self._on_destroyed.append(fn)
-
-    def _freed(self, err: SpdkError | None) -> None:
-        if err is None:
-            self.destroyed.set_result(None)
-        else:
-            self.destroyed.set_exception(err)
-        hooks, self._on_destroyed = self._on_destroyed, []
-        for fn in hooks:
-            fn()
+        self._ending.then(fn)
 
     def _release(self) -> None:
         """``spdk_nvmf_subsystem_destroy``: now, or later (:attr:`destroyed` says when)."""
         ptr, self._ptr = self._ptr, None
-        key = _bridge.once(lambda: self._freed(None), self.destroyed)
+        ending = self._ending
+        key = _bridge.once(ending.finish)
         rc = g.spdk_nvmf_subsystem_destroy(ptr, _bridge.ctx_cb, key)
         if rc == -errno.EINPROGRESS:
             return
         _bridge.forget(key)
         err = None if rc == 0 else SpdkError(-rc, "spdk_nvmf_subsystem_destroy", self.nqn)
-        self._freed(err)
+        ending.finish(err)
         if err is not None:
             raise err
 
@@ -419,7 +412,7 @@ class Subsystem(Resource):
                 if not self.closed:
                     await self._stop()
                     self.close()
-        await self.destroyed
+        await self._ending.wait()
 
     async def destroy(self) -> None:
         """The same as :meth:`aclose`."""

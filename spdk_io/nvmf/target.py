@@ -28,7 +28,7 @@ from spdk_io._validate import flag, integer, text
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 from spdk_io.nvme.transport import TransportId
-from spdk_io.nvmf._completion import status_op, submit
+from spdk_io.nvmf._completion import Ending, status_op, submit
 from spdk_io.nvmf.options import (
     DISCOVERY_NQN,
     MAX_TARGET_NAME,
@@ -68,8 +68,8 @@ class Target(Resource):
         self._poll_groups: list[tuple[SpdkThread, Any]] = []
         # Subsystems made here and not yet freed by SPDK (the target is destroyed after).
         self._made: list[Subsystem] = []
-        #: Finished once SPDK has destroyed the target (``spdk_nvmf_tgt_destroy`` is async).
-        self.destroyed: Op[None] = Op(f"destroy target {name}")
+        # Finished once SPDK has destroyed the target (``spdk_nvmf_tgt_destroy`` is async).
+        self._ending = Ending(f"destroy target {name}")
         super().__init__(thread)
 
     @classmethod
@@ -105,6 +105,15 @@ class Target(Resource):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    @property
+    def destroyed(self) -> bool:
+        """Whether SPDK has destroyed the target (it may take a while after ``close()``)."""
+        return self._ending.done()
+
+    def when_destroyed(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` once SPDK has destroyed the target (now, if it has)."""
+        self._ending.then(fn)
 
     def _live(self, what: str) -> Any:
         if self.closed or self._ptr is None:
@@ -326,7 +335,7 @@ class Target(Resource):
             await self._stop_foreign_subsystems()
             if not self.closed:
                 self.close()
-        await self.destroyed
+        await self._ending.wait()
 
     async def destroy(self) -> None:
         """The same as :meth:`aclose`."""
@@ -354,16 +363,13 @@ class Target(Resource):
         ptr, self._ptr = self._ptr, None
         groups, self._poll_groups = self._poll_groups, []
         subsystems, self._made = self._made, []
-        name, destroyed = self.name, self.destroyed
+        name, ending = self.name, self._ending
 
         def target_done(status: int) -> None:
-            if status:
-                destroyed.set_exception(SpdkError(abs(status), "spdk_nvmf_tgt_destroy", name))
-            else:
-                destroyed.set_result(None)
+            ending.finish(SpdkError(abs(status), "spdk_nvmf_tgt_destroy", name) if status else None)
 
         def destroy_target() -> None:
-            key = _bridge.once(target_done, destroyed)
+            key = _bridge.once(target_done)
             g.spdk_nvmf_tgt_destroy(ptr, _bridge.ctx_status_cb, key)
 
         def group_done(status: int) -> None:
@@ -374,7 +380,7 @@ class Target(Resource):
         def destroy_groups() -> None:
             # Every poll group so far is on the target's own thread (this one).
             for _thread, group in groups:
-                key = _bridge.once(group_done, destroyed)
+                key = _bridge.once(group_done)
                 g.spdk_nvmf_poll_group_destroy(group, _bridge.ctx_status_cb, key)
 
         after_groups = _countdown(len(groups), destroy_target)
