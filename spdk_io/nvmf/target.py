@@ -10,7 +10,7 @@ stop) goes in SPDK's order: every subsystem is stopped (hosts disconnected), the
 destroyed; then the poll group is destroyed on its thread; then the target (with its
 transports and listeners).  A synchronous ``close()`` does the same once no subsystem
 is active (it refuses with ``BlockingIOError`` otherwise): it starts SPDK's
-asynchronous steps and returns; :attr:`Target.destroyed` finishes when they are done.
+asynchronous steps and returns; :attr:`Target.destroyed` tells when they are done.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ class Target(Resource):
         return [s for s in self._subsystems() if not s.closed]
 
     def _subsystems(self) -> list[Subsystem]:
-        return [c for c in self._children if isinstance(c, Subsystem)]
+        return [s for s in self._made if not s.closed]
 
     def subsystem(self, nqn: str) -> Subsystem:
         """The subsystem ``nqn`` made through this object; ``LookupError`` if none."""
