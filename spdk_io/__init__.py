@@ -83,6 +83,7 @@ _SUBMODULES = {
     "nvme",
     "perf",
     "lowlevel",
+    "nvmf",
     "raw",
     "stats",
 }
@@ -114,6 +115,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io import loop as loop
     from spdk_io import lowlevel as lowlevel
     from spdk_io import nvme as nvme
+    from spdk_io import nvmf as nvmf
     from spdk_io import perf as perf
     from spdk_io import raw as raw
     from spdk_io import rpc as rpc

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, finish_within, free_port, spdk_tool
 from tests.spdk_target import NvmfTgt
 
 
@@ -47,3 +48,28 @@ def test_nvme_hello_world_against_spdk_nvmf_tgt() -> None:
     assert f"Attached to {trid}\n" in out
     assert "(HELLOX01) with 1 namespaces." in out
     assert out.endswith("Hello world!\nDetached\n")
+
+
+def test_nvmf_target() -> None:
+    """The example target serves spdk_nvme_identify, then stops on Ctrl-C."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "nvmf_target.py"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("serving trtype:TCP"), line
+        out = spdk_tool("spdk_nvme_identify", "-r", line.removeprefix("serving ").strip())
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "SPDK00000000000001" in out.stdout and "Namespace ID:1" in out.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, err, _ = finish_within(proc, 30)
+    assert proc.returncode == 0, err[-2000:]
+    assert rest.strip() == "stopped"
