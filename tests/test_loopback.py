@@ -135,8 +135,10 @@ async def _read(qp: Any, ns: Any, buf: DmaBuf) -> None:
     await qp.read_blocks(ns, buf, 0, 1)
 
 
-async def _outcome(task: spdk_io.Task[None]) -> object:
+async def _outcome(task: spdk_io.Task[None]) -> Exception | None:
+    """The exception ``task`` failed with, or ``None``."""
     try:
-        return await task
+        await task
     except Exception as exc:
         return exc
+    return None
