@@ -1,6 +1,7 @@
 """NVMe completion status: decoded fields, the spec's names, and an errno for each.
 
-Pure Python (no SPDK, no ctypes), so it is importable and testable anywhere.
+Pure Python (no SPDK; ctypes only to tell a pointer from a struct), so it is
+importable and testable anywhere.
 
 * :class:`NvmeStatus` is the decoded 16-bit status field of a completion queue
   entry (bit 0 phase tag, bits 8:1 status code, 11:9 status code type, 13:12
@@ -15,6 +16,7 @@ Pure Python (no SPDK, no ctypes), so it is importable and testable anywhere.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import errno as _errno
 from collections.abc import Mapping
@@ -23,8 +25,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    import ctypes
-
     from spdk_io import _generated as g
 
 __all__ = [
@@ -385,10 +385,10 @@ class NvmeStatus:
         Reads the status word once; a word seen before is a dict lookup, so this is
         cheap enough for every completion.
         """
-        try:
-            word: int = cpl.status_raw  # type: ignore[union-attr]  # a pointer: below
-        except AttributeError:
-            word = cpl[0].status_raw  # type: ignore[index]  # only a pointer gets here
+        if isinstance(cpl, ctypes._Pointer):  # what a completion callback receives
+            word: int = cpl[0].status_raw
+        else:
+            word = cpl.status_raw
         status = _DECODED.get(word)
         if status is None:
             status = _decode(word)
