@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import spdk_io
-from spdk_io import rpc
+from spdk_io import SpdkThread, rpc
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import NvmeError, SpdkError
 from spdk_io.nvme import Controller, ControllerOptions, TransportId
@@ -440,5 +440,39 @@ def test_host_not_allowed_is_refused_naming_the_transport_id(run: Run) -> None:
             await rpc.call("nvmf_subsystem_add_host", {"nqn": nqn, "host": host})
             async with await Controller.connect(trid, ControllerOptions(hostnqn=host)) as c:
                 assert (await c.identify()).serial == SERIAL
+
+    run(main())
+
+
+def test_timeout_of_a_queue_pair_on_another_spdk_thread(run: Run) -> None:
+    """The timeout callback runs on the queue pair's thread; the abort is sent to the
+    controller's thread, whose admin queue carries it."""
+    nqn = "nqn.2016-06.io.spdk:adm-timeout-foreign"
+
+    async def worker(ctrlr: Controller) -> tuple[float, int, int]:
+        ns = ctrlr.namespace(1)
+        qp = await ctrlr.alloc_qpair()
+        buf = DmaBuf.alloc(4096)
+        t0 = time.monotonic()
+        try:
+            await qp.read_blocks(ns, buf, 0, 8)
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("the read did not time out")
+        took = time.monotonic() - t0
+        pins, inflight = buf.pins, qp.inflight
+        qp.close()
+        return took, pins, inflight
+
+    async def main() -> None:
+        async with target(nqn, delay_us=2_000_000) as trid:
+            opts = ControllerOptions(command_timeout=0.2)
+            async with await Controller.connect(trid, opts) as ctrlr:
+                handle = SpdkThread.spawn(worker, ctrlr, name="nvme_foreign")
+                took, pins, inflight = await spdk_io.wait_for(handle, 10)
+                assert 0.2 <= took < 1.9, took  # aborted through the controller's thread
+                assert (pins, inflight) == (0, 0)
+                assert ctrlr.commands.inflight == 0 and not ctrlr.failed
 
     run(main())

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -776,10 +777,17 @@ class Controller(Resource):
     def _poll_admin(self) -> bool:
         rc = int(g.spdk_nvme_ctrlr_process_admin_completions(self._ptr))
         if rc < 0 and not self._failure:
-            # The admin queue is gone (target gone, connection lost): fail the controller,
-            # so its queued commands and every queue pair's submissions fail, not hang.
+            # The admin queue is gone (target gone, connection lost): fail the controller
+            # and disconnect its queue pairs.  SPDK polls no queue pair of a failed
+            # controller, so without the disconnect their commands in flight would hang;
+            # disconnecting aborts them.
             self._failure = -rc
             g.spdk_nvme_ctrlr_fail(self._ptr)
+            for address, qp in list(self._queues.items()):
+                if qp.thread is self.thread:
+                    _disconnect_qpair(qp, address)
+                else:
+                    qp.thread.handle().send(functools.partial(_disconnect_qpair, qp, address))
         return rc > 0
 
     def _refusal(self) -> BaseException | None:
@@ -817,6 +825,12 @@ class Controller(Resource):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.detach()
+
+
+def _disconnect_qpair(qp: Qpair, address: int) -> None:
+    """Disconnect an open queue pair (on its own thread): its commands in flight abort."""
+    if not qp.closed:
+        g.spdk_nvme_ctrlr_disconnect_io_qpair(ctypes.cast(address, _QP))
 
 
 def _take_bytes(buf: DmaBuf) -> bytes:
