@@ -151,7 +151,7 @@ def test_identify_matches_spdk_nvme_identify(run: Run) -> None:
                 ProtectionType.NONE,
             )
             assert ns.uuid is not None and ns.nguid == ns.uuid.bytes  # SPDK's nvmf: the same
-            assert ns.optimal_io_boundary >= 0
+            assert ns.optimal_io_boundary == nd.noiob
             assert ctrlr.commands.inflight == 0
 
             # SPDK's own tool, as a second host, sees the same controller.
@@ -180,15 +180,17 @@ def test_log_pages_and_features(run: Run) -> None:
             assert isinstance(raw, bytes) and len(raw) == 512
             assert HealthLog.from_bytes(raw).critical_warning == health.critical_warning
             errors = await ctrlr.error_log()
-            assert isinstance(errors, list)
-            assert all(e.error_count > 0 for e in errors)
+            assert errors == []  # SPDK's target keeps no error log: its page is all zero
             # Firmware Slot Information (LID 03h): SPDK's target reports its version in slot 1.
             fw = await ctrlr.get_log_page(0x03, 512)
             assert fw[8:16].decode().strip(" \0") == ctrlr.firmware
 
-            # Number of Queues (FID 07h): 0-based counts the target granted.
+            # Number of Queues (FID 07h): 0-based I/O queue counts, which SPDK's target sets
+            # from its transport's I/O queue pair limit.
             queues = await ctrlr.get_feature(0x07)
-            assert (queues & 0xFFFF) + 1 >= 1 and (queues >> 16) + 1 >= 1
+            tcp = [t for t in await rpc.call("nvmf_get_transports") if t["trtype"] == "TCP"]
+            granted = tcp[0]["max_io_qpairs_per_ctrlr"] - 1
+            assert queues == granted << 16 | granted
             # Asynchronous Event Configuration (FID 0Bh): set, then read back.
             before = await ctrlr.get_feature(0x0B)
             await ctrlr.set_feature(0x0B, before ^ 0x100)
@@ -202,7 +204,7 @@ def test_log_pages_and_features(run: Run) -> None:
             assert info.value.sc_name == "Invalid Field in Command"
             with pytest.raises(NvmeError) as info2:
                 await ctrlr.get_log_page(0xBF, 512)
-            assert info2.value.sct == 1 or info2.value.sc == 0x02
+            assert info2.value.sc_name == "Invalid Log Page"
             assert ctrlr.commands.inflight == 0 and not ctrlr.failed
             assert (await ctrlr.identify()).serial == SERIAL
 

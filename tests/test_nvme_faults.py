@@ -66,7 +66,11 @@ def test_killed_target_fails_in_flight_io_and_detach_completes(run: Run) -> None
             op = qp.read_blocks(ns, buf, 0, 8)
             await spdk_io.sleep(0.1)
             assert qp.inflight == 1
+            admin = [ctrlr.identify() for _ in range(3)]  # in flight too, maybe
             tgt.kill()
+            for cmd in admin:  # each completes or fails: none hangs
+                with contextlib.suppress(SpdkError):
+                    assert (await spdk_io.wait_for(cmd, 15)).serial == SERIAL
             await gone_checks(ctrlr, op, buf)
             with pytest.raises(SpdkError):
                 qp.read_blocks(ns, buf, 0, 8)
