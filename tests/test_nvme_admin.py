@@ -8,6 +8,7 @@ import contextlib
 import re
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -150,7 +151,7 @@ def test_identify_matches_spdk_nvme_identify(run: Run) -> None:
                 False,
                 ProtectionType.NONE,
             )
-            assert ns.uuid is not None and ns.nguid == ns.uuid.bytes  # SPDK's nvmf: the same
+            assert ns.uuid is not None and ns.nguid == uuid.UUID(ns.uuid).bytes  # SPDK's: the same
             assert ns.optimal_io_boundary == nd.noiob
             assert ctrlr.commands.inflight == 0
 

@@ -934,12 +934,12 @@ class Namespace:
         return int(g.spdk_nvme_ns_get_optimal_io_boundary(self.handle))
 
     @property
-    def uuid(self) -> uuid.UUID | None:
-        """The namespace UUID, or ``None`` if it reports none."""
+    def uuid(self) -> str | None:
+        """The namespace UUID (``"1b4e28ba-2fa1-..."``), or ``None`` if it reports none."""
         u = g.spdk_nvme_ns_get_uuid(self.handle)
         if not u:
             return None
-        return uuid.UUID(bytes=ctypes.string_at(ctypes.addressof(u.contents), 16))
+        return str(uuid.UUID(bytes=ctypes.string_at(ctypes.addressof(u.contents), 16)))
 
     @property
     def nguid(self) -> bytes | None:
