@@ -59,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     # errors
     "SpdkError": "errors",
     "RpcError": "errors",
+    "NvmeError": "errors",
     "BdevRemovedError": "errors",
     "WrongThreadError": "errors",
     "CallbackError": "errors",
@@ -82,6 +83,7 @@ _SUBMODULES = {
     "nvme",
     "perf",
     "lowlevel",
+    "nvmf",
     "raw",
     "stats",
 }
@@ -113,6 +115,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io import loop as loop
     from spdk_io import lowlevel as lowlevel
     from spdk_io import nvme as nvme
+    from spdk_io import nvmf as nvmf
     from spdk_io import perf as perf
     from spdk_io import raw as raw
     from spdk_io import rpc as rpc
@@ -132,6 +135,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io.errors import Cancelled as Cancelled
     from spdk_io.errors import EnvUnusableError as EnvUnusableError
     from spdk_io.errors import InvalidStateError as InvalidStateError
+    from spdk_io.errors import NvmeError as NvmeError
     from spdk_io.errors import RpcError as RpcError
     from spdk_io.errors import SpdkError as SpdkError
     from spdk_io.errors import SpdkNotFoundError as SpdkNotFoundError

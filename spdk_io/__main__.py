@@ -1,4 +1,5 @@
-"""Command line: ``python -m spdk_io perf ...`` (see :mod:`spdk_io.perf`).
+"""Command line: ``python -m spdk_io perf ...`` (see :mod:`spdk_io.perf`) and
+``python -m spdk_io serve ...`` (see :mod:`spdk_io.serve`).
 
 Exit status: the command's own, 2 for an unknown command (one line on
 stderr), 130 on Ctrl-C.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m spdk_io perf [options]   (perf --help for the options)"
+USAGE = (
+    "usage: python -m spdk_io perf|serve [options]   (perf --help, serve --help for the options)"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +33,11 @@ def _main(args: list[str]) -> int:
         from spdk_io.perf import main as perf_main
 
         return perf_main(args[1:])
-    print(
-        f"spdk_io: unknown command {args[0]!r}; try: python -m spdk_io perf --help", file=sys.stderr
-    )
+    if args[0] == "serve":
+        from spdk_io.serve import main as serve_main
+
+        return serve_main(args[1:])
+    print(f"spdk_io: unknown command {args[0]!r}; try: python -m spdk_io --help", file=sys.stderr)
     return 2
 
 

@@ -308,3 +308,45 @@ bdev_io_thunk = ctypes.CFUNCTYPE(None, _BdevIoPtr, ctypes.c_bool, ctypes.c_void_
 #: The same C thunks, typed as the generated callback types that SPDK's prototypes expect.
 bdev_io_cb = ctypes.cast(bdev_io_thunk, g.spdk_bdev_io_completion_cb)
 io_wait_cb = ctypes.cast(ctx_cb, g.spdk_bdev_io_wait_cb)
+
+
+# --- nvmf: NVMe-oF target completions (spdk_io.nvmf) ---------------------------------
+
+
+def _on_ctx_status(ctx: int | None, status: int) -> None:
+    """``void (*)(void *ctx, int status)``: target destroy, poll group destroy,
+    transport add, listener add (context first, unlike :func:`_on_rc_ctx`)."""
+    entry: Entry | None = None
+    try:
+        entry = _take(ctx)
+        if entry is not None:
+            entry[0](status)
+    except BaseException as exc:
+        _fail(exc, "nvmf completion callback", entry[1] if entry is not None else None)
+
+
+def _on_subsystem_state(subsystem: Any, ctx: int | None, status: int) -> None:
+    """``spdk_nvmf_subsystem_state_change_done``: ``(subsystem, ctx, status)``."""
+    entry: Entry | None = None
+    try:
+        entry = _take(ctx)
+        if entry is not None:
+            entry[0](status)
+    except BaseException as exc:
+        _fail(exc, "nvmf subsystem state change", entry[1] if entry is not None else None)
+
+
+def _on_transport_created(ctx: int | None, transport: Any) -> None:
+    """``spdk_nvmf_transport_create_done_cb``: ``(ctx, transport or NULL)``."""
+    entry: Entry | None = None
+    try:
+        entry = _take(ctx)
+        if entry is not None:
+            entry[0](transport)
+    except BaseException as exc:
+        _fail(exc, "nvmf transport create", entry[1] if entry is not None else None)
+
+
+ctx_status_cb = g.spdk_nvmf_tgt_destroy_done_fn(_on_ctx_status)
+subsystem_state_cb = g.spdk_nvmf_subsystem_state_change_done(_on_subsystem_state)
+transport_created_cb = g.spdk_nvmf_transport_create_done_cb(_on_transport_created)

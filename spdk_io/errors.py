@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # no runtime import: this module stays importable without SPDK or ctypes
+    from spdk_io.nvme.status import NvmeStatus
 
 __all__ = [
     "BdevRemovedError",
@@ -16,6 +20,7 @@ __all__ = [
     "Cancelled",
     "EnvUnusableError",
     "InvalidStateError",
+    "NvmeError",
     "RpcError",
     "SpdkError",
     "SpdkNotFoundError",
@@ -132,3 +137,26 @@ class Cancelled(BaseException):
     A ``BaseException`` (like ``asyncio.CancelledError``) so that ``except
     Exception`` does not swallow it.
     """
+
+
+class NvmeError(SpdkError):
+    """An NVMe command completed with an error status.
+
+    ``status`` is the decoded :class:`~spdk_io.nvme.status.NvmeStatus`; ``sct``,
+    ``sc``, ``sct_name`` and ``sc_name`` are its fields and names, ``dnr`` whether
+    the controller said a retry would fail too.  ``errno`` stands for the status
+    (``EINVAL`` for an invalid field, ``ENOSPC`` for capacity exceeded, ``EIO`` by
+    default: :func:`~spdk_io.nvme.status.status_errno`).  ``str()`` reads
+    ``read(nqn... ns 1) failed: NVMe status Generic / LBA Out of Range (sct 0x0, sc 0x80)``.
+    """
+
+    def __init__(self, status: NvmeStatus, op: str, obj: object = None) -> None:
+        self.status = status
+        self.sct = status.sct
+        self.sc = status.sc
+        self.sct_name = status.sct_name
+        self.sc_name = status.sc_name
+        self.dnr = status.dnr
+        super().__init__(status.errno, op, obj)
+        what = f"{op}({obj})" if obj is not None else op
+        self._message = f"{what} failed: NVMe status {status}"

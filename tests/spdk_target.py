@@ -50,6 +50,7 @@ class NvmfTgt:
                     str(self.mem_mb),
                     "-r",
                     self.sock,
+                    "--disable-cpumask-locks",  # parallel test runs may share a core
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -58,8 +59,9 @@ class NvmfTgt:
         deadline = time.monotonic() + 30
         while not os.path.exists(self.sock):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                output = self.output()
                 self.stop()
-                raise RuntimeError(f"nvmf_tgt did not start: {self.output()}")
+                raise RuntimeError(f"nvmf_tgt did not start: {output}")
             time.sleep(0.05)
         self.rpc("framework_wait_init")
         self.rpc("nvmf_create_transport", "-t", "TCP")

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, finish_within, free_port, spdk_tool
+from tests.spdk_target import NvmfTgt
 
 
-def run_example(name: str) -> str:
+def run_example(name: str, *args: str) -> str:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name)],
+        [sys.executable, str(ROOT / "examples" / name), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -31,3 +33,43 @@ def test_threads() -> None:
     out = run_example("threads.py")
     for i in range(3):
         assert f"worker{i}: hello worker {i} from app_thread" in out
+
+
+def test_nvme_hello_world_serves_its_own_namespace() -> None:
+    out = run_example("nvme_hello_world.py")
+    assert "Using controller spdk_io hello (HELLO0001) with 1 namespaces." in out
+    assert out.endswith("Hello world!\nDetached\n")
+
+
+def test_nvme_hello_world_against_spdk_nvmf_tgt() -> None:
+    with NvmfTgt() as tgt:
+        trid = tgt.export("nqn.2016-06.io.spdk:hello-x", free_port(), serial="HELLOX01")
+        out = run_example("nvme_hello_world.py", "-r", str(trid))
+    assert f"Attached to {trid}\n" in out
+    assert "(HELLOX01) with 1 namespaces." in out
+    assert out.endswith("Hello world!\nDetached\n")
+
+
+def test_nvmf_target() -> None:
+    """The example target serves spdk_nvme_identify, then stops on Ctrl-C."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "nvmf_target.py"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("serving trtype:TCP"), line
+        out = spdk_tool("spdk_nvme_identify", "-r", line.removeprefix("serving ").strip())
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "SPDK00000000000001" in out.stdout and "Namespace ID:1" in out.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, err, _ = finish_within(proc, 30)
+    assert proc.returncode == 0, err[-2000:]
+    assert rest.strip() == "stopped"

@@ -20,7 +20,7 @@ import spdk_io
 from spdk_io import _generated as g
 from spdk_io import rpc
 from spdk_io.dma import DmaBuf
-from spdk_io.errors import Cancelled, SpdkError, WrongThreadError
+from spdk_io.errors import Cancelled, NvmeError, WrongThreadError
 from spdk_io.nvme import Controller, Namespace, Qpair, QpairOptions, TransportId
 from spdk_io.nvme.qpair import MAX_DSM_RANGES
 from tests.conftest import free_port
@@ -219,8 +219,9 @@ def test_io_raw_write_read_flush_and_a_failing_status(run: Run, target: Target) 
         await qp.io_raw(ns, 0x02, buf=raw, cdw10=121)  # Read, one block
         assert bytes(raw) == bytes(data)[BS:]
         assert await qp.io_raw(ns, 0x00) == 0  # Flush
-        with pytest.raises(SpdkError, match="sct 0x0 sc 0x80"):  # LBA Out of Range
+        with pytest.raises(NvmeError) as info:
             await qp.io_raw(ns, 0x02, buf=raw, cdw10=ns.num_sectors)
+        assert (info.value.sct, info.value.sc) == (0, 0x80)  # LBA Out of Range
         assert qp.inflight == 0 and raw.pins == 0
 
     run(main())

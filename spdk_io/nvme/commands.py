@@ -6,8 +6,12 @@ callback bridge, calls SPDK, and counts what the device holds.  A submission SPD
 refuses for lack of request objects (``-ENOMEM``) waits in order and is submitted again
 as commands complete.  When the completion arrives, the buffers are unpinned and the
 :class:`~spdk_io.loop.Op` settles: its result is what ``decode(cpl)`` returns, or the
-status error.  A cancelled awaiter changes nothing of this: the device's buffers stay
-pinned until it completes the command.
+status error (:class:`~spdk_io.errors.NvmeError`).  A cancelled awaiter changes nothing
+of this: the device's buffers stay pinned until it completes the command.
+
+A command the controller's timeout callback reports is marked by its command identifier
+(:meth:`Commands.mark_timed_out`); when it completes (aborted, or late), its awaiter gets
+:class:`TimeoutError` whatever the status was.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from typing import Any, cast
 
 from spdk_io import _bridge
 from spdk_io.dma import DmaBuf
-from spdk_io.errors import SpdkError
+from spdk_io.errors import NvmeError, SpdkError
 from spdk_io.loop import Op
+from spdk_io.nvme.status import NvmeStatus
 
 __all__ = ["Commands", "cdw0", "status_error", "status_word"]
 
@@ -34,8 +39,10 @@ STATUS_OFFSET = 14
 
 #: ``decode(cpl_address)`` turns a successful completion into the operation's result.
 Decode = Callable[[int], Any]
-#: What an operation keeps until its command completes: ``(bufs, call, decode, obj, failed)``.
-Kept = tuple[list[DmaBuf], Callable[[int], int], Decode, object, "Decode | None"]
+#: What an operation keeps until its command completes: ``(bufs, call, decode, obj, seq,
+#: failed)`` (``seq`` numbers the submissions SPDK accepted, to tell a timed-out command
+#: from a later one that reuses its command identifier; ``failed`` decodes a failure).
+Kept = tuple[list[DmaBuf], Callable[[int], int], Decode, object, int, "Decode | None"]
 
 
 def status_word(cpl: int) -> int:
@@ -53,11 +60,9 @@ def cid(cpl: int) -> int:
     return _u16_at(cpl + CID_OFFSET).value
 
 
-def status_error(word: int, what: str, obj: object) -> SpdkError:
+def status_error(word: int, what: str, obj: object) -> NvmeError:
     """The exception for a failed completion's status word."""
-    sc = (word >> 1) & 0xFF
-    sct = (word >> 9) & 0x7
-    return SpdkError(errno.EIO, what, obj, f"NVMe status sct {sct:#x} sc {sc:#x}")
+    return NvmeError(NvmeStatus.from_word(word), what, obj)
 
 
 def _none(cpl: int) -> None:
@@ -76,8 +81,12 @@ class Commands:
         self.obj = obj
         #: Commands submitted (or waiting to be) and not completed.
         self.inflight = 0
+        #: Submissions SPDK accepted so far (each command's ``seq``).
+        self.accepted = 0
         #: Submissions SPDK refused with -ENOMEM, in order: retried on completions.
         self._queued: deque[tuple[Callable[[int], int], int, Op[Any]]] = deque()
+        #: Command identifiers the timeout callback reported: cid -> (accepted then, seconds).
+        self._timed_out: dict[int, tuple[int, float]] = {}
 
     def submit(
         self,
@@ -94,7 +103,7 @@ class Commands:
         ``failed(cpl)``, if given, turns a failed completion into the result instead of
         the status error (it raises for failures it does not accept: a compare's
         miscompare is ``False``, any other failure an error).
-        ``op.keep`` holds ``(bufs, call, decode, obj, failed)`` until the command completes:
+        ``op.keep`` holds ``(bufs, call, decode, obj, seq, failed)`` until it completes:
         the buffers stay pinned, and ``call`` keeps alive what it captured that SPDK
         reads by address.  An rc other than 0 and ``-ENOMEM`` unpins, unregisters and
         raises :class:`~spdk_io.errors.SpdkError`.
@@ -109,7 +118,8 @@ class Commands:
             for b in pinned:
                 b.unpin()
             raise
-        op.keep = (pinned, call, decode, obj if obj is not None else self.obj, failed)
+        who = obj if obj is not None else self.obj
+        op.keep = (pinned, call, decode, who, self.accepted + 1, failed)
         key = _bridge.once(self._complete, op)
         rc: int | None = None
         try:
@@ -125,16 +135,33 @@ class Commands:
         self.inflight += 1
         if rc:
             self._queued.append((call, key, op))
+        else:
+            self.accepted += 1
         return op
+
+    def mark_timed_out(self, cid: int, seconds: float) -> bool:
+        """Record that the command with identifier ``cid`` passed its timeout: its awaiter
+        gets :class:`TimeoutError` when it completes.  False (nothing recorded) when none
+        of this queue's commands is in flight: the command is SPDK's own (keep-alive)."""
+        if not self.inflight:
+            return False
+        self._timed_out[cid] = (self.accepted, seconds)
+        return True
 
     def _complete(self, op: Op[Any], cpl: int) -> None:
         self.inflight -= 1
-        bufs, _call, decode, obj, failed = cast(Kept, op.keep)
+        bufs, _call, decode, obj, seq, failed = cast(Kept, op.keep)
         for b in bufs:
             b.unpin()
         word = _u16_at(cpl + STATUS_OFFSET).value
         fn = failed if word & 0xFFFE else decode
-        if fn is None:
+        mark = (
+            self._timed_out.pop(_u16_at(cpl + CID_OFFSET).value, None) if self._timed_out else None
+        )
+        if mark is not None and seq <= mark[0]:  # submitted before the mark: it is the one
+            what = f"{op.what}({obj})" if obj is not None else op.what
+            op.set_exception(TimeoutError(f"{what} timed out after {mark[1]:g} s"))
+        elif fn is None:
             op.set_exception(status_error(word, op.what, obj))
         else:
             try:
@@ -174,13 +201,19 @@ class Commands:
             if rc == -errno.ENOMEM:
                 return
             self._queued.popleft()
-            if rc:
+            if op.keep is None:  # a held command (a slot's): its key and buffer are its own
+                if rc:
+                    self.inflight -= 1
+                    op.set_exception(SpdkError(-rc, op.what, self.obj))
+            elif not rc:
+                self.accepted += 1
+                bufs, call, decode, obj, _seq, failed = cast(Kept, op.keep)
+                op.keep = (bufs, call, decode, obj, self.accepted, failed)
+            else:
+                _bridge.forget(key)
                 self.inflight -= 1
-                obj = self.obj
-                if op.keep is not None:  # a held command (a slot's) keeps its key and buffer
-                    _bridge.forget(key)
-                    bufs, _call, _decode, obj, _failed = cast(Kept, op.keep)
-                    op.keep = None
-                    for b in bufs:
-                        b.unpin()
+                bufs, _call, _decode, obj, _seq, _failed = cast(Kept, op.keep)
+                op.keep = None
+                for b in bufs:
+                    b.unpin()
                 op.set_exception(SpdkError(-rc, op.what, obj))

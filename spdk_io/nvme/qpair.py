@@ -101,7 +101,8 @@ class Qpair(Resource):
         self._arg = ctypes.c_void_p(ctypes.cast(ptr, ctypes.c_void_p).value)
         #: The commands the device holds (submitted, not completed).
         self.commands = Commands(ctrlr.name)
-        #: Set when polling reports the queue pair failed (its errno); never cleared.
+        #: Set when polling reports the queue pair failed (its errno); cleared only when
+        #: a controller reset reconnected it (:meth:`reconnected`).
         self.failure: int = 0
         #: The largest data transfer of one command, in bytes (the controller's).
         self.max_transfer_bytes = ctrlr.max_transfer_bytes
@@ -109,6 +110,7 @@ class Qpair(Resource):
         super().__init__(thread, ctrlr if same else None)
         if not same:
             ctrlr.adopt_foreign(id(self), True)
+        ctrlr.add_queue(self, self._arg.value or 0)
         self._poller = Poller(self._poll, 0, "nvme_qpair", parent=self)
 
     @classmethod
@@ -174,8 +176,14 @@ class Qpair(Resource):
     def _release(self) -> None:
         g.spdk_nvme_ctrlr_free_io_qpair(self._ptr)
         self._ptr = None
+        self.ctrlr.remove_queue(self)
         if self.ctrlr.thread is not self.thread:
             self.ctrlr.adopt_foreign(id(self), False)
+
+    def reconnected(self) -> None:
+        """The controller's reset reconnected this queue pair: it works again (called by
+        :meth:`Controller.reset`)."""
+        self.failure = 0
 
     def _check(self) -> None:
         self.thread.check_owner()
