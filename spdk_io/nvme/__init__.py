@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS: dict[str, str] = {
     "TransportId": "transport",
     "Controller": "controller",
-    "ControllerOptions": "controller",
-    "Namespace": "controller",
+    "ControllerOptions": "options",
+    "Namespace": "namespace",
     "NvmeSlot": "qpair",
     "Qpair": "qpair",
     "QpairOptions": "qpair",
@@ -37,8 +37,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers
     from spdk_io.nvme.controller import Controller as Controller
-    from spdk_io.nvme.controller import ControllerOptions as ControllerOptions
-    from spdk_io.nvme.controller import Namespace as Namespace
+    from spdk_io.nvme.namespace import Namespace as Namespace
+    from spdk_io.nvme.options import ControllerOptions as ControllerOptions
     from spdk_io.nvme.qpair import NvmeSlot as NvmeSlot
     from spdk_io.nvme.qpair import Qpair as Qpair
     from spdk_io.nvme.qpair import QpairOptions as QpairOptions

@@ -28,14 +28,12 @@ import ctypes
 import errno
 import functools
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from spdk_io import _bridge
 from spdk_io import _generated as g
-from spdk_io._validate import FOREVER, duration, flag, integer, text
+from spdk_io._validate import integer
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
@@ -45,10 +43,11 @@ from spdk_io.nvme.data import (
     ErrorLogEntry,
     HealthLog,
     NamespaceData,
-    ProtectionType,
     parse_active_ns_list,
     parse_error_log,
 )
+from spdk_io.nvme.namespace import Namespace
+from spdk_io.nvme.options import ControllerOptions, command_timeout_us
 from spdk_io.nvme.transport import TransportId, transport_id
 from spdk_io.resource import Resource
 from spdk_io.thread import Poller, SpdkThread, current_thread
@@ -56,14 +55,13 @@ from spdk_io.thread import Poller, SpdkThread, current_thread
 if TYPE_CHECKING:
     from spdk_io.nvme.qpair import Qpair, QpairOptions
 
-__all__ = ["Controller", "ControllerOptions", "Namespace"]
+__all__ = ["Controller"]
 
 #: How often the admin poller runs, in microseconds (admin completions, keep-alive).
 ADMIN_POLL_US = 1000
 #: How long reconnecting the queue pairs after a reset may take, in seconds.
 RESET_QPAIR_TIMEOUT = 10.0
 _U32 = 2**32 - 1
-_NQN_MAX = 223
 #: The namespace ID that means "all namespaces" (log pages, features).
 GLOBAL_NSID: Final = 0xFFFFFFFF
 #: Identify data and the active namespace list are one 4096-byte page.
@@ -76,103 +74,6 @@ _ERROR_ENTRY_BYTES, _HEALTH_BYTES = 64, 512
 #: one more would complete only on an event) and Fabrics commands (connect, properties).
 _SPDK_OWNED_OPCODES: Final = {0x0C: "Asynchronous Event Request", 0x7F: "Fabrics"}
 _QP = ctypes.POINTER(g.struct_spdk_nvme_qpair)
-
-
-@dataclass(frozen=True)
-class ControllerOptions:
-    """How to connect: ``None`` keeps SPDK's default (``spdk_nvme_ctrlr_get_default_ctrlr_opts``).
-
-    ``hostnqn`` is who we say we are (a subsystem that does not allow any host checks
-    it); ``host_id``/``extended_host_id`` are 8 and 16 bytes.  Every field is checked
-    when the options are made.
-    """
-
-    num_io_queues: int | None = None
-    io_queue_size: int | None = None
-    io_queue_requests: int | None = None
-    admin_queue_size: int | None = None
-    keep_alive_timeout_ms: int | None = None
-    admin_timeout_ms: int | None = None
-    fabrics_connect_timeout_us: int | None = None
-    transport_retry_count: int | None = None
-    hostnqn: str | None = None
-    host_id: bytes | None = None
-    extended_host_id: bytes | None = None
-    src_addr: str | None = None
-    src_svcid: str | None = None
-    header_digest: bool = False
-    data_digest: bool = False
-    #: Seconds an admin or I/O command may take before it is aborted and its awaiter
-    #: gets ``TimeoutError`` (``None``: no timeout).  See :meth:`Controller.set_timeout`.
-    command_timeout: float | None = None
-
-    def __post_init__(self) -> None:
-        for name, hi in (
-            ("num_io_queues", 65535),
-            ("io_queue_size", 65536),
-            ("io_queue_requests", _U32),
-            ("admin_queue_size", 4096),
-            ("keep_alive_timeout_ms", _U32),
-            ("admin_timeout_ms", _U32),
-            ("fabrics_connect_timeout_us", 2**64 - 1),
-            ("transport_retry_count", 255),
-        ):
-            value = getattr(self, name)
-            if value is not None:
-                integer(value, name, 0 if name != "num_io_queues" else 1, hi)
-        if self.hostnqn is not None:
-            text(self.hostnqn, "hostnqn", max_len=_NQN_MAX)
-        for name, size in (("host_id", 8), ("extended_host_id", 16)):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, bytes) or len(value) != size):
-                raise ValueError(f"{name} must be {size} bytes")
-        if self.src_addr is not None:
-            text(self.src_addr, "src_addr", max_len=256)
-        if self.src_svcid is not None:
-            text(self.src_svcid, "src_svcid", max_len=32)
-        flag(self.header_digest, "header_digest")
-        flag(self.data_digest, "data_digest")
-        if self.command_timeout is not None:
-            _timeout_us(self.command_timeout)
-
-    def to_c(self) -> Any:
-        """SPDK's defaults with these options applied (a new ``spdk_nvme_ctrlr_opts``)."""
-        opts = g.struct_spdk_nvme_ctrlr_opts()
-        g.spdk_nvme_ctrlr_get_default_ctrlr_opts(ctypes.byref(opts), ctypes.sizeof(opts))
-        for name in (
-            "num_io_queues",
-            "io_queue_size",
-            "io_queue_requests",
-            "admin_queue_size",
-            "keep_alive_timeout_ms",
-            "admin_timeout_ms",
-            "fabrics_connect_timeout_us",
-            "transport_retry_count",
-        ):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(opts, name, value)
-        for name in ("hostnqn", "src_addr", "src_svcid"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(opts, name, value.encode())
-        if self.host_id is not None:
-            opts.host_id[:] = list(self.host_id)
-        if self.extended_host_id is not None:
-            opts.extended_host_id[:] = list(self.extended_host_id)
-        opts.header_digest = self.header_digest
-        opts.data_digest = self.data_digest
-        return opts
-
-
-def _timeout_us(seconds: object) -> int:
-    """A command timeout in whole microseconds (at least 1; ``inf`` is refused: use None)."""
-    value = duration(seconds, "command_timeout")
-    if value == FOREVER:
-        raise ValueError("command_timeout must be finite (None means no timeout)")
-    if value <= 0:
-        raise ValueError(f"command_timeout must be > 0 seconds, got {seconds!r}")
-    return max(1, round(value * 1e6))
 
 
 def _u32(value: object, what: str) -> int:
@@ -613,7 +514,7 @@ class Controller(Resource):
         awaiters get ``TimeoutError`` once the device completes them (their buffers stay
         pinned until then).  ``None`` turns the timeout off.  Commands already in flight
         are checked against the new value."""
-        us = _timeout_us(seconds) if seconds is not None else 0
+        us = command_timeout_us(seconds) if seconds is not None else 0
         ptr = self.handle
         self.thread.check_owner()
         if seconds is None:
@@ -866,92 +767,3 @@ def _start_detach(ptr: Any, done: Op[None] | None) -> None:
 def _detach_orphan(ptr: Any) -> None:
     """A controller attached after its connect was cancelled: detach it."""
     _start_detach(ptr, None)
-
-
-class Namespace:
-    """An active namespace of a controller: what it is, for I/O through a :class:`Qpair`.
-
-    It owns no SPDK handle; it is valid while its controller is attached (afterwards
-    its properties raise ``RuntimeError``).
-    """
-
-    def __init__(self, ctrlr: Controller, nsid: int) -> None:
-        self.ctrlr = ctrlr
-        self.id = nsid
-        ptr = g.spdk_nvme_ctrlr_get_ns(ctrlr.handle, nsid)
-        if not ptr:
-            raise LookupError(f"controller {ctrlr.name} has no namespace {nsid}")
-        self._ptr: Any = ptr
-        # Fixed for the life of the namespace (read once; the hot path uses them).
-        self.sector_size = int(g.spdk_nvme_ns_get_sector_size(ptr))
-        self.num_sectors = int(g.spdk_nvme_ns_get_num_sectors(ptr))
-
-    def __repr__(self) -> str:
-        return f"<Namespace {self.ctrlr.name} ns {self.id}>"
-
-    def __str__(self) -> str:
-        return f"{self.ctrlr.name} ns {self.id}"
-
-    @property
-    def handle(self) -> Any:
-        """The ``struct spdk_nvme_ns *``; valid while the controller is attached."""
-        self.ctrlr.check_open()
-        return self._ptr
-
-    @property
-    def size(self) -> int:
-        """Size in bytes."""
-        return self.sector_size * self.num_sectors
-
-    @property
-    def extended_sector_size(self) -> int:
-        """Sector size including interleaved metadata."""
-        return int(g.spdk_nvme_ns_get_extended_sector_size(self.handle))
-
-    @property
-    def metadata_size(self) -> int:
-        """Metadata bytes per sector (0: none)."""
-        return int(g.spdk_nvme_ns_get_md_size(self.handle))
-
-    @property
-    def extended_lba(self) -> bool:
-        """Whether metadata is interleaved with the data (extended LBAs), not separate."""
-        return bool(g.spdk_nvme_ns_supports_extended_lba(self.handle))
-
-    @property
-    def protection_type(self) -> ProtectionType:
-        """End-to-end protection information type (``NONE``: not protected)."""
-        return ProtectionType(int(g.spdk_nvme_ns_get_pi_type(self.handle)))
-
-    @property
-    def pi_first(self) -> bool:
-        """Whether protection information is the first bytes of the metadata (else the last)."""
-        return self.data.pi_first
-
-    @property
-    def optimal_io_boundary(self) -> int:
-        """Optimal I/O boundary in sectors (0: none reported)."""
-        return int(g.spdk_nvme_ns_get_optimal_io_boundary(self.handle))
-
-    @property
-    def uuid(self) -> str | None:
-        """The namespace UUID (``"1b4e28ba-2fa1-..."``), or ``None`` if it reports none."""
-        u = g.spdk_nvme_ns_get_uuid(self.handle)
-        if not u:
-            return None
-        return str(uuid.UUID(bytes=ctypes.string_at(ctypes.addressof(u.contents), 16)))
-
-    @property
-    def nguid(self) -> bytes | None:
-        """The 16-byte namespace globally unique identifier, or ``None`` (all zero)."""
-        nguid = self.data.nguid
-        return nguid if any(nguid) else None
-
-    @property
-    def data(self) -> NamespaceData:
-        """The Identify Namespace data SPDK holds (:meth:`identify` asks the controller)."""
-        return NamespaceData.from_struct(g.spdk_nvme_ns_get_data(self.handle).contents)
-
-    def identify(self) -> Op[NamespaceData]:
-        """Identify Namespace, asked now (see :meth:`Controller.identify_namespace`)."""
-        return self.ctrlr.identify_namespace(self.id)

@@ -6,7 +6,7 @@ this process).  A poller (its child) processes its completions.  It belongs to t
 SPDK thread that made it: use from any other OS thread raises
 :class:`~spdk_io.errors.WrongThreadError`.
 
-I/O methods take the :class:`~spdk_io.nvme.controller.Namespace` and return an
+I/O methods take the :class:`~spdk_io.nvme.namespace.Namespace` and return an
 :class:`~spdk_io.loop.Op` to await; all go through the queue pair's one
 :class:`~spdk_io.nvme.commands.Commands` tracker.  Every argument is checked before
 anything is pinned or submitted (``TypeError``/``ValueError`` naming it): LBAs past the
@@ -42,7 +42,8 @@ from spdk_io.dma import DmaBuf
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op, sleep
 from spdk_io.nvme.commands import Commands, cdw0, status_error, status_word
-from spdk_io.nvme.controller import Controller, Namespace
+from spdk_io.nvme.controller import Controller
+from spdk_io.nvme.namespace import Namespace
 from spdk_io.resource import Resource
 from spdk_io.thread import Poller, SpdkThread, current_thread
 
