@@ -27,9 +27,10 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from spdk_io import bdev_modules as bm
+from spdk_io._cli import Parser, parse
 from spdk_io._validate import duration, integer, text
 from spdk_io.bdev import BdevDesc
 from spdk_io.dma import DmaBuf
@@ -469,17 +470,8 @@ def run_perf(cfg: PerfConfig, progress: bool = False) -> PerfResult:
     return run(_run(cfg, progress), config=config, name="spdk_io_perf", mem_size_mb=ENV_MEM_MIB)
 
 
-class _UsageError(Exception):
-    """A command-line error found by argparse."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m spdk_io perf", description="bdevperf in Python")
+    p = Parser(prog="python -m spdk_io perf", description="bdevperf in Python")
     p.add_argument(
         "-q", type=int, default=128, dest="queue_depth", help=f"queue depth (1..{MAX_QUEUE_DEPTH})"
     )
@@ -526,13 +518,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except _UsageError as exc:
-        print(f"perf: {exc} (see --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
+    args = parse(_parser(), argv, "perf")
+    if isinstance(args, int):
+        return args
     opts: dict[str, Any] = vars(args)
     as_json = opts.pop("json")
     cfg = PerfConfig(**opts)

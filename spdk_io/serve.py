@@ -19,9 +19,9 @@ import signal
 import sys
 import types
 from pathlib import Path
-from typing import NoReturn
 
 from spdk_io import rpc
+from spdk_io._cli import Parser, parse
 from spdk_io._validate import FOREVER
 from spdk_io.env import run
 from spdk_io.errors import SpdkError
@@ -75,17 +75,8 @@ def serve(
         signal.signal(signal.SIGTERM, previous)
 
 
-class _UsageError(Exception):
-    """A command-line error found by argparse."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m spdk_io serve", description="host bdevs and NVMe-oF from a config")
+    p = Parser(prog="python -m spdk_io serve", description="host bdevs and NVMe-oF from a config")
     p.add_argument("--json-config", required=True, help="SPDK JSON config (as nvmf_tgt --json)")
     p.add_argument("--rpc-socket", default=None, help="serve SPDK's JSON-RPC on this unix socket")
     p.add_argument("-m", "--core-mask", default="0x1", help="cores SPDK may use (default 0x1)")
@@ -95,13 +86,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI: 0 after SIGINT/SIGTERM, 2 (one line on stderr) for bad arguments."""
-    try:
-        args = _parser().parse_args(argv)
-    except _UsageError as exc:
-        print(f"serve: {exc} (see --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
+    args = parse(_parser(), argv, "serve")
+    if isinstance(args, int):
+        return args
     try:
         serve(
             args.json_config, args.rpc_socket, core_mask=args.core_mask, mem_size_mb=args.mem_size
