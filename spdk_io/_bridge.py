@@ -24,6 +24,7 @@ One-shot entries are removed when their callback fires; persistent entries
 from __future__ import annotations
 
 import ctypes
+import errno
 import itertools
 import weakref
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from typing import Any
 from spdk_io import _generated as g
 from spdk_io import loop as _loop
 from spdk_io._loader import fast
+from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 
 __all__ = ["forget", "once", "once_at", "persistent", "sgl_at"]
@@ -71,6 +73,43 @@ def forget(key: int) -> None:
     """Drop a registration (a one-shot whose C call failed, or a persistent one)."""
     _once.pop(key, None)
     _persistent.pop(key, None)
+
+
+# --------------------------------------------------------------------------- status completions
+# SPDK calls that report an int status (``rc``) through their callback: one Op each.
+# Several complete synchronously, before they return, so the Op and its key exist first.
+
+
+def status_op(what: str, obj: object = None) -> tuple[Op[None], int]:
+    """An ``Op`` that a ``(..., int status)`` completion finishes (an ``SpdkError`` for a
+    non-zero status), and the key to pass SPDK as ``cb_arg``."""
+    op: Op[None] = Op(what)
+
+    def done(status: int) -> None:
+        if status == 0:
+            op.set_result(None)
+        else:
+            op.set_exception(SpdkError(abs(status) or errno.EIO, what, obj))
+
+    return op, once(done, op)
+
+
+def submit(what: str, obj: object, call: Callable[[int], int | None]) -> Op[None]:
+    """Start ``call(key)`` with a fresh completion key; return the ``Op`` to await.
+
+    ``call`` returns SPDK's rc (``None`` for a ``void`` function); a non-zero rc
+    means SPDK will not call back: the key is dropped and ``SpdkError`` raised.
+    """
+    op, key = status_op(what, obj)
+    try:
+        rc = call(key)
+    except BaseException:
+        forget(key)
+        raise
+    if rc:
+        forget(key)
+        raise SpdkError(abs(rc), what, obj)
+    return op
 
 
 _fail = _loop.callback_failed

@@ -271,9 +271,7 @@ class EnvKwargs(TypedDict, total=False):
     extra: Mapping[str, Any]
 
 
-def resolve_options(
-    options: EnvOptions | None, kwargs: Mapping[str, Any], who: str
-) -> EnvOptions:
+def resolve_options(options: EnvOptions | None, kwargs: Mapping[str, Any], who: str) -> EnvOptions:
     """The resolved options of ``Env``/``run``/``App``: ``options`` or the keywords, not both."""
     unknown = sorted(set(kwargs) - set(EnvKwargs.__annotations__))
     if unknown:
@@ -636,12 +634,9 @@ def _config_methods(data: object) -> Iterator[tuple[str, str]]:
 
 async def _rc_op(start: Any, what: str) -> None:
     """Run a ``void f(..., spdk_subsystem_init_fn cb, void *arg)`` call and await ``rc``."""
-    op: Op[int] = Op(what)
-    key = _bridge.once(op.set_result, op)
+    op, key = _bridge.status_op(what)
     start(key)
-    rc = await op
-    if rc != 0:
-        raise SpdkError(-rc if rc < 0 else rc, what)
+    await op
 
 
 async def _load_config(data: bytes, stop_on_error: bool, stage: str) -> None:

@@ -28,7 +28,7 @@ from spdk_io.bdev import Bdev
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 from spdk_io.nvme.transport import TransportId, transport_id
-from spdk_io.nvmf._completion import Ending, submit
+from spdk_io.nvmf._completion import Ending
 from spdk_io.nvmf.options import check_nqn
 from spdk_io.resource import Resource
 
@@ -191,7 +191,9 @@ class Subsystem(Resource):
         start: Callable[[Any, Any, int], int],
     ) -> None:
         ptr = self._live(what)
-        await submit(what, self.nqn, lambda key: start(ptr, _bridge.subsystem_state_cb, key))
+        await _bridge.submit(
+            what, self.nqn, lambda key: start(ptr, _bridge.subsystem_state_cb, key)
+        )
         self._state = want
 
     async def start(self) -> None:
@@ -341,7 +343,7 @@ class Subsystem(Resource):
     async def add_listener(self, address: TransportId | str) -> TransportId:
         """Accept connections at ``address`` (the target starts listening there if it
         does not yet).  ``ValueError`` if the subsystem has that listener already."""
-        trid = _listen_address(address)
+        trid = listen_address(address)
         self._live("spdk_nvmf_subsystem_add_listener")
         if trid in self.listeners:
             raise ValueError(f"{self.nqn} already listens on {trid}")
@@ -349,7 +351,7 @@ class Subsystem(Resource):
         c_trid = trid.to_c()
         async with self._quiesced():
             ptr = self._live("spdk_nvmf_subsystem_add_listener")
-            await submit(
+            await _bridge.submit(
                 "spdk_nvmf_subsystem_add_listener",
                 f"{self.nqn} {trid}",
                 lambda key: g.spdk_nvmf_subsystem_add_listener(
@@ -361,7 +363,7 @@ class Subsystem(Resource):
     async def remove_listener(self, address: TransportId | str) -> None:
         """Stop accepting connections at ``address`` (the target keeps listening there).
         ``LookupError`` if the subsystem has no such listener."""
-        trid = _listen_address(address)
+        trid = listen_address(address)
         self._live("spdk_nvmf_subsystem_remove_listener")
         if trid not in self.listeners:
             raise LookupError(f"{self.nqn} does not listen on {trid}")
@@ -429,7 +431,7 @@ def _namespace(ns: Any) -> Namespace:
     return Namespace(nsid, name, _uuid.UUID(bytes=raw) if any(raw) else None)
 
 
-def _listen_address(address: TransportId | str) -> TransportId:
+def listen_address(address: TransportId | str) -> TransportId:
     """A listen address: a transport ID without a subsystem NQN (one it has is dropped)."""
     trid = transport_id(address)
     if trid.traddr is None:

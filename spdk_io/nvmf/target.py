@@ -28,7 +28,7 @@ from spdk_io._validate import flag, integer, text
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 from spdk_io.nvme.transport import TransportId
-from spdk_io.nvmf._completion import Ending, status_op, submit
+from spdk_io.nvmf._completion import Ending
 from spdk_io.nvmf.options import (
     DISCOVERY_NQN,
     MAX_TARGET_NAME,
@@ -38,7 +38,7 @@ from spdk_io.nvmf.options import (
     check_nqn,
     check_serial,
 )
-from spdk_io.nvmf.subsystem import Subsystem, _listen_address
+from spdk_io.nvmf.subsystem import Subsystem, listen_address
 from spdk_io.resource import Resource
 from spdk_io.thread import SpdkThread, current_thread
 
@@ -176,7 +176,7 @@ class Target(Resource):
             raise SpdkError(
                 errno.ENODEV, "spdk_nvmf_tgt_add_transport", self.name, "the target was destroyed"
             )
-        added, key = status_op("spdk_nvmf_tgt_add_transport", f"{self.name} {trtype}")
+        added, key = _bridge.status_op("spdk_nvmf_tgt_add_transport", f"{self.name} {trtype}")
         g.spdk_nvmf_tgt_add_transport(self._ptr, transport, _bridge.ctx_status_cb, key)
         await added
 
@@ -195,7 +195,7 @@ class Target(Resource):
         ``ValueError`` if the target listens there already; ``SpdkError`` if SPDK
         refuses (no transport of that type, address in use).
         """
-        trid = _listen_address(address)
+        trid = listen_address(address)
         flag(secure_channel, "secure_channel")
         ptr = self._live("spdk_nvmf_tgt_listen_ext")
         if trid in self._listening:
@@ -210,7 +210,7 @@ class Target(Resource):
 
     def ensure_listening(self, address: TransportId | str) -> TransportId:
         """:meth:`listen` at ``address`` unless the target listens there already."""
-        trid = _listen_address(address)
+        trid = listen_address(address)
         if trid in self.listening:
             return trid
         return self.listen(trid)
@@ -218,7 +218,7 @@ class Target(Resource):
     def stop_listening(self, address: TransportId | str) -> None:
         """Stop accepting connections at ``address`` (``spdk_nvmf_tgt_stop_listen``);
         ``LookupError`` if the target does not listen there."""
-        trid = _listen_address(address)
+        trid = listen_address(address)
         ptr = self._live("spdk_nvmf_tgt_stop_listen")
         if trid not in self._listening:
             raise LookupError(f"target {self.name} does not listen on {trid}")
@@ -393,7 +393,7 @@ async def _stop_subsystem(ptr: Any, target: str) -> None:
     def start(key: int) -> int:
         return int(g.spdk_nvmf_subsystem_stop(ptr, _bridge.subsystem_state_cb, key))
 
-    await submit("spdk_nvmf_subsystem_stop", target, start)
+    await _bridge.submit("spdk_nvmf_subsystem_stop", target, start)
 
 
 def _countdown(n: int, then: Callable[[], None]) -> Callable[[], None]:
