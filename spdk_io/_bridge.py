@@ -140,15 +140,39 @@ def _on_ctx(ctx: int | None) -> None:
         _fail(exc, "message callback", entry[1] if entry is not None else None)
 
 
-def _on_rc_ctx(rc: int, ctx: int | None) -> None:
-    """``void (*)(int rc, void *ctx)``: subsystem init, config load."""
-    entry: Entry | None = None
-    try:
-        entry = _take(ctx)
-        if entry is not None:
-            entry[0](rc)
-    except BaseException as exc:
-        _fail(exc, "completion callback", entry[1] if entry is not None else None)
+def _one_shot(what: str, ctx_at: int, arg_at: int | None) -> Callable[..., None]:
+    """The trampoline of a one-shot completion: the key is argument ``ctx_at``; the
+    entry is called with argument ``arg_at`` (a status, a pointer), or with nothing.
+    (The hot callbacks, pollers and I/O completions, are written out below.)"""
+
+    def trampoline(*args: Any) -> None:
+        entry: Entry | None = None
+        try:
+            entry = _take(args[ctx_at])
+            if entry is not None:
+                if arg_at is None:
+                    entry[0]()
+                else:
+                    entry[0](args[arg_at])
+        except BaseException as exc:
+            _fail(exc, what, entry[1] if entry is not None else None)
+
+    trampoline.__qualname__ = f"one-shot {what} trampoline"
+    return trampoline
+
+
+#: ``void (*)(int rc, void *ctx)``: subsystem init, config load.
+_on_rc_ctx = _one_shot("completion callback", 1, 0)
+#: ``spdk_nvme_attach_cb(cb_ctx, trid, ctrlr, opts)``: the entry sees the controller
+#: pointer; its key is the options pointer given to ``spdk_nvme_connect_async``.
+_on_nvme_attach = _one_shot("NVMe attach callback", 0, 2)
+#: ``void (*)(void *ctx, int status)``: nvmf target and poll group destroy, transport add
+#: (context first, unlike ``_on_rc_ctx``).
+_on_ctx_status = _one_shot("nvmf completion callback", 0, 1)
+#: ``spdk_nvmf_subsystem_state_change_done(subsystem, ctx, status)``.
+_on_subsystem_state = _one_shot("nvmf subsystem state change", 1, 2)
+#: ``spdk_nvmf_transport_create_done_cb(ctx, transport or NULL)``.
+_on_transport_created = _one_shot("nvmf transport create", 0, 1)
 
 
 def _on_poll(ctx: int | None) -> int:
@@ -235,18 +259,6 @@ def _on_new_thread(thread: Any) -> int:
 
 
 # --- nvme: the NVMe driver's callbacks (spdk_io.nvme)
-
-
-def _on_nvme_attach(ctx: int | None, trid: Any, ctrlr: Any, opts: Any) -> None:
-    """``spdk_nvme_attach_cb``: the entry sees the controller pointer; its key is the
-    options pointer given to ``spdk_nvme_connect_async`` (SPDK's ``cb_ctx``)."""
-    entry: Entry | None = None
-    try:
-        entry = _take(ctx)
-        if entry is not None:
-            entry[0](ctrlr)
-    except BaseException as exc:
-        _fail(exc, "NVMe attach callback", entry[1] if entry is not None else None)
 
 
 def _on_nvme_cmd(ctx: int | None, cpl: int) -> None:
@@ -350,40 +362,6 @@ io_wait_cb = ctypes.cast(ctx_cb, g.spdk_bdev_io_wait_cb)
 
 
 # --- nvmf: NVMe-oF target completions (spdk_io.nvmf) ---------------------------------
-
-
-def _on_ctx_status(ctx: int | None, status: int) -> None:
-    """``void (*)(void *ctx, int status)``: target destroy, poll group destroy,
-    transport add, listener add (context first, unlike :func:`_on_rc_ctx`)."""
-    entry: Entry | None = None
-    try:
-        entry = _take(ctx)
-        if entry is not None:
-            entry[0](status)
-    except BaseException as exc:
-        _fail(exc, "nvmf completion callback", entry[1] if entry is not None else None)
-
-
-def _on_subsystem_state(subsystem: Any, ctx: int | None, status: int) -> None:
-    """``spdk_nvmf_subsystem_state_change_done``: ``(subsystem, ctx, status)``."""
-    entry: Entry | None = None
-    try:
-        entry = _take(ctx)
-        if entry is not None:
-            entry[0](status)
-    except BaseException as exc:
-        _fail(exc, "nvmf subsystem state change", entry[1] if entry is not None else None)
-
-
-def _on_transport_created(ctx: int | None, transport: Any) -> None:
-    """``spdk_nvmf_transport_create_done_cb``: ``(ctx, transport or NULL)``."""
-    entry: Entry | None = None
-    try:
-        entry = _take(ctx)
-        if entry is not None:
-            entry[0](transport)
-    except BaseException as exc:
-        _fail(exc, "nvmf transport create", entry[1] if entry is not None else None)
 
 
 ctx_status_cb = g.spdk_nvmf_tgt_destroy_done_fn(_on_ctx_status)
