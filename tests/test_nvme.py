@@ -3,65 +3,27 @@ configured over RPC), on one loop and one thread: connect, namespaces, I/O, deta
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 import spdk_io
-from spdk_io import rpc
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import SpdkError
 from spdk_io.nvme import Controller, TransportId
 from tests.conftest import free_port
+from tests.nvmf_rpc import exported_namespace
 
 Run = Callable[[Awaitable[Any]], Any]
-
-
-@asynccontextmanager
-async def rpc_target(
-    nqn: str, blocks: int = 1024, block_size: int = 512
-) -> AsyncIterator[TransportId]:
-    """A malloc namespace exported over TCP by SPDK's default target; its transport ID."""
-    port = free_port()
-    bdev = f"M{port}"
-    await rpc.call(
-        "bdev_malloc_create", {"name": bdev, "num_blocks": blocks, "block_size": block_size}
-    )
-    with contextlib.suppress(spdk_io.RpcError):  # already there (one per session)
-        await rpc.call("nvmf_create_transport", {"trtype": "TCP"})
-    await rpc.call(
-        "nvmf_create_subsystem", {"nqn": nqn, "allow_any_host": True, "serial_number": "SPDKIO1"}
-    )
-    try:
-        await rpc.call("nvmf_subsystem_add_ns", {"nqn": nqn, "namespace": {"bdev_name": bdev}})
-        trid = TransportId.tcp("127.0.0.1", port, nqn)
-        await rpc.call(
-            "nvmf_subsystem_add_listener",
-            {
-                "nqn": nqn,
-                "listen_address": {
-                    "trtype": "TCP",
-                    "adrfam": "IPv4",
-                    "traddr": "127.0.0.1",
-                    "trsvcid": str(port),
-                },
-            },
-        )
-        yield trid
-    finally:
-        await rpc.call("nvmf_delete_subsystem", {"nqn": nqn})
-        await rpc.call("bdev_malloc_delete", {"name": bdev})
 
 
 def test_loopback_connect_write_read_detach(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:loop1"
 
     async def main() -> None:
-        async with rpc_target(nqn) as trid:
-            ctrlr = await Controller.connect(trid)
+        async with exported_namespace(nqn=nqn, blocks=1024, serial="SPDKIO1") as target:
+            ctrlr = await Controller.connect(target.trid)
             async with ctrlr:
                 assert ctrlr.serial == "SPDKIO1"
                 assert ctrlr.subnqn == nqn
@@ -89,11 +51,11 @@ def test_refused_connection_names_the_transport_id(run: Run, what: str) -> None:
     nqn = "nqn.2016-06.io.spdk:loop2"
 
     async def main() -> None:
-        async with rpc_target(nqn) as trid:
+        async with exported_namespace(nqn=nqn) as target:
             bad = (
                 TransportId.tcp("127.0.0.1", free_port(), nqn)
                 if what == "nothing listening"
-                else trid.with_subnqn("nqn.2016-06.io.spdk:nobody")
+                else target.trid.with_subnqn("nqn.2016-06.io.spdk:nobody")
             )
             with pytest.raises(SpdkError, match="ECONNREFUSED") as info:
                 await spdk_io.wait_for(Controller.connect(bad), 10)

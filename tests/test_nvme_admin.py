@@ -4,13 +4,12 @@ SPDK's own spdk_nvme_identify; timeouts, cancellation, reset, detach and bad inp
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ import spdk_io
 from spdk_io import SpdkThread, rpc
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import NvmeError, SpdkError
-from spdk_io.nvme import Controller, ControllerOptions, TransportId
+from spdk_io.nvme import Controller, ControllerOptions
 from spdk_io.nvme.data import (
     ControllerData,
     HealthLog,
@@ -27,64 +26,17 @@ from spdk_io.nvme.data import (
     ProtectionType,
     max_transfer_bytes,
 )
-from tests.conftest import free_port, spdk_tool
+from tests.conftest import spdk_tool
+from tests.nvmf_rpc import exported_namespace
 
 Run = Callable[[Awaitable[Any]], Any]
 SERIAL = "SPDKIOADM1"
 BLOCKS, BLOCK_SIZE = 2048, 512
 
 
-@asynccontextmanager
-async def target(
-    nqn: str, *, delay_us: int = 0, allow_any_host: bool = True
-) -> AsyncIterator[TransportId]:
-    """A malloc namespace (behind a delay bdev if ``delay_us``) exported over TCP by the
-    in-process target; its transport ID."""
-    port = free_port()
-    base = f"M{port}"
-    await rpc.call(
-        "bdev_malloc_create", {"name": base, "num_blocks": BLOCKS, "block_size": BLOCK_SIZE}
-    )
-    bdev = base
-    if delay_us:
-        bdev = f"D{port}"
-        await rpc.call(
-            "bdev_delay_create",
-            {
-                "base_bdev_name": base,
-                "name": bdev,
-                "avg_read_latency": delay_us,
-                "p99_read_latency": delay_us,
-                "avg_write_latency": delay_us,
-                "p99_write_latency": delay_us,
-            },
-        )
-    with contextlib.suppress(spdk_io.RpcError):  # already there (one per session)
-        await rpc.call("nvmf_create_transport", {"trtype": "TCP"})
-    await rpc.call(
-        "nvmf_create_subsystem",
-        {"nqn": nqn, "allow_any_host": allow_any_host, "serial_number": SERIAL},
-    )
-    try:
-        await rpc.call("nvmf_subsystem_add_ns", {"nqn": nqn, "namespace": {"bdev_name": bdev}})
-        await rpc.call(
-            "nvmf_subsystem_add_listener",
-            {
-                "nqn": nqn,
-                "listen_address": {
-                    "trtype": "TCP",
-                    "adrfam": "IPv4",
-                    "traddr": "127.0.0.1",
-                    "trsvcid": str(port),
-                },
-            },
-        )
-        yield TransportId.tcp("127.0.0.1", port, nqn)
-    finally:
-        await rpc.call("nvmf_delete_subsystem", {"nqn": nqn})
-        if delay_us:
-            await rpc.call("bdev_delay_delete", {"name": bdev})
-        await rpc.call("bdev_malloc_delete", {"name": base})
+#: The namespace these tests (and test_nvme_faults) connect to, of the geometry and serial
+#: they check.
+target = functools.partial(exported_namespace, blocks=BLOCKS, block_size=BLOCK_SIZE, serial=SERIAL)
 
 
 async def until(cond: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -116,7 +68,7 @@ def test_identify_matches_spdk_nvme_identify(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:adm-identify"
 
     async def main() -> None:
-        async with target(nqn) as trid, await Controller.connect(trid) as ctrlr:
+        async with target(nqn=nqn) as exported, await Controller.connect(exported.trid) as ctrlr:
             cd = await ctrlr.identify()
             assert isinstance(cd, ControllerData)
             assert (cd.serial, cd.subnqn) == (SERIAL, nqn)
@@ -156,7 +108,7 @@ def test_identify_matches_spdk_nvme_identify(run: Run) -> None:
             assert ctrlr.commands.inflight == 0
 
             # SPDK's own tool, as a second host, sees the same controller.
-            out = await in_thread(lambda: spdk_tool("spdk_nvme_identify", "-r", str(trid)))
+            out = await in_thread(lambda: spdk_tool("spdk_nvme_identify", "-r", str(exported.trid)))
             assert out.returncode == 0, out.stderr[-2000:]
             text = out.stdout
             assert field(text, "Serial Number") == cd.serial
@@ -174,7 +126,7 @@ def test_log_pages_and_features(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:adm-logs"
 
     async def main() -> None:
-        async with target(nqn) as trid, await Controller.connect(trid) as ctrlr:
+        async with target(nqn=nqn) as exported, await Controller.connect(exported.trid) as ctrlr:
             health = await ctrlr.health_log()
             assert isinstance(health, HealthLog)
             raw = await ctrlr.get_log_page(0x02, 512)
@@ -216,7 +168,7 @@ def test_admin_raw_and_bad_arguments_change_nothing(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:adm-raw"
 
     async def main() -> None:
-        async with target(nqn) as trid, await Controller.connect(trid) as ctrlr:
+        async with target(nqn=nqn) as exported, await Controller.connect(exported.trid) as ctrlr:
             buf = DmaBuf.alloc(4096)
             cdw0 = await ctrlr.admin_raw(0x06, cdw10=0x01, buf=buf)
             assert cdw0 == 0 and buf.pins == 0
@@ -266,9 +218,9 @@ def test_timeout_aborts_the_command_and_raises_timeout_error(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:adm-timeout"
 
     async def main() -> None:
-        async with target(nqn, delay_us=2_000_000) as trid:
+        async with target(nqn=nqn, delay_us=2_000_000) as exported:
             opts = ControllerOptions(command_timeout=0.2)
-            async with await Controller.connect(trid, opts) as ctrlr:
+            async with await Controller.connect(exported.trid, opts) as ctrlr:
                 assert ctrlr.timeout == 0.2
                 ns = ctrlr.namespace(1)
                 qp = await ctrlr.alloc_qpair()
@@ -298,8 +250,8 @@ def test_cancelled_read_keeps_its_buffer_pinned_until_the_device_completes(run: 
 
     async def main() -> None:
         async with (
-            target(nqn, delay_us=1_000_000) as trid,
-            await Controller.connect(trid) as ctrlr,
+            target(nqn=nqn, delay_us=1_000_000) as exported,
+            await Controller.connect(exported.trid) as ctrlr,
         ):
             ns = ctrlr.namespace(1)
             qp = await ctrlr.alloc_qpair()
@@ -330,7 +282,7 @@ def test_reset_reconnects_against_an_in_process_target(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:adm-reset"
 
     async def main() -> None:
-        async with target(nqn) as trid, await Controller.connect(trid) as ctrlr:
+        async with target(nqn=nqn) as exported, await Controller.connect(exported.trid) as ctrlr:
             ns = ctrlr.namespace(1)
             qp = await ctrlr.alloc_qpair()
             data = DmaBuf.alloc(4096)
@@ -363,8 +315,8 @@ def test_reset_fails_in_flight_io_instead_of_hanging(run: Run) -> None:
 
     async def main() -> None:
         async with (
-            target(nqn, delay_us=1_000_000) as trid,
-            await Controller.connect(trid) as ctrlr,
+            target(nqn=nqn, delay_us=1_000_000) as exported,
+            await Controller.connect(exported.trid) as ctrlr,
         ):
             ns = ctrlr.namespace(1)
             qp = await ctrlr.alloc_qpair()
@@ -389,8 +341,8 @@ def test_detach(run: Run) -> None:
         return len(found)
 
     async def main() -> None:
-        async with target(nqn, delay_us=500_000) as trid:
-            ctrlr = await Controller.connect(trid)
+        async with target(nqn=nqn, delay_us=500_000) as exported:
+            ctrlr = await Controller.connect(exported.trid)
             ns = ctrlr.namespace(1)
             qp = await ctrlr.alloc_qpair()
             buf = DmaBuf.alloc(4096)
@@ -414,7 +366,7 @@ def test_detach(run: Run) -> None:
             assert await controllers() == 0
 
             # A connect cancelled before the controller attached: it is detached when it does.
-            task = spdk_io.spawn(Controller.connect(trid))
+            task = spdk_io.spawn(Controller.connect(exported.trid))
             await spdk_io.sleep(0)
             task.cancel()
             with pytest.raises(spdk_io.Cancelled):
@@ -435,13 +387,15 @@ def test_host_not_allowed_is_refused_naming_the_transport_id(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:adm-hosts"
 
     async def main() -> None:
-        async with target(nqn, allow_any_host=False) as trid:
+        async with target(nqn=nqn, allow_any_host=False) as exported:
             with pytest.raises(SpdkError, match="ECONNREFUSED") as info:
-                await spdk_io.wait_for(Controller.connect(trid), 10)
-            assert str(trid) in str(info.value)
+                await spdk_io.wait_for(Controller.connect(exported.trid), 10)
+            assert str(exported.trid) in str(info.value)
             host = "nqn.2014-08.org.nvmexpress:uuid:0f8fad5b-d9cb-469f-a165-70867728950e"
             await rpc.call("nvmf_subsystem_add_host", {"nqn": nqn, "host": host})
-            async with await Controller.connect(trid, ControllerOptions(hostnqn=host)) as c:
+            async with await Controller.connect(
+                exported.trid, ControllerOptions(hostnqn=host)
+            ) as c:
                 assert (await c.identify()).serial == SERIAL
 
     run(main())
@@ -469,9 +423,9 @@ def test_timeout_of_a_queue_pair_on_another_spdk_thread(run: Run) -> None:
         return took, pins, inflight
 
     async def main() -> None:
-        async with target(nqn, delay_us=2_000_000) as trid:
+        async with target(nqn=nqn, delay_us=2_000_000) as exported:
             opts = ControllerOptions(command_timeout=0.2)
-            async with await Controller.connect(trid, opts) as ctrlr:
+            async with await Controller.connect(exported.trid, opts) as ctrlr:
                 handle = SpdkThread.spawn(worker, ctrlr, name="nvme_foreign")
                 took, pins, inflight = await spdk_io.wait_for(handle, 10)
                 assert 0.2 <= took < 1.9, took  # aborted through the controller's thread

@@ -9,67 +9,25 @@ bdev behind it (they would share its UUID otherwise).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
 import spdk_io
-from spdk_io import bdev_modules, rpc
 from spdk_io.bdev import Bdev, BdevDesc
 from spdk_io.bdev_modules import attach_nvme_controller, detach_nvme_controller, nvme_controllers
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import BdevRemovedError, RpcError, SpdkError
 from spdk_io.nvme import Controller, ControllerOptions, TransportId
 from tests.conftest import free_port
+from tests.nvmf_rpc import exported_namespace
 from tests.spdk_target import NvmfTgt
 
 Run = Callable[[Awaitable[Any]], Any]
 
 HOSTNQN = "nqn.2014-08.io.spdk-io:test-host"
-
-
-@asynccontextmanager
-async def local_target(
-    nqn: str, blocks: int = 2048, block_size: int = 512, own_nguid: bool = True
-) -> AsyncIterator[tuple[TransportId, str]]:
-    """A malloc bdev exported over TCP by this process's nvmf target: its transport ID
-    and the malloc bdev's name.  ``own_nguid=False`` lets the namespace report the
-    malloc bdev's UUID."""
-    port = free_port()
-    bdev = f"Local{port}"
-    await bdev_modules.create_malloc(bdev, num_blocks=blocks, block_size=block_size)
-    with contextlib.suppress(RpcError):  # already there (one per session)
-        await rpc.call("nvmf_create_transport", {"trtype": "TCP"})
-    await rpc.call(
-        "nvmf_create_subsystem", {"nqn": nqn, "allow_any_host": True, "serial_number": "SPDKIO2"}
-    )
-    try:
-        ns: dict[str, Any] = {"bdev_name": bdev}
-        if own_nguid:
-            ns["nguid"] = uuid.uuid4().hex
-        await rpc.call("nvmf_subsystem_add_ns", {"nqn": nqn, "namespace": ns})
-        trid = TransportId.tcp("127.0.0.1", port, nqn)
-        await rpc.call(
-            "nvmf_subsystem_add_listener",
-            {
-                "nqn": nqn,
-                "listen_address": {
-                    "trtype": "TCP",
-                    "adrfam": "IPv4",
-                    "traddr": "127.0.0.1",
-                    "trsvcid": str(port),
-                },
-            },
-        )
-        yield trid, bdev
-    finally:
-        await rpc.call("nvmf_delete_subsystem", {"nqn": nqn})
-        await bdev_modules.delete_malloc(bdev)
 
 
 async def controller_names() -> set[str]:
@@ -98,7 +56,10 @@ def test_attach_in_process_namespace_io_and_detach(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:bridge1"
 
     async def main() -> None:
-        async with local_target(nqn) as (trid, backing):
+        async with exported_namespace(
+            nqn=nqn, blocks=2048, block_size=512, own_nguid=True
+        ) as exported:
+            trid, backing = exported.trid, exported.bdev
             bdevs = await attach_nvme_controller("Br1", str(trid))  # the string form too
             try:
                 assert [b.name for b in bdevs] == ["Br1n1"]
@@ -139,7 +100,8 @@ def test_a_namespace_with_a_local_bdevs_uuid_attaches_without_a_bdev(run: Run) -
     nqn = "nqn.2016-06.io.spdk:bridge5"
 
     async def main() -> None:
-        async with local_target(nqn, own_nguid=False) as (trid, _):
+        async with exported_namespace(nqn=nqn) as exported:
+            trid = exported.trid
             assert await attach_nvme_controller("Br5", trid) == []
             try:
                 assert [p.trid for p in (await nvme_controllers("Br5"))[0].paths] == [trid]
@@ -155,7 +117,8 @@ def test_detach_hot_removes_an_open_descriptor(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:bridge2"
 
     async def main() -> None:
-        async with local_target(nqn) as (trid, _):
+        async with exported_namespace(nqn=nqn, own_nguid=True) as exported:
+            trid = exported.trid
             await attach_nvme_controller("Br2", trid)
             desc = BdevDesc.open("Br2n1", write=True)
             buf = DmaBuf.alloc(512)
@@ -227,7 +190,8 @@ def test_refusals_name_the_method_and_trid_and_leave_nothing(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:bridge3"
 
     async def main() -> None:
-        async with local_target(nqn) as (trid, _):
+        async with exported_namespace(nqn=nqn, own_nguid=True) as exported:
+            trid = exported.trid
             before = (await controller_names(), bdev_names())
             nobody = TransportId.tcp("127.0.0.1", free_port(), nqn)
             unknown = trid.with_subnqn("nqn.2016-06.io.spdk:nobody")
@@ -259,7 +223,8 @@ def test_cancelled_attach_is_detached_again(run: Run) -> None:
     nqn = "nqn.2016-06.io.spdk:bridge4"
 
     async def main() -> None:
-        async with local_target(nqn) as (trid, _):
+        async with exported_namespace(nqn=nqn, own_nguid=True) as exported:
+            trid = exported.trid
             with pytest.raises(TimeoutError):
                 await spdk_io.wait_for(attach_nvme_controller("Br4", trid), 0.001)
             await spdk_io.sleep(1.0)  # the attach finishes, then is undone

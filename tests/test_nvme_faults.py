@@ -17,6 +17,7 @@ from spdk_io.dma import DmaBuf
 from spdk_io.errors import SpdkError
 from spdk_io.nvme import Controller, TransportId
 from tests.conftest import free_port
+from tests.nvmf_rpc import listener_params
 from tests.spdk_target import NvmfTgt
 from tests.test_nvme_admin import SERIAL, target, until
 
@@ -88,22 +89,14 @@ def test_in_process_target_goes_away_with_io_in_flight(run: Run, how: str) -> No
     nqn = f"nqn.2016-06.io.spdk:faults-{how.replace(' ', '-')}"
 
     async def main() -> None:
-        async with target(nqn, delay_us=1_000_000) as trid:
-            ctrlr = await Controller.connect(trid)
+        async with target(nqn=nqn, delay_us=1_000_000) as exported:
+            ctrlr = await Controller.connect(exported.trid)
             ns = ctrlr.namespace(1)
             qp = await ctrlr.alloc_qpair()
             buf = DmaBuf.alloc(4096)
             op = qp.read_blocks(ns, buf, 0, 8)
             await spdk_io.sleep(0.05)
-            listener = {
-                "nqn": nqn,
-                "listen_address": {
-                    "trtype": "TCP",
-                    "adrfam": "IPv4",
-                    "traddr": trid.traddr,
-                    "trsvcid": trid.trsvcid,
-                },
-            }
+            listener = listener_params(exported.trid)
             if how == "remove listener":
                 await rpc.call("nvmf_subsystem_remove_listener", listener)
             else:
@@ -120,7 +113,7 @@ def test_in_process_target_goes_away_with_io_in_flight(run: Run, how: str) -> No
                 with pytest.raises(SpdkError):
                     await spdk_io.wait_for(ctrlr.reset(), 20)
                 assert ctrlr.failed
-                # the target() cleanup deletes it again: make that a no-op
+                # the exported_namespace() cleanup deletes it again: make that a no-op
                 with contextlib.suppress(spdk_io.RpcError):
                     await rpc.call("nvmf_create_subsystem", {"nqn": nqn, "allow_any_host": True})
             await spdk_io.wait_for(ctrlr.detach(), 15)

@@ -4,7 +4,6 @@ SPDK's own nvmf_tgt in a subprocess.  Every command's data is read back and chec
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,12 +17,12 @@ from hypothesis import strategies as st
 
 import spdk_io
 from spdk_io import _generated as g
-from spdk_io import rpc
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import Cancelled, NvmeError, WrongThreadError
 from spdk_io.nvme import Controller, Namespace, Qpair, QpairOptions, TransportId
 from spdk_io.nvme.qpair import MAX_DSM_RANGES
 from tests.conftest import free_port
+from tests.nvmf_rpc import exported_namespace
 from tests.spdk_target import NvmfTgt
 
 Run = Callable[[Awaitable[Any]], Any]
@@ -41,38 +40,16 @@ class Target:
     qp: Qpair
 
 
-_nqn_counter = iter(range(1, 10_000))
-
-
 @asynccontextmanager
 async def exported(
     blocks: int = BLOCKS, delay_us: int = 0, options: QpairOptions | None = None
 ) -> AsyncIterator[Target]:
-    """A malloc bdev (behind a delay bdev if ``delay_us``) exported over TCP by this
-    process's nvmf target, connected; everything is deleted afterwards."""
-    port = free_port()
-    nqn = f"nqn.2016-06.io.spdk:io{next(_nqn_counter)}"
-    base = f"Mio{port}"
+    """An exported namespace (``tests.nvmf_rpc``), connected; everything is deleted
+    afterwards."""
     async with AsyncExitStack() as stack:
-        await rpc.call("bdev_malloc_create", {"name": base, "num_blocks": blocks, "block_size": BS})
-        stack.push_async_callback(rpc.call, "bdev_malloc_delete", {"name": base})
-        bdev = base
-        if delay_us:
-            bdev = f"D{port}"
-            lat = {k: delay_us for k in ("avg_read_latency", "p99_read_latency")}
-            lat |= {k: delay_us for k in ("avg_write_latency", "p99_write_latency")}
-            await rpc.call("bdev_delay_create", {"name": bdev, "base_bdev_name": base, **lat})
-            stack.push_async_callback(rpc.call, "bdev_delay_delete", {"name": bdev})
-        with contextlib.suppress(spdk_io.RpcError):  # already there (one per session)
-            await rpc.call("nvmf_create_transport", {"trtype": "TCP"})
-        await rpc.call(
-            "nvmf_create_subsystem", {"nqn": nqn, "allow_any_host": True, "serial_number": "IO1"}
-        )
-        stack.push_async_callback(rpc.call, "nvmf_delete_subsystem", {"nqn": nqn})
-        await rpc.call("nvmf_subsystem_add_ns", {"nqn": nqn, "namespace": {"bdev_name": bdev}})
-        address = {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": str(port)}
-        await rpc.call("nvmf_subsystem_add_listener", {"nqn": nqn, "listen_address": address})
-        ctrlr = await Controller.connect(TransportId.tcp("127.0.0.1", port, nqn))
+        namespace = exported_namespace(blocks=blocks, block_size=BS, delay_us=delay_us)
+        trid = (await stack.enter_async_context(namespace)).trid
+        ctrlr = await Controller.connect(trid)
         stack.push_async_callback(ctrlr.detach)
         qp = await ctrlr.alloc_qpair(options)
         stack.push_async_callback(qp.aclose)
