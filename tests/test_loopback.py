@@ -35,17 +35,7 @@ async def served(tag: str, *, delay_us: int = 0) -> AsyncIterator[TransportId]:
     exported = base
     if delay_us:
         exported = f"LoopD_{tag}"
-        await spdk_io.rpc.call(
-            "bdev_delay_create",
-            {
-                "base_bdev_name": base,
-                "name": exported,
-                "avg_read_latency": delay_us,
-                "p99_read_latency": delay_us,
-                "avg_write_latency": delay_us,
-                "p99_write_latency": delay_us,
-            },
-        )
+        await bm.create_delay(exported, base, delay_us, delay_us, delay_us, delay_us)
     try:
         async with await Target.create(f"loop_{tag}") as target:
             await target.add_transport("TCP")
@@ -56,7 +46,7 @@ async def served(tag: str, *, delay_us: int = 0) -> AsyncIterator[TransportId]:
             yield address.with_subnqn(nqn)
     finally:
         if delay_us:
-            await spdk_io.rpc.call("bdev_delay_delete", {"name": exported})
+            await bm.delete_delay(exported)
         await bm.delete_malloc(base)
 
 
