@@ -85,15 +85,21 @@ class Op(Generic[T]):
     but the ``Op`` itself stays completable, so a late C callback is harmless.
     ``keep`` holds Python objects that must stay alive until the operation
     completes (buffers handed to SPDK, ctypes arguments).
+
+    Instead of a task awaiting it, an operation may be followed by a callback
+    (:meth:`then`), which runs where it finishes (inside SPDK's completion) with no
+    task switch: the streaming form of a hot loop, where one completion submits the
+    next I/O.
     """
 
-    __slots__ = ("_abort", "_state", "_value", "_waiter", "keep", "what")
+    __slots__ = ("_abort", "_state", "_then", "_value", "_waiter", "keep", "what")
 
     def __init__(self, what: str = "", abort: Callable[[], None] | None = None) -> None:
         self._state = _PENDING
         self._value: Any = None
         self._waiter: Task[Any] | None = None
         self._abort = abort
+        self._then: Callable[[Op[T]], None] | None = None  # called once, when it finishes
         self.keep: object = None
         self.what = what
 
@@ -126,6 +132,26 @@ class Op(Generic[T]):
         self._state = _PENDING
         self._value = None
         self._abort = None
+        self._then = None
+
+    def then(self, fn: Callable[[Op[T]], None]) -> None:
+        """Call ``fn(op)`` once, the moment the operation finishes (now, if it has).
+
+        ``fn`` runs in the completion's context, as C callbacks do: it must not block,
+        and it may submit the next operation.  It reads the outcome with
+        :meth:`result`.  If it raises, the error stops the loop of this OS thread
+        (:class:`~spdk_io.errors.CallbackError`), as an error in any callback does.
+        One callback at a time: a second ``then`` before the first ran is an
+        ``InvalidStateError``.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        if self._state != _PENDING:
+            _run_then(fn, self)
+            return
+        if self._then is not None:
+            raise InvalidStateError(f"{self!r} has a callback already")
+        self._then = fn
 
     def _finish(self, state: int, value: object) -> None:
         """Record the outcome, drop what was kept alive, and make the waiter ready."""
@@ -139,6 +165,10 @@ class Op(Generic[T]):
             self._waiter = None
             waiter._op = None
             waiter._loop._ready.append(waiter)
+        then = self._then
+        if then is not None:
+            self._then = None
+            _run_then(then, self)
 
     def _release(self) -> None:
         """Call ``abort`` (once): its waiter gave up.  Never raises: an error in it stops
@@ -156,6 +186,14 @@ class Op(Generic[T]):
         if self._state == _DONE:
             return cast(T, self._value)
         return self.result()
+
+
+def _run_then(fn: Callable[[Op[T]], None], op: Op[T]) -> None:
+    """Run an :meth:`Op.then` callback; what it raises goes where callback errors go."""
+    try:
+        fn(op)
+    except BaseException as exc:
+        callback_failed(exc, f"callback of {op!r}")
 
 
 class _Yield:
