@@ -1,8 +1,7 @@
 """``python -m spdk_io perf``: the Python counterpart of SPDK's bdevperf and spdk_nvme_perf.
 
-Each queue slot is a stream on the app thread: a slot whose completion records the
-latency and submits the next I/O (:meth:`spdk_io.Op.then`, no task switch), on an
-:class:`~spdk_io.bdev.IoSlot` of a bdev, or with ``-r TRID`` an
+One task per queue slot drives a slot on the app thread, as application code would:
+an :class:`~spdk_io.bdev.IoSlot` on a bdev, or with ``-r TRID`` an
 :class:`~spdk_io.nvme.NvmeSlot` on an NVMe queue pair of the controller at TRID (its
 first active namespace), driven directly as ``spdk_nvme_perf -r`` does.  Offsets come
 from a precomputed table and latencies go into a fixed-size histogram
@@ -36,7 +35,7 @@ from spdk_io.bdev import BdevDesc
 from spdk_io.dma import DmaBuf
 from spdk_io.env import run
 from spdk_io.errors import SpdkError
-from spdk_io.loop import Op, wait_for
+from spdk_io.loop import Op, gather, spawn, wait_for
 from spdk_io.nvme import Controller, QpairOptions, TransportId
 from spdk_io.stats import BUCKETS, LatencyHistogram
 from spdk_io.thread import Poller
@@ -200,84 +199,39 @@ class _Slot(Protocol):
     def close(self) -> None: ...
 
 
-class _Stream:
-    """One slot driven by its completions: each completion records its latency and
-    submits the next I/O (:meth:`~spdk_io.loop.Op.then`), with no task switch, until
-    ``stats.stop``; then ``ended`` (shared by all streams) counts it out."""
-
-    __slots__ = ("blocks", "ended", "i", "mask", "offsets", "read", "reads", "stats", "t0", "write")
-
-    def __init__(
-        self,
-        slot: _Slot,
-        offsets: list[int],
-        reads: list[bool],
-        start: int,
-        blocks: int,
-        stats: _Stats,
-        ended: _Ended,
-    ) -> None:
-        self.read, self.write = slot.read_blocks, slot.write_blocks
-        self.offsets, self.reads, self.blocks = offsets, reads, blocks
-        self.mask = len(offsets) - 1
-        self.i = start
-        self.stats = stats
-        self.ended = ended
-        self.t0 = 0
-
-    def submit(self) -> None:
-        j = self.i & self.mask
-        self.t0 = time.perf_counter_ns()
-        try:
-            op = (self.read if self.reads[j] else self.write)(self.offsets[j], self.blocks)
-        except BaseException as exc:
-            self.ended.out(exc)
-            return
-        op.then(self.completed)
-
-    def completed(self, op: Op[None]) -> None:
-        d = time.perf_counter_ns() - self.t0
-        stats = self.stats
-        try:
-            op.result()
-        except SpdkError:  # NvmeError too
-            stats.errors += 1
-        # counts[spdk_io.stats.bucket_index(d)] += 1, inlined (a call per I/O costs more)
-        e = d.bit_length() - 8
-        if e > 0:
-            stats.counts[(e << 7) + (d >> e)] += 1
-        else:
-            stats.counts[d] += 1
-        stats.total += d
-        if d > stats.max:
-            stats.max = d
-        stats.ios += 1
-        self.i += 1
-        if stats.stop:
-            self.ended.out(None)
-        else:
-            self.submit()
-
-
-class _Ended:
-    """Finishes ``op`` once ``n`` streams are out (with the first error any had)."""
-
-    def __init__(self, n: int) -> None:
-        self.left = n
-        self.error: BaseException | None = None
-        self.op: Op[None] = Op("perf streams")
-        if n == 0:
-            self.op.set_result(None)
-
-    def out(self, exc: BaseException | None) -> None:
-        if exc is not None and self.error is None:
-            self.error = exc
-        self.left -= 1
-        if self.left == 0:
-            if self.error is None:
-                self.op.set_result(None)
+async def _worker(
+    slot: _Slot, offsets: list[int], reads: list[bool], start: int, blocks: int, stats: _Stats
+) -> None:
+    read, write = slot.read_blocks, slot.write_blocks
+    counts = stats.counts
+    now = time.perf_counter_ns
+    i = start
+    mask = len(offsets) - 1
+    total = longest = 0
+    try:
+        while not stats.stop:
+            j = i & mask
+            t0 = now()
+            try:
+                await (read if reads[j] else write)(offsets[j], blocks)
+            except SpdkError:  # NvmeError too
+                stats.errors += 1
+            d = now() - t0
+            # counts[spdk_io.stats.bucket_index(d)] += 1, inlined (a call per I/O costs more)
+            e = d.bit_length() - 8
+            if e > 0:
+                counts[(e << 7) + (d >> e)] += 1
             else:
-                self.op.set_exception(self.error)
+                counts[d] += 1
+            total += d
+            if d > longest:
+                longest = d
+            i += 1
+    finally:
+        stats.ios += i - start
+        stats.total += total
+        if longest > stats.max:
+            stats.max = longest
 
 
 def _tables(cfg: PerfConfig, blocks: int, capacity: int) -> tuple[list[int], list[bool]]:
@@ -426,36 +380,32 @@ async def _with_slots(
 async def _measure(
     cfg: PerfConfig, slots: list[_Slot], blocks: int, num_blocks: int, progress: bool
 ) -> tuple[_Stats, float]:
-    """Stream I/O through every slot for ``cfg.seconds``; every I/O has completed on
-    return (also when it is interrupted or an I/O cannot be submitted)."""
+    """Run one worker per slot for ``cfg.seconds``; every I/O has completed on return."""
     stats = _Stats()
     offsets, reads = _tables(cfg, blocks, num_blocks)
-    ended = _Ended(len(slots))
-    streams = [
-        _Stream(s, offsets, reads, _start(cfg, i, blocks, num_blocks), blocks, stats, ended)
+    workers = [
+        _worker(s, offsets, reads, _start(cfg, i, blocks, num_blocks), blocks, stats)
         for i, s in enumerate(slots)
     ]
     reporter = _Progress(stats) if progress else None
     t0 = time.perf_counter()
-    for stream in streams:
-        stream.submit()
+    task = spawn(gather(*workers), name="perf-workers")
     try:
         with suppress(TimeoutError):
-            await wait_for(_await(ended.op), cfg.seconds)  # early only if a submission failed
-    finally:
-        # Interrupted, failed or done: let the in-flight I/Os finish before the slots close.
+            await wait_for(task, cfg.seconds)  # returns early only if a worker fails
         stats.stop = True
-        with suppress(BaseException):
-            await _await(ended.op)
+        await task
+    except BaseException:
+        # Interrupted or failed: let the in-flight I/Os finish before the slots close.
+        stats.stop = True
+        if not task.done():
+            with suppress(BaseException):  # the first error is the one that propagates
+                await task
+        raise
+    finally:
         if reporter is not None:
             reporter.close()
-    elapsed = time.perf_counter() - t0
-    ended.op.result()  # the first submission error, if any
-    return stats, elapsed
-
-
-async def _await(op: Op[None]) -> None:
-    await op
+    return stats, time.perf_counter() - t0
 
 
 def _result(cfg: PerfConfig, name: str, stats: _Stats, elapsed: float) -> PerfResult:
@@ -493,7 +443,7 @@ class _Progress:
 
     def tick(self) -> bool:
         now = time.perf_counter()
-        done = self.stats.ios  # I/Os completed so far
+        done = sum(self.stats.counts)  # I/Os completed so far (the workers add theirs at the end)
         t_last, n_last = self.last
         self.last = (now, done)
         iops = (done - n_last) / (now - t_last)
