@@ -7,15 +7,19 @@ null bdev (1 GiB of 4 KiB blocks) over NVMe/TCP on 127.0.0.1.  Against it, one a
 time and each as its own process on core 0, 4 KiB random reads at QD1 and QD128:
 
 * ``spdk_nvme_perf -c 0x1 --no-huge -s 512 -q Q -o 4096 -w randread -t T -r TRID``;
+* ``benchmarks/naive_nvme.py -r TRID ...`` (``naive``): a bare ctypes loop (prebuilt
+  arguments, a shared completion that resubmits, ``process_completions`` polled
+  directly): what Python itself costs, the floor for any Python binding;
 * ``python -m spdk_io perf -r TRID -q Q -o 4096 -w randread -t T`` (core 0: SPDK's
   default core mask 0x1), which drives :class:`~spdk_io.nvme.NvmeSlot` s.
 
 Reported, with the issue's targets in brackets: QD1 average latency, ours over
 spdk_nvme_perf's (<= 1.15); QD128 IOPS, ours over spdk_nvme_perf's (>= 0.5); and the
 time per I/O the Python side adds: the difference of 1/IOPS at QD128 and of the
-average latencies at QD1, in microseconds.  With ``--repeat N`` the tools alternate N
+average latencies at QD1, in microseconds; and, as context, naive over spdk_nvme_perf
+and ours against naive.  With ``--repeat N`` the tools alternate N
 times and medians are reported.  ``cpu %`` is each process's CPU time over its wall
-time (start-up included): both poll, so well under ~90 % means core 0 was shared and
+time (start-up included): all poll, so well under ~90 % means core 0 was shared and
 the numbers are suspect.  Exit status: 0 (also when targets are missed), 2 on bad
 arguments.
 """
@@ -48,7 +52,8 @@ NULL_MIB, BLOCK = 1024, 4096
 IO_SIZE = 4096
 DEPTHS = (1, 128)
 NQN = "nqn.2016-06.io.spdk:bench"
-TOOLS = ("spdk_nvme_perf", "ours")
+TOOLS = ("spdk_nvme_perf", "naive", "ours")
+NAIVE = HERE / "naive_nvme.py"
 
 # spdk_nvme_perf's summary row:  Total : IOPS MiB/s Average min max  (latency in us)
 _NUM = r"(-?\d+(?:\.\d+)?)"
@@ -75,6 +80,8 @@ def command(tool: str, qd: int, seconds: int, trid: str, nvme_perf: str) -> list
     common = ["-q", str(qd), "-o", str(IO_SIZE), "-w", "randread", "-t", str(seconds)]
     if tool == "spdk_nvme_perf":
         return [nvme_perf, "-c", CLIENT_CORES, "--no-huge", "-s", "512", *common, "-r", trid]
+    if tool == "naive":
+        return [sys.executable, str(NAIVE), "-r", trid, *common, "--json"]
     return [sys.executable, "-m", "spdk_io", "perf", "-r", trid, *common, "--json"]
 
 
@@ -136,12 +143,20 @@ def ratios(results: dict[int, dict[str, dict[str, Any]]]) -> list[dict[str, Any]
         r = round(ours / theirs, 3)
         rows.append(_row("QD1", "avg latency ours/spdk_nvme_perf", r, "<= 1.15", r <= 1.15))
         rows.append(_row("QD1", "added per I/O (us), latency diff", round(ours - theirs, 3)))
+    naive = get(1, "naive", "avg_lat_us")
+    if ours is not None and naive is not None and theirs is not None:
+        rows.append(_row("QD1", "naive/spdk_nvme_perf avg latency", round(naive / theirs, 3)))
+        rows.append(_row("QD1", "ours-naive avg latency (us)", round(ours - naive, 3)))
     ours, theirs = get(128, "ours", "iops"), get(128, "spdk_nvme_perf", "iops")
     if ours is not None and theirs is not None:
         r = round(ours / theirs, 3)
         rows.append(_row("QD128", "IOPS ours/spdk_nvme_perf", r, ">= 0.5", r >= 0.5))
         added = round(1e6 / ours - 1e6 / theirs, 3)
         rows.append(_row("QD128", "added per I/O (us), 1/IOPS diff", added))
+    naive = get(128, "naive", "iops")
+    if ours is not None and naive is not None and theirs is not None:
+        rows.append(_row("QD128", "naive/spdk_nvme_perf IOPS", round(naive / theirs, 3)))
+        rows.append(_row("QD128", "ours/naive IOPS", round(ours / naive, 3)))
     return rows
 
 

@@ -266,11 +266,11 @@ def _on_nvme_cmd(ctx: int | None, cpl: int) -> None:
     the persistent entries of command slots."""
     entry: Entry | None = None
     try:
-        # _take, inlined (the NVMe hot path): one-shot commands first, then slots.
+        # _take, inlined (the NVMe hot path): slots first, then one-shot commands.
         key = ctx or 0  # 0 (NULL) is no key
-        entry = _once.pop(key, None)
+        entry = _persistent.get(key)
         if entry is None:
-            entry = _persistent.get(key)
+            entry = _once.pop(key, None)
             if entry is None:
                 _take(None)  # counts the stale callback
                 return

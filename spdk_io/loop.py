@@ -11,7 +11,8 @@ Model
   :meth:`Op.set_exception`, which only records the outcome and puts the waiter
   on the ready queue.  Tasks are never resumed inside a C callback's stack.
 * A :class:`Loop` belongs to one SPDK thread and one OS thread.  Each turn it
-  runs the tasks that are ready, then calls ``spdk_thread_poll`` once.  While
+  runs the tasks that are ready, then calls ``spdk_thread_poll`` once, and the
+  direct polls (:meth:`Loop.add_direct_poll`: NVMe queue pairs) once each.  While
   anything is ready or SPDK reports work it turns without sleeping; when idle
   it sleeps until the next timed poller is due or another thread wakes it.
 
@@ -113,7 +114,18 @@ class Op(Generic[T]):
         raise InvalidStateError(f"{self!r} has not finished")
 
     def set_result(self, value: T) -> None:
-        self._finish(_DONE, value)
+        # _finish(_DONE, value), inlined: every completion comes here (subclasses that
+        # extend _finish override this too).
+        if self._state != _PENDING:
+            raise InvalidStateError(f"{self!r} finished twice")
+        self._state = _DONE
+        self._value = value
+        self.keep = None
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter._op = None
+            waiter._loop._ready.append(waiter)
 
     def set_exception(self, exc: BaseException) -> None:
         self._finish(_FAILED, exc)
@@ -197,6 +209,9 @@ class _TaskDone(Op[T]):
         #: Called with the task once it has finished (followers, ``gather``); they only
         #: record and complete Ops, like every completion.
         self.callbacks: list[Callable[[Task[T]], None]] = []
+
+    def set_result(self, value: T) -> None:
+        self._finish(_DONE, value)
 
     def _finish(self, state: int, value: object) -> None:
         super()._finish(state, value)
@@ -399,6 +414,9 @@ class Loop:
         self._unobserved: list[Task[Any]] = []
         self.current: Task[Any] | None = None  # the task last stepped (the running one, in a task)
         self.turns = 0
+        # Direct polls (add_direct_poll): (fn, args, failed), called every turn.
+        self._direct: tuple[tuple[Callable[..., int], tuple[Any, ...], Callable[[int], None]], ...]
+        self._direct = ()
         if getattr(_local, "loop", None) is None:
             _local.loop = self  # the loop of this OS thread, running or not
         self._take_orphans()
@@ -438,6 +456,48 @@ class Loop:
         self._tasks.add(task)
         self._ready.append(task)
         return task
+
+    def add_direct_poll(
+        self, fn: Callable[..., int], args: tuple[Any, ...], failed: Callable[[int], None]
+    ) -> Callable[[], None]:
+        """Call ``fn(*args)`` once every turn, with no SPDK poller in between; return a
+        function that removes it (idempotent).
+
+        For a C function that polls a queue (``spdk_nvme_qpair_process_completions``):
+        ``fn`` is a ctypes function with prebuilt arguments, so a turn costs one C call
+        more.  A positive result is work done; a negative one is passed to
+        ``failed(rc)``, whose errors stop the loop (:class:`CallbackError`).  While any
+        direct poll is registered the loop never sleeps (as with an active poller).
+        Only from the loop's OS thread.
+        """
+        if not callable(fn) or not callable(failed):
+            raise TypeError("fn and failed must be callable")
+        if not isinstance(args, tuple):
+            raise TypeError(f"args must be a tuple, not {type(args).__name__}")
+        if threading.get_ident() != self._owner:
+            raise RuntimeError(f"loop {self.name} belongs to another OS thread")
+        entry = (fn, args, failed)
+        self._direct = (*self._direct, entry)
+
+        def remove() -> None:
+            self._direct = tuple(e for e in self._direct if e is not entry)
+
+        return remove
+
+    def poll_direct(self) -> int:
+        """Run the direct polls once (:meth:`add_direct_poll`); the work they did.  For
+        whoever drives the loop without :meth:`run_until_complete` (a framework poller)."""
+        n = 0
+        for fn, args, failed in self._direct:
+            rc = fn(*args)
+            if rc > 0:
+                n += rc
+            elif rc < 0:
+                try:
+                    failed(rc)
+                except BaseException as exc:
+                    callback_failed(exc, "direct poll")
+        return n
 
     def crash(self, exc: BaseException) -> None:
         """Stop ``run_until_complete`` with ``exc`` (used for errors nobody awaits)."""
@@ -534,7 +594,7 @@ class Loop:
         return n
 
     def _idle(self) -> None:
-        if self._should_spin():
+        if self._direct or self._should_spin():
             return
         delay = IDLE_SLEEP_MAX
         nxt = self._next_timer()
@@ -547,6 +607,8 @@ class Loop:
     def poll(self) -> int:
         """Poll SPDK once (and the extra work); return how much work was done."""
         n = self._cpoll(*self._poll_args)
+        if self._direct:
+            n += self.poll_direct()
         if self._extra is not None:
             n += self._extra()
         return n
@@ -684,7 +746,20 @@ class Loop:
                         if since_poll < POLL_EVERY:
                             continue
                     since_poll = 0
-                if poll3(a1, a2, a3) or ready:
+                busy = poll3(a1, a2, a3)
+                direct = self._direct
+                if direct:  # add_direct_poll: a C call each, no SPDK poller in between
+                    for dfn, dargs, dfailed in direct:
+                        rc = dfn(*dargs)
+                        if rc:
+                            if rc > 0:
+                                busy = 1
+                            else:
+                                try:
+                                    dfailed(rc)
+                                except BaseException as exc:
+                                    callback_failed(exc, "direct poll")
+                if busy or ready:
                     idle = 0
                 else:
                     idle += 1

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from spdk_io.errors import Cancelled, InvalidStateError
+from spdk_io.errors import CallbackError, Cancelled, InvalidStateError
 from spdk_io.loop import Loop, Op, current_task, gather, sleep, spawn, timeout, wait_for
 
 pytestmark = pytest.mark.spdk_free
@@ -247,3 +248,121 @@ def test_cancelling_one_awaiter_leaves_the_others_waiting() -> None:
 
 async def _await_op(op: Op[int]) -> int:
     return await op
+
+
+class FakeQueue:
+    """A queue a direct poll drains: ``process(tag, limit)`` completes what is pending."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.pending: list[Op[None]] = []
+        self.rc = 0  # a negative value: the queue failed
+        self.failures: list[int] = []
+
+    def process(self, tag: str, limit: int) -> int:
+        self.calls.append((tag, limit))
+        if self.rc:
+            return self.rc
+        done, self.pending = self.pending, []
+        for op in done:
+            op.set_result(None)
+        return len(done)
+
+
+def test_a_direct_poll_runs_every_turn_and_completes_what_tasks_await() -> None:
+    loop, _ = make_loop()
+    q = FakeQueue()
+    remove = loop.add_direct_poll(q.process, ("qp", 0), q.failures.append)
+
+    async def main() -> int:
+        for _ in range(3):
+            op: Op[None] = Op("io")
+            q.pending.append(op)
+            await op  # only the direct poll completes it: no timer, no other task
+        return len(q.calls)
+
+    try:
+        assert loop.run_until_complete(main()) >= 3
+        assert set(q.calls) == {("qp", 0)}
+        n = len(q.calls)
+        assert loop.poll() == 0 and len(q.calls) == n + 1  # Loop.poll() runs it too
+        remove()
+        remove()  # idempotent
+        loop.poll()
+        assert len(q.calls) == n + 1  # removed: never called again
+    finally:
+        loop.close()
+    assert q.failures == []
+
+
+def test_a_direct_poll_keeps_the_loop_awake() -> None:
+    """While a direct poll is registered the loop spins (it never sleeps in _idle), as
+    with an active poller: a sleeping loop would not notice completions."""
+    loop, _ = make_loop()
+    q = FakeQueue()
+    loop.add_direct_poll(q.process, ("qp", 0), q.failures.append)
+
+    async def main() -> None:
+        await sleep(0.05)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    # A sleeping loop turns about 50 times in 50 ms (IDLE_SLEEP_MAX is 1 ms); a spinning
+    # one many thousand times, each calling the direct poll.
+    assert len(q.calls) > 1000
+
+
+def test_a_failing_direct_poll_reports_to_failed_and_errors_stop_the_loop() -> None:
+    loop, _ = make_loop()
+    q = FakeQueue()
+    q.rc = -5
+    loop.add_direct_poll(q.process, ("qp", 0), q.failures.append)
+    try:
+        loop.poll()
+        assert q.failures == [-5]
+    finally:
+        loop.close()
+
+    loop, _ = make_loop()
+
+    def failed(rc: int) -> None:
+        raise ValueError(f"rc {rc}")
+
+    loop.add_direct_poll(q.process, ("qp", 0), failed)
+
+    async def main() -> None:
+        await sleep(10)
+
+    try:
+        with pytest.raises(CallbackError, match="direct poll raised ValueError: rc -5"):
+            loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_add_direct_poll_checks_its_arguments_and_its_thread() -> None:
+    loop, _ = make_loop()
+    q = FakeQueue()
+    try:
+        with pytest.raises(TypeError):
+            loop.add_direct_poll(q.process, ["qp", 0], q.failures.append)  # type: ignore[arg-type]  # the check under test
+        with pytest.raises(TypeError):
+            loop.add_direct_poll(q.process, ("qp", 0), None)  # type: ignore[arg-type]  # the check under test
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                loop.add_direct_poll(q.process, ("qp", 0), q.failures.append)
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+        loop.poll()
+        assert q.calls == []  # nothing was registered
+    finally:
+        loop.close()

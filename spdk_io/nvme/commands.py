@@ -83,8 +83,9 @@ class Commands:
         self.inflight = 0
         #: Submissions SPDK accepted so far (each command's ``seq``).
         self.accepted = 0
-        #: Submissions SPDK refused with -ENOMEM, in order: retried on completions.
-        self._queued: deque[tuple[Callable[[int], int], int, Op[Any]]] = deque()
+        #: Submissions SPDK refused with -ENOMEM, in order: retried on completions (read
+        #: it; only this class changes it).
+        self.queued: deque[tuple[Callable[[int], int], int, Op[Any]]] = deque()
         #: Command identifiers the timeout callback reported: cid -> (accepted then, seconds).
         self._timed_out: dict[int, tuple[int, float]] = {}
 
@@ -123,7 +124,7 @@ class Commands:
         key = _bridge.once(self._complete, op)
         rc: int | None = None
         try:
-            rc = call(key) if not self._queued else -errno.ENOMEM
+            rc = call(key) if not self.queued else -errno.ENOMEM
         finally:
             if rc != 0 and rc != -errno.ENOMEM:
                 _bridge.forget(key)
@@ -134,7 +135,7 @@ class Commands:
             raise SpdkError(-rc, what, obj if obj is not None else self.obj)
         self.inflight += 1
         if rc:
-            self._queued.append((call, key, op))
+            self.queued.append((call, key, op))
         else:
             self.accepted += 1
         return op
@@ -170,8 +171,8 @@ class Commands:
                 op.set_exception(exc)
             else:
                 op.set_result(value)
-        if self._queued:
-            self._resubmit()
+        if self.queued:
+            self.resubmit()
 
     def submit_held(self, call: Callable[[int], int], key: int, op: Op[Any]) -> None:
         """Submit a command whose caller holds its registration (a persistent ``key``),
@@ -179,28 +180,26 @@ class Commands:
         first and comes here when SPDK said ``-ENOMEM``.  ``call(key)`` runs now, or after
         the commands already waiting for a request object; the command is counted in
         flight.  Any other refusal raises :class:`~spdk_io.errors.SpdkError`, counting
-        nothing.  Its completion must call :meth:`held_done`."""
-        rc = call(key) if not self._queued else -errno.ENOMEM
+        nothing.  Its completion must uncount it (``inflight -= 1``) and call
+        :meth:`resubmit` while anything is :attr:`queued`."""
+        rc = call(key) if not self.queued else -errno.ENOMEM
         if rc and rc != -errno.ENOMEM:
             raise SpdkError(-rc, op.what, self.obj)
         self.inflight += 1
         if rc:
-            self._queued.append((call, key, op))
+            self.queued.append((call, key, op))
 
-    def held_done(self) -> None:
-        """A command counted in flight by its caller (a slot) completed: uncount it and
-        submit what waits for a request object."""
-        self.inflight -= 1
-        if self._queued:
-            self._resubmit()
-
-    def _resubmit(self) -> None:
-        while self._queued:
-            call, key, op = self._queued[0]
+    def resubmit(self) -> None:
+        """Submit what waits for a request object (:attr:`queued`), in order, until SPDK
+        refuses again.  Called on every completion while anything waits: by
+        :class:`Commands` itself, and by a slot whose own command completed (it uncounts
+        it from :attr:`inflight` first)."""
+        while self.queued:
+            call, key, op = self.queued[0]
             rc = call(key)
             if rc == -errno.ENOMEM:
                 return
-            self._queued.popleft()
+            self.queued.popleft()
             if op.keep is None:  # a held command (a slot's): its key and buffer are its own
                 if rc:
                     self.inflight -= 1

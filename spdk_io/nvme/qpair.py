@@ -2,7 +2,8 @@
 
 A :class:`Qpair` is allocated in ``async_mode`` and connected by the loop's polling,
 never by spinning (the default connect spins, which deadlocks when the target is in
-this process).  A poller (its child) processes its completions.  It belongs to the
+this process).  The loop of its SPDK thread processes its completions every turn
+(:meth:`~spdk_io.loop.Loop.add_direct_poll`).  It belongs to the
 SPDK thread that made it: use from any other OS thread raises
 :class:`~spdk_io.errors.WrongThreadError`.
 
@@ -45,7 +46,7 @@ from spdk_io.nvme.commands import Commands, cdw0, status_error, status_word
 from spdk_io.nvme.controller import Controller
 from spdk_io.nvme.namespace import Namespace
 from spdk_io.resource import Resource
-from spdk_io.thread import Poller, SpdkThread, current_thread
+from spdk_io.thread import SpdkThread, current_thread
 
 __all__ = ["MAX_BLOCKS", "MAX_DSM_RANGES", "NvmeSlot", "Qpair", "QpairOptions"]
 
@@ -65,7 +66,7 @@ _RW_ARGS = [_VP, _VP, _VP, _U64, _U32, _VP, _VP, _U32]  # ns, qp, buf, lba, n, c
 _cmd_read = fast("spdk_nvme_ns_cmd_read", ctypes.c_int, _RW_ARGS)
 _cmd_write = fast("spdk_nvme_ns_cmd_write", ctypes.c_int, _RW_ARGS)
 _cmd_compare = fast("spdk_nvme_ns_cmd_compare", ctypes.c_int, _RW_ARGS)
-# Called every loop turn with a prebuilt c_void_p and 0: no argtypes, no conversion.
+# Called by the loop every turn with a prebuilt c_void_p and 0: no argtypes, no conversion.
 _process = fast("spdk_nvme_qpair_process_completions", ctypes.c_int32)
 # NvmeSlot passes only prebuilt ctypes objects and small ints: no argtypes, no conversion.
 _read_raw = fast("spdk_nvme_ns_cmd_read", ctypes.c_int)
@@ -112,7 +113,9 @@ class Qpair(Resource):
         if not same:
             ctrlr.adopt_foreign(id(self), True)
         ctrlr.add_queue(self, self._arg.value or 0)
-        self._poller = Poller(self._poll, 0, "nvme_qpair", parent=self)
+        # The loop calls process_completions itself every turn: no SPDK poller, no
+        # Python trampoline in between.
+        self._unpoll = thread.loop.add_direct_poll(_process, (self._arg, 0), self._failed)
 
     @classmethod
     async def connect(cls, ctrlr: Controller, options: QpairOptions | None = None) -> Self:
@@ -158,11 +161,10 @@ class Qpair(Resource):
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def _poll(self) -> bool:
-        rc: int = _process(self._arg, 0)
-        if rc < 0 and not self.failure:
+    def _failed(self, rc: int) -> None:
+        """Polling the completions returned ``rc`` < 0: the queue pair failed."""
+        if not self.failure:
             self.failure = -rc
-        return rc > 0
 
     @property
     def inflight(self) -> int:
@@ -174,7 +176,11 @@ class Qpair(Resource):
             return BlockingIOError(f"{self.commands.inflight} NVMe command(s) in flight")
         return None
 
+    def _abandoned(self) -> None:
+        self._unpoll()
+
     def _release(self) -> None:
+        self._unpoll()
         g.spdk_nvme_ctrlr_free_io_qpair(self._ptr)
         self._ptr = None
         self.ctrlr.remove_queue(self)
@@ -574,6 +580,8 @@ class NvmeSlot(Resource):
         self._end = ns.num_sectors
         self._op: Op[None] = Op("slot I/O")
         self._op.set_result(None)  # idle: finished; rearmed by each submission
+        #: Submitted and not completed: the fast path's test (the op's state is the truth).
+        self._busy = False
         self._lba = ctypes.c_uint64()
         self._num = ctypes.c_uint32()
         self._key = _bridge.persistent(self._complete, self._op)  # errors reach the awaiter
@@ -617,7 +625,7 @@ class NvmeSlot(Resource):
         if (
             type(lba) is not int  # bool, float, numpy ints: the slow path decides
             or type(num_blocks) is not int
-            or not op.done()
+            or self._busy  # (op.done() decides, in the slow path)
             or self.closed
             or not 0 < num_blocks <= self.max_blocks
             or lba < 0
@@ -630,6 +638,7 @@ class NvmeSlot(Resource):
         self._num.value = num_blocks
         op.rearm()
         op.what = "read"
+        self._busy = True
         commands = self._commands
         commands.inflight += 1  # before the call: a completion may not count below zero
         rc = _read_raw(*self._args)
@@ -644,7 +653,7 @@ class NvmeSlot(Resource):
         if (
             type(lba) is not int
             or type(num_blocks) is not int
-            or not op.done()
+            or self._busy  # (op.done() decides, in the slow path)
             or self.closed
             or not 0 < num_blocks <= self.max_blocks
             or lba < 0
@@ -657,6 +666,7 @@ class NvmeSlot(Resource):
         self._num.value = num_blocks
         op.rearm()
         op.what = "write"
+        self._busy = True
         commands = self._commands
         commands.inflight += 1
         rc = _write_raw(*self._args)
@@ -672,6 +682,7 @@ class NvmeSlot(Resource):
             args = self._args
             self._commands.submit_held(lambda _key: fn(*args), self._key, op)
             return
+        self._busy = False
         op.set_result(None)
         raise SpdkError(-rc, op.what, self.ns)
 
@@ -690,7 +701,11 @@ class NvmeSlot(Resource):
         return lba, num
 
     def _complete(self, op: Op[None], cpl: int) -> None:
-        self._commands.held_done()
+        self._busy = False
+        commands = self._commands
+        commands.inflight -= 1
+        if commands.queued:
+            commands.resubmit()
         word = _u16_at(cpl + _STATUS).value
         if word & 0xFFFE:
             op.set_exception(status_error(word, op.what, self.ns))
