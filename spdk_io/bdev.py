@@ -38,7 +38,7 @@ from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._loader import fast
 from spdk_io._validate import flag, integer, text
-from spdk_io.dma import DmaBuf, iovecs
+from spdk_io.dma import DmaBuf, dmabuf, dmabufs, iovecs, pin_all
 from spdk_io.errors import BdevRemovedError, SpdkError
 from spdk_io.loop import Op, sleep
 from spdk_io.resource import ACLOSE_POLL, Resource
@@ -343,37 +343,17 @@ class BdevDesc(Resource):
             )
         return off, num
 
-    @staticmethod
-    def _dmabuf(buf: object, what: str = "buf") -> DmaBuf:
-        if not isinstance(buf, DmaBuf):
-            raise TypeError(f"{what} must be a DmaBuf (DMA-safe memory), got {type(buf).__name__}")
-        return buf
-
     def _buffer(self, buf: object, num_blocks: int, what: str = "buf") -> DmaBuf:
         """``buf`` as a live DmaBuf holding at least ``num_blocks`` blocks."""
-        b = self._dmabuf(buf, what)
+        b = dmabuf(buf, what)
         need = num_blocks * self.block_size
         if len(b) < need:
             raise ValueError(f"{self.name}: {what} of {len(b)} bytes is too small for {need} bytes")
-        b.addr  # noqa: B018  # raises ValueError if the buffer is freed
         return b
 
     def _buffers(self, bufs: object) -> tuple[DmaBuf, ...]:
         """The buffers of a vectored I/O: a non-empty sequence of live DmaBufs."""
-        if isinstance(bufs, DmaBuf | str | bytes | bytearray | memoryview):
-            raise TypeError(f"bufs must be a sequence of DmaBuf, got {type(bufs).__name__}")
-        try:
-            items: tuple[object, ...] = tuple(bufs)  # type: ignore[arg-type]  # TypeError is the check
-        except TypeError:
-            raise TypeError(
-                f"bufs must be a sequence of DmaBuf, got {type(bufs).__name__}"
-            ) from None
-        if not items:
-            raise ValueError("vectored I/O needs at least one buffer")
-        out = tuple(self._dmabuf(b, "every item of bufs") for b in items)
-        for b in out:
-            b.addr  # noqa: B018  # raises ValueError if the buffer is freed
-        return out
+        return dmabufs(bufs)
 
     @staticmethod
     def _iov(buf: DmaBuf, nbytes: int) -> ctypes.Array[g.struct_iovec]:
@@ -401,15 +381,7 @@ class BdevDesc(Resource):
         that SPDK reads by address (the iovec arrays).
         """
         op: Op[Any] = Op(what)
-        pinned: list[DmaBuf] = []
-        try:
-            for b in bufs:
-                b.pin()
-                pinned.append(b)
-        except BaseException:
-            for b in pinned:
-                b.unpin()
-            raise
+        pinned = pin_all(bufs)
         op.keep = (pinned, call)
         key = _bridge.once(complete or self._complete, op)
         rc: int | None = None
@@ -516,14 +488,14 @@ class BdevDesc(Resource):
 
     def read(self, buf: DmaBuf, offset: int = 0, length: int | None = None) -> Op[None]:
         """Read ``length`` bytes (default: all of ``buf``) at byte ``offset``."""
-        b = self._dmabuf(buf)
+        b = dmabuf(buf)
         ob = self._bytes_to_blocks(offset, "offset", 0)
         nb = self._bytes_to_blocks(len(b) if length is None else length, "length", 1)
         return self.read_blocks(b, ob, nb)
 
     def write(self, buf: DmaBuf, offset: int = 0, length: int | None = None) -> Op[None]:
         """Write ``length`` bytes (default: all of ``buf``) at byte ``offset``."""
-        b = self._dmabuf(buf)
+        b = dmabuf(buf)
         ob = self._bytes_to_blocks(offset, "offset", 0)
         nb = self._bytes_to_blocks(len(b) if length is None else length, "length", 1)
         return self.write_blocks(b, ob, nb)

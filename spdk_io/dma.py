@@ -100,7 +100,17 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["MAX_ALIGN", "MAX_SIZE", "NUMA_ID_ANY", "DmaBuf", "DmaBufList", "iovecs"]
+__all__ = [
+    "MAX_ALIGN",
+    "MAX_SIZE",
+    "NUMA_ID_ANY",
+    "DmaBuf",
+    "DmaBufList",
+    "dmabuf",
+    "dmabufs",
+    "iovecs",
+    "pin_all",
+]
 
 #: Allocate on any NUMA node (``SPDK_ENV_NUMA_ID_ANY``).
 NUMA_ID_ANY: int = g.SPDK_ENV_NUMA_ID_ANY
@@ -537,6 +547,45 @@ class DmaBuf:
             self._pins -= 1
             if self._pins == 0:
                 del _in_flight[id(self)]
+
+
+def dmabuf(buf: object, what: str = "buf") -> DmaBuf:
+    """``buf`` if it is a live :class:`DmaBuf`: ``TypeError`` for anything else (bytes
+    and bytearrays are not DMA-safe), ``ValueError`` once it is freed.  The check every
+    I/O entry point makes before anything is pinned or submitted."""
+    if not isinstance(buf, DmaBuf):
+        raise TypeError(f"{what} must be a DmaBuf (DMA-safe memory), not {type(buf).__name__}")
+    buf.addr  # noqa: B018  # raises ValueError if the buffer is freed
+    return buf
+
+
+def dmabufs(bufs: object, what: str = "bufs") -> tuple[DmaBuf, ...]:
+    """The buffers of a vectored I/O: a non-empty sequence of live DmaBufs (one DmaBuf,
+    or bytes, is a ``TypeError``, not a sequence of one)."""
+    if isinstance(bufs, DmaBuf | str | bytes | bytearray | memoryview):
+        raise TypeError(f"{what} must be a sequence of DmaBuf, not {type(bufs).__name__}")
+    try:
+        items: tuple[object, ...] = tuple(bufs)  # type: ignore[arg-type]  # TypeError is the check
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of DmaBuf, not {type(bufs).__name__}") from None
+    if not items:
+        raise ValueError("vectored I/O needs at least one buffer")
+    return tuple(dmabuf(b, f"every item of {what}") for b in items)
+
+
+def pin_all(bufs: Iterable[DmaBuf]) -> list[DmaBuf]:
+    """Pin every buffer, or none: if one cannot be pinned, those already pinned are
+    unpinned and the error is raised.  The pinned buffers, for unpinning later."""
+    pinned: list[DmaBuf] = []
+    try:
+        for b in bufs:
+            b.pin()
+            pinned.append(b)
+    except BaseException:
+        for b in pinned:
+            b.unpin()
+        raise
+    return pinned
 
 
 def iovecs(bufs: Iterable[DmaBuf]) -> ctypes.Array[g.struct_iovec]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from spdk_io import _bridge
-from spdk_io.dma import DmaBuf
+from spdk_io.dma import DmaBuf, pin_all
 from spdk_io.errors import NvmeError, SpdkError
 from spdk_io.loop import Op
 from spdk_io.nvme.status import NvmeStatus
@@ -110,15 +110,7 @@ class Commands:
         raises :class:`~spdk_io.errors.SpdkError`.
         """
         op: Op[Any] = Op(what)
-        pinned: list[DmaBuf] = []
-        try:
-            for b in bufs:
-                b.pin()
-                pinned.append(b)
-        except BaseException:
-            for b in pinned:
-                b.unpin()
-            raise
+        pinned = pin_all(bufs)
         who = obj if obj is not None else self.obj
         op.keep = (pinned, call, decode, who, self.accepted + 1, failed)
         key = _bridge.once(self._complete, op)

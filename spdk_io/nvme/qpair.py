@@ -39,7 +39,7 @@ from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._loader import fast
 from spdk_io._validate import integer
-from spdk_io.dma import DmaBuf
+from spdk_io.dma import DmaBuf, dmabuf, dmabufs
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op, sleep
 from spdk_io.nvme.commands import Commands, cdw0, status_error, status_word
@@ -228,9 +228,8 @@ class Qpair(Resource):
 
     @staticmethod
     def _dmabuf(buf: object, what: str = "buf") -> DmaBuf:
-        if not isinstance(buf, DmaBuf):
-            raise TypeError(f"{what} must be a DmaBuf (DMA-safe memory), not {type(buf).__name__}")
-        if buf.addr % _DWORD:  # ValueError if it is freed
+        buf = dmabuf(buf, what)
+        if buf.addr % _DWORD:
             raise ValueError(f"{what} at {buf.addr:#x} is not dword (4-byte) aligned")
         return buf
 
@@ -245,17 +244,7 @@ class Qpair(Resource):
 
     def _buffers(self, bufs: object) -> tuple[DmaBuf, ...]:
         """The buffers of a vectored command: a non-empty sequence of live, aligned DmaBufs."""
-        if isinstance(bufs, DmaBuf | str | bytes | bytearray | memoryview):
-            raise TypeError(f"bufs must be a sequence of DmaBuf, not {type(bufs).__name__}")
-        try:
-            items: tuple[object, ...] = tuple(bufs)  # type: ignore[arg-type]  # TypeError is the check
-        except TypeError:
-            raise TypeError(
-                f"bufs must be a sequence of DmaBuf, not {type(bufs).__name__}"
-            ) from None
-        if not items:
-            raise ValueError("vectored I/O needs at least one buffer")
-        return tuple(self._dmabuf(b, "every item of bufs") for b in items)
+        return tuple(self._dmabuf(b, "every item of bufs") for b in dmabufs(bufs))
 
     @staticmethod
     def _blocks(ns: Namespace, value: object, what: str, lo: int) -> int:
