@@ -360,7 +360,6 @@ def test_changes_pause_and_resume_an_active_subsystem(run: Run) -> None:
 # -- bad input ---------------------------------------------------------------------------
 
 
-@pytest.mark.spdk_free
 @pytest.mark.parametrize(
     "nqn",
     [
@@ -379,7 +378,6 @@ def test_malformed_nqns_are_refused(nqn: str) -> None:
         check_nqn(nqn)
 
 
-@pytest.mark.spdk_free
 def test_wellformed_nqns_pass() -> None:
     for nqn in (NQN, HOST_A, "nqn.2014-08.org.nvmexpress.discovery", "nqn.2016-06.io.spdk"):
         assert check_nqn(nqn) == nqn
