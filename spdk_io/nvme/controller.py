@@ -104,8 +104,6 @@ class Controller(Resource):
         self._ptr: Any = ptr  # None once detaching started
         self.trid = trid
         self.options = options
-        #: Open queue pairs on *other* SPDK threads (same-thread ones are children).
-        self._foreign: set[int] = set()
         #: Every open queue pair of this controller, by its ``struct spdk_nvme_qpair`` address.
         self._queues: dict[int, Qpair] = {}
         self._detached: Op[None] = Op(f"detach {trid}")
@@ -568,14 +566,6 @@ class Controller(Resource):
 
         return await Qpair.connect(self, options)
 
-    def adopt_foreign(self, qpair_id: int, opened: bool) -> None:
-        """Count a queue pair on another SPDK thread as open (``opened``) or closed:
-        detaching is refused while one is open (called by :class:`Qpair`)."""
-        if opened:
-            self._foreign.add(qpair_id)
-        else:
-            self._foreign.discard(qpair_id)
-
     def add_queue(self, qpair: Qpair, address: int) -> None:
         """Know ``qpair`` (at ``struct spdk_nvme_qpair`` address ``address``) while it is
         open: for timeouts and :meth:`reset` (called by :class:`Qpair`)."""
@@ -692,10 +682,9 @@ class Controller(Resource):
         return rc > 0
 
     def _refusal(self) -> BaseException | None:
-        if self._foreign:
-            return BlockingIOError(
-                f"{len(self._foreign)} queue pair(s) on other SPDK threads are still open"
-            )
+        foreign = sum(qp.thread is not self.thread for qp in self._queues.values())
+        if foreign:
+            return BlockingIOError(f"{foreign} queue pair(s) on other SPDK threads are still open")
         if self._resetting is not None:
             return BlockingIOError(f"controller {self.name} is resetting")
         if self.commands.inflight:

@@ -110,8 +110,6 @@ class Qpair(Resource):
         self.max_transfer_bytes = ctrlr.max_transfer_bytes
         same = ctrlr.thread is thread
         super().__init__(thread, ctrlr if same else None)
-        if not same:
-            ctrlr.adopt_foreign(id(self), True)
         ctrlr.add_queue(self, self._arg.value or 0)
         # The loop calls process_completions itself every turn: no SPDK poller, no
         # Python trampoline in between.
@@ -178,14 +176,13 @@ class Qpair(Resource):
 
     def _abandoned(self) -> None:
         self._unpoll()
+        self.ctrlr.remove_queue(self)
 
     def _release(self) -> None:
         self._unpoll()
         g.spdk_nvme_ctrlr_free_io_qpair(self._ptr)
         self._ptr = None
         self.ctrlr.remove_queue(self)
-        if self.ctrlr.thread is not self.thread:
-            self.ctrlr.adopt_foreign(id(self), False)
 
     def reconnected(self) -> None:
         """The controller's reset reconnected this queue pair: it works again (called by
