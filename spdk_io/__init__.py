@@ -61,6 +61,7 @@ _EXPORTS: dict[str, str] = {
     "RpcError": "errors",
     "NvmeError": "errors",
     "BdevRemovedError": "errors",
+    "BlobNotFoundError": "errors",
     "WrongThreadError": "errors",
     "CallbackError": "errors",
     "Cancelled": "errors",
@@ -80,6 +81,7 @@ _SUBMODULES = {
     "dma",
     "bdev",
     "bdev_modules",
+    "blob",
     "nvme",
     "perf",
     "lowlevel",
@@ -109,6 +111,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io import app as app
     from spdk_io import bdev as bdev
     from spdk_io import bdev_modules as bdev_modules
+    from spdk_io import blob as blob
     from spdk_io import dma as dma
     from spdk_io import env as env
     from spdk_io import errors as errors
@@ -131,6 +134,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io.env import block_on as block_on
     from spdk_io.env import run as run
     from spdk_io.errors import BdevRemovedError as BdevRemovedError
+    from spdk_io.errors import BlobNotFoundError as BlobNotFoundError
     from spdk_io.errors import CallbackError as CallbackError
     from spdk_io.errors import Cancelled as Cancelled
     from spdk_io.errors import EnvUnusableError as EnvUnusableError

@@ -36,7 +36,7 @@ from spdk_io._loader import fast
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 
-__all__ = ["forget", "once", "once_at", "persistent", "sgl_at"]
+__all__ = ["forget", "once", "once_at", "persistent", "sgl_at", "status_op", "submit", "value_op"]
 
 Entry = tuple[Callable[..., Any], "Op[Any] | None"]
 
@@ -85,9 +85,23 @@ def status_op(what: str, obj: object = None) -> tuple[Op[None], int]:
     non-zero status), and the key to pass SPDK as ``cb_arg``."""
     op: Op[None] = Op(what)
 
-    def done(status: int) -> None:
+    def done(op: Op[None], status: int) -> None:
         if status == 0:
             op.set_result(None)
+        else:
+            op.set_exception(SpdkError(abs(status) or errno.EIO, what, obj))
+
+    return op, once(done, op)
+
+
+def value_op(what: str, obj: object = None) -> tuple[Op[Any], int]:
+    """An ``Op`` that a ``(..., value, int status)`` completion finishes with ``value``
+    (a handle, an id), or with an ``SpdkError`` for a non-zero status; and its key."""
+    op: Op[Any] = Op(what)
+
+    def done(value: Any, status: int) -> None:
+        if status == 0:
+            op.set_result(value)
         else:
             op.set_exception(SpdkError(abs(status) or errno.EIO, what, obj))
 
@@ -140,9 +154,10 @@ def _on_ctx(ctx: int | None) -> None:
         _fail(exc, "message callback", entry[1] if entry is not None else None)
 
 
-def _one_shot(what: str, ctx_at: int, arg_at: int | None) -> Callable[..., None]:
+def _one_shot(what: str, ctx_at: int, *args_at: int, op: bool = False) -> Callable[..., None]:
     """The trampoline of a one-shot completion: the key is argument ``ctx_at``; the
-    entry is called with argument ``arg_at`` (a status, a pointer), or with nothing.
+    entry is called with the arguments at ``args_at`` (a pointer, an id, a status),
+    after its ``Op`` if ``op`` (a status completion, see :func:`status_op`).
     (The hot callbacks, pollers and I/O completions, are written out below.)"""
 
     def trampoline(*args: Any) -> None:
@@ -150,10 +165,11 @@ def _one_shot(what: str, ctx_at: int, arg_at: int | None) -> Callable[..., None]
         try:
             entry = _take(args[ctx_at])
             if entry is not None:
-                if arg_at is None:
-                    entry[0]()
+                values = [args[i] for i in args_at]
+                if op:
+                    entry[0](entry[1], *values)
                 else:
-                    entry[0](args[arg_at])
+                    entry[0](*values)
         except BaseException as exc:
             _fail(exc, what, entry[1] if entry is not None else None)
 
@@ -161,16 +177,42 @@ def _one_shot(what: str, ctx_at: int, arg_at: int | None) -> Callable[..., None]
     return trampoline
 
 
-#: ``void (*)(int rc, void *ctx)``: subsystem init, config load.
-_on_rc_ctx = _one_shot("completion callback", 1, 0)
+def _on_rc_ctx(rc: int, ctx: int | None) -> None:
+    """``void (*)(int rc, void *ctx)``: subsystem init, config load.  A status
+    completion: the entry sees ``(op, rc)`` (see :func:`status_op`)."""
+    entry: Entry | None = None
+    try:
+        entry = _take(ctx)
+        if entry is not None:
+            entry[0](entry[1], rc)
+    except BaseException as exc:
+        _fail(exc, "completion callback", entry[1] if entry is not None else None)
+
+
+def _on_ctx_status(ctx: int | None, status: int) -> None:
+    """``void (*)(void *ctx, int status)`` (context first, unlike ``_on_rc_ctx``): nvmf
+    target and poll group destroy, transport add, every blobstore and blob operation
+    that reports a status, and blob I/O (a hot path).  The entry sees ``(op, status)``."""
+    entry: Entry | None = None
+    try:
+        entry = _once.pop(ctx, None) if ctx is not None else None
+        if entry is None:
+            _take(None)  # counts the stale callback
+            return
+        entry[0](entry[1], status)
+    except BaseException as exc:
+        _fail(exc, "status completion", entry[1] if entry is not None else None)
+
+
 #: ``spdk_nvme_attach_cb(cb_ctx, trid, ctrlr, opts)``: the entry sees the controller
 #: pointer; its key is the options pointer given to ``spdk_nvme_connect_async``.
 _on_nvme_attach = _one_shot("NVMe attach callback", 0, 2)
-#: ``void (*)(void *ctx, int status)``: nvmf target and poll group destroy, transport add
-#: (context first, unlike ``_on_rc_ctx``).
-_on_ctx_status = _one_shot("nvmf completion callback", 0, 1)
+#: ``(void *ctx, <pointer or id> value, int status)``: blobstore load/init, blob open and
+#: iteration (a handle), blob create, snapshot, clone and the super blob (an id).  The
+#: entry sees ``(value, status)`` (see :func:`value_op`).
+_on_ctx_value_status = _one_shot("blobstore completion", 0, 1, 2)
 #: ``spdk_nvmf_subsystem_state_change_done(subsystem, ctx, status)``.
-_on_subsystem_state = _one_shot("nvmf subsystem state change", 1, 2)
+_on_subsystem_state = _one_shot("nvmf subsystem state change", 1, 2, op=True)
 #: ``spdk_nvmf_transport_create_done_cb(ctx, transport or NULL)``.
 _on_transport_created = _one_shot("nvmf transport create", 0, 1)
 
@@ -365,5 +407,41 @@ io_wait_cb = ctypes.cast(ctx_cb, g.spdk_bdev_io_wait_cb)
 
 
 ctx_status_cb = g.spdk_nvmf_tgt_destroy_done_fn(_on_ctx_status)
+
+
+# --- blob: the blobstore's completions (spdk_io.blob) --------------------------------
+# ``spdk_bs_op_complete`` and ``spdk_blob_op_complete`` are ``_on_ctx_status``; the
+# handle and id completions are ``_on_ctx_value_status``.  One C thunk each, cast to
+# the prototypes' types.
+
+bs_op_cb = ctypes.cast(ctx_status_cb, g.spdk_bs_op_complete)
+blob_op_cb = ctypes.cast(ctx_status_cb, g.spdk_blob_op_complete)
+_value_status_thunk = ctypes.CFUNCTYPE(None, _VP, _VP, ctypes.c_int)(_on_ctx_value_status)
+bs_handle_cb = ctypes.cast(_value_status_thunk, g.spdk_bs_op_with_handle_complete)
+blob_handle_cb = ctypes.cast(_value_status_thunk, g.spdk_blob_op_with_handle_complete)
+_id_status_thunk = ctypes.CFUNCTYPE(None, _VP, ctypes.c_uint64, ctypes.c_int)(_on_ctx_value_status)
+blob_id_cb = ctypes.cast(_id_status_thunk, g.spdk_blob_op_with_id_complete)
+
+
+def _on_xattr_value(
+    ctx: int | None, name: bytes | None, value: int | None, length: int | None
+) -> None:
+    """``spdk_blob_xattr_opts.get_value`` (persistent, while its operation runs): the
+    entry maps the name to ``(address, length)`` of a value it keeps alive; the
+    trampoline writes them where SPDK asks.  An unknown name yields an empty value."""
+    entry: Entry | None = None
+    try:
+        entry = _persistent.get(ctx) if ctx is not None else None
+        addr, n = entry[0](name or b"") if entry is not None else (0, 0)
+        if value:
+            ctypes.c_void_p.from_address(value).value = addr or None
+        if length:
+            ctypes.c_size_t.from_address(length).value = n
+    except BaseException as exc:
+        _fail(exc, "blob xattr value callback", entry[1] if entry is not None else None)
+
+
+#: The ``get_value`` of ``struct spdk_blob_xattr_opts`` (pointers as ints, the name as bytes).
+xattr_value_thunk = ctypes.CFUNCTYPE(None, _VP, ctypes.c_char_p, _VP, _VP)(_on_xattr_value)
 subsystem_state_cb = g.spdk_nvmf_subsystem_state_change_done(_on_subsystem_state)
 transport_created_cb = g.spdk_nvmf_transport_create_done_cb(_on_transport_created)

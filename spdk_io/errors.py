@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # no runtime import: this module stays importable without SPD
 
 __all__ = [
     "BdevRemovedError",
+    "BlobNotFoundError",
     "CallbackError",
     "Cancelled",
     "EnvUnusableError",
@@ -96,6 +97,13 @@ class BdevRemovedError(SpdkError):
 
     def __init__(self, name: str, op: str = "bdev I/O") -> None:
         super().__init__(_errno.ENODEV, op, name, "bdev was removed")
+
+
+class BlobNotFoundError(SpdkError, LookupError):
+    """No blob with that id in the blobstore (``ENOENT``)."""
+
+    def __init__(self, op: str, blob_id: object) -> None:
+        super().__init__(_errno.ENOENT, op, blob_id, "no blob with this id in the blobstore")
 
 
 class ThreadExitedError(SpdkError):

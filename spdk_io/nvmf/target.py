@@ -365,14 +365,14 @@ class Target(Resource):
         subsystems, self._made = self._made, []
         name, ending = self.name, self._ending
 
-        def target_done(status: int) -> None:
+        def target_done(_op: object, status: int) -> None:
             ending.finish(SpdkError(abs(status), "spdk_nvmf_tgt_destroy", name) if status else None)
 
         def destroy_target() -> None:
             key = _bridge.once(target_done)
             g.spdk_nvmf_tgt_destroy(ptr, _bridge.ctx_status_cb, key)
 
-        def group_done(status: int) -> None:
+        def group_done(_op: object, status: int) -> None:
             if status:
                 _log.warning("target %s: destroying a poll group failed: %d", name, status)
             after_groups()
