@@ -194,6 +194,8 @@ class Blob(Resource):
         counts[ch] = counts.get(ch, 0) + 1
 
     def _start(self, what: str, write: bool, offset: int, length: int) -> Channel:
+        if self.closed:  # before a channel is made for nothing (checked again in _enter)
+            raise ValueError(f"{what} on closed blob {self.id}")
         ch = self.store.channel()
         if ch.thread is self._md:
             self._enter(ch, what, write, offset, length)
@@ -402,9 +404,7 @@ class Blob(Resource):
 
         async def here() -> None:
             ptr = self._live(what)
-            op, key = _bridge.status_op(what, self.id)
-            start(ptr, key)
-            await op
+            await self.store.md_op(what, self.id, lambda key: start(ptr, key))
 
         await self.store.on_md(here)
 

@@ -49,6 +49,10 @@ _log = logging.getLogger("spdk_io")
 #: The most clones a snapshot's listing asks SPDK for at first (it says if more are needed).
 _CLONES_GUESS = 16
 _BLOB_P = ctypes.POINTER(g.struct_spdk_blob)
+# The bdevs this interpreter has a blobstore loaded on (or loading, or unloading): SPDK's
+# bs_dev takes no claim, so this is what refuses a second blobstore on the same bdev.
+_in_use: set[str] = set()
+_in_use_lock = threading.Lock()
 #: The type of ``spdk_blob_xattr_opts.get_value`` (an unnamed function pointer type).
 _XATTR_GET_VALUE: Any = dict(g.struct_spdk_blob_xattr_opts._fields_)["get_value"]  # type: ignore[arg-type]  # its _fields_ are all pairs
 
@@ -110,12 +114,17 @@ class Blobstore(Resource):
         if not isinstance(name, str) or not name:
             raise TypeError(f"bdev must be a bdev name or a Bdev, not {bdev!r}")
         thread = current_thread()
+        with _in_use_lock:
+            if name in _in_use:
+                raise SpdkError(errno.EBUSY, what, name, "a blobstore is loaded on this bdev")
+            _in_use.add(name)
         event_key = _bridge.persistent(lambda event: _on_bdev_event(name, event))
         dev = ctypes.POINTER(g.struct_spdk_bs_dev)()
         rc = g.spdk_bdev_create_bs_dev_ext(
             name.encode(), _bridge.bdev_event_cb, event_key, ctypes.byref(dev)
         )
         if rc:
+            _release_bdev(name)
             _bridge.forget(event_key)
             if rc == -errno.ENODEV:
                 raise LookupError(f"no bdev named {name!r}")
@@ -127,6 +136,7 @@ class Blobstore(Resource):
         # thread's release) even if the awaiting task is cancelled.
         def done(ptr: Any, status: int) -> None:
             if status:
+                _release_bdev(name)
                 _bridge.forget(event_key)  # SPDK destroys the bs_dev itself on failure
                 op.set_exception(SpdkError(status, what, name, _load_detail(-abs(status))))
             else:
@@ -159,11 +169,14 @@ class Blobstore(Resource):
             return await fn()
         return await self.thread.handle().call(fn)
 
-    async def _md_op(
+    async def md_op(
         self, what: str, obj: object, start: Callable[[int], None], value: bool = False
     ) -> Any:
         """On the metadata thread: start one SPDK metadata operation, ``start(key)``,
-        and await its completion: a status, or (``value``) an id and a status."""
+        and await its completion: a status, or (``value``) an id and a status.  Unload
+        waits for the operations in flight.  ``ENOENT`` for a blob id becomes
+        :class:`~spdk_io.errors.BlobNotFoundError`, ``EPERM`` ``PermissionError``."""
+        self.thread.check_owner()
         op, key = _bridge.value_op(what, obj) if value else _bridge.status_op(what, obj)
         self._md_ops += 1
         try:
@@ -172,6 +185,8 @@ class Blobstore(Resource):
         except SpdkError as exc:
             if exc.errno == errno.ENOENT and isinstance(obj, BlobId):
                 raise BlobNotFoundError(what, obj) from None
+            if exc.errno == errno.EPERM:
+                raise PermissionError(f"{what}({obj}): the blob is read-only") from None
             raise
         finally:
             self._md_ops -= 1
@@ -200,9 +215,10 @@ class Blobstore(Resource):
         ch = self._channels.get(thread)
         if ch is not None:
             return ch
-        ptr = self.live("spdk_bs_alloc_io_channel")
-        with self._channels_lock:
-            ch = Channel(ptr, thread, self.bdev, self._channel_closed)
+        with self._channels_lock:  # unload takes the pointer under it: none is made after
+            ch = Channel(
+                self.live("spdk_bs_alloc_io_channel"), thread, self.bdev, self._channel_closed
+            )
             self._channels[thread] = ch
         return ch
 
@@ -212,13 +228,13 @@ class Blobstore(Resource):
                 del self._channels[ch.thread]
 
     def _release_channels(self) -> None:
-        """Release every thread's channel: this thread's now, the others' by a message
-        (a thread that exited has released its own)."""
+        """Release every thread's channel: this thread's now (or once its copy operations
+        end), the others' by a message (a thread that exited has released its own)."""
         with self._channels_lock:
             channels = list(self._channels.values())
         for ch in channels:
             if ch.thread is self.thread:
-                ch.close()
+                ch.release_soon()
             else:
                 # A thread that is exiting closes its resources itself.
                 with contextlib.suppress(SpdkError):
@@ -251,7 +267,7 @@ class Blobstore(Resource):
             with _XattrSource(items) as source:
                 opts.xattrs = source.opts
                 ptr = self.live("spdk_bs_create_blob_ext")
-                raw = await self._md_op(
+                raw = await self.md_op(
                     "spdk_bs_create_blob_ext",
                     self.bdev,
                     lambda key: g.spdk_bs_create_blob_ext(
@@ -313,7 +329,7 @@ class Blobstore(Resource):
                     f"it is a snapshot with {len(clones)} clones "
                     f"({', '.join(map(str, clones))}); delete or inflate them first",
                 )
-            await self._md_op(
+            await self.md_op(
                 "spdk_bs_delete_blob",
                 bid,
                 lambda key: g.spdk_bs_delete_blob(ptr, int(bid), _bridge.blob_op_cb, key),
@@ -363,7 +379,7 @@ class Blobstore(Resource):
         async def here() -> BlobId | None:
             ptr = self.live("spdk_bs_get_super")
             try:
-                raw = await self._md_op(
+                raw = await self.md_op(
                     "spdk_bs_get_super",
                     self.bdev,
                     lambda key: g.spdk_bs_get_super(ptr, _bridge.blob_id_cb, key),
@@ -384,7 +400,7 @@ class Blobstore(Resource):
         async def here() -> None:
             await self._check_exists(bid, "spdk_bs_set_super")
             ptr = self.live("spdk_bs_set_super")
-            await self._md_op(
+            await self.md_op(
                 "spdk_bs_set_super",
                 bid,
                 lambda key: g.spdk_bs_set_super(ptr, int(bid), _bridge.bs_op_cb, key),
@@ -417,7 +433,7 @@ class Blobstore(Resource):
         async def here() -> BlobId:
             ptr = self.live(what)
             with _XattrSource(items) as source:
-                raw = await self._md_op(
+                raw = await self.md_op(
                     what,
                     bid,
                     lambda key: start(
@@ -447,7 +463,7 @@ class Blobstore(Resource):
             ch = self.channel()
             ch.inflight += 1  # the copy does I/O on this channel
             try:
-                await self._md_op(
+                await self.md_op(
                     what, bid, lambda key: start(ptr, ch.ptr, int(bid), _bridge.blob_op_cb, key)
                 )
             finally:
@@ -562,11 +578,13 @@ class Blobstore(Resource):
     def _release(self) -> None:
         """After the open blobs have started closing: release the channels, then unload
         once every close has completed (SPDK refuses to unload with blobs open)."""
-        ptr, self._ptr = self._ptr, None
+        with self._channels_lock:
+            ptr, self._ptr = self._ptr, None
         self._release_channels()
         ending, name, event_key = self._ending, self.bdev, self._event_key
 
         def unloaded(_op: object, status: int) -> None:
+            _release_bdev(name)
             _bridge.forget(event_key)
             ending.finish(SpdkError(status, "spdk_bs_unload", name) if status else None)
 
@@ -579,8 +597,11 @@ class Blobstore(Resource):
             unload()
 
     async def aclose(self) -> None:
-        """Unload: close the open blobs once their I/O is done, then unload and wait
-        until SPDK has finished (see :meth:`unload`)."""
+        """Unload (from any thread): close the open blobs once their I/O is done, then
+        unload and wait until SPDK has finished (see :meth:`unload`)."""
+        await self.on_md(self._unload_here)
+
+    async def _unload_here(self) -> None:
         for blob in self.open_blobs():
             await blob.aclose()
         await super().aclose()
@@ -596,10 +617,12 @@ class Blobstore(Resource):
                 raise BlockingIOError(
                     f"blobstore on {self.bdev} has open blobs: {', '.join(map(str, open_ids))}"
                 )
-        if self.closed:
-            await self._ending.wait()
-            return
-        await self.on_md(self.aclose)
+        await self.aclose()
+
+
+def _release_bdev(name: str) -> None:
+    with _in_use_lock:
+        _in_use.discard(name)
 
 
 def _on_bdev_event(name: str, event: int) -> None:
