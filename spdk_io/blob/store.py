@@ -37,7 +37,7 @@ from spdk_io.blob.options import (
     xattr_items,
 )
 from spdk_io.errors import BlobNotFoundError, SpdkError
-from spdk_io.loop import Op
+from spdk_io.loop import Op, spawn
 from spdk_io.nvmf._completion import Ending
 from spdk_io.resource import Resource
 from spdk_io.thread import SpdkThread, current_thread
@@ -118,7 +118,8 @@ class Blobstore(Resource):
             if name in _in_use:
                 raise SpdkError(errno.EBUSY, what, name, "a blobstore is loaded on this bdev")
             _in_use.add(name)
-        event_key = _bridge.persistent(lambda event: _on_bdev_event(name, event))
+        made: list[Blobstore] = []  # the blobstore, once loaded: a hot-remove unloads it
+        event_key = _bridge.persistent(lambda event: _on_bdev_event(name, event, made))
         dev = ctypes.POINTER(g.struct_spdk_bs_dev)()
         rc = g.spdk_bdev_create_bs_dev_ext(
             name.encode(), _bridge.bdev_event_cb, event_key, ctypes.byref(dev)
@@ -140,7 +141,8 @@ class Blobstore(Resource):
                 _bridge.forget(event_key)  # SPDK destroys the bs_dev itself on failure
                 op.set_exception(SpdkError(status, what, name, _load_detail(-abs(status))))
             else:
-                op.set_result(cls(ptr, name, thread, event_key))
+                made.append(cls(ptr, name, thread, event_key))
+                op.set_result(made[0])
 
         key = _bridge.once(done, op)
         start(dev, ctypes.byref(opts), _bridge.bs_handle_cb, key)
@@ -625,9 +627,12 @@ def _release_bdev(name: str) -> None:
         _in_use.discard(name)
 
 
-def _on_bdev_event(name: str, event: int) -> None:
-    if event == g.SPDK_BDEV_EVENT_REMOVE:
-        _log.warning("bdev %s under a blobstore was removed: unload the blobstore", name)
+def _on_bdev_event(name: str, event: int, made: list[Blobstore]) -> None:
+    """The bdev under a blobstore is going away: unload (SPDK removes the bdev once the
+    blobstore has let go of it; open blobs are closed, their metadata synced, first)."""
+    if event == g.SPDK_BDEV_EVENT_REMOVE and made and not made[0].closed:
+        _log.warning("bdev %s under a blobstore is being removed: unloading the blobstore", name)
+        spawn(made[0].aclose(), f"unload blobstore on removed bdev {name}")
 
 
 def _load_detail(rc: int) -> str | None:
