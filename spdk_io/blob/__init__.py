@@ -13,8 +13,9 @@ Names load lazily: importing :class:`BlobId` does not load SPDK.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from spdk_io._lazy import exports
 
 _EXPORTS: dict[str, str] = {
     "BlobId": "ids",
@@ -26,19 +27,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"spdk_io.blob.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'spdk_io.blob' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
-
+__getattr__, __dir__ = exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers
     from spdk_io.blob.handle import Blob as Blob

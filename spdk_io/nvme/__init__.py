@@ -7,8 +7,9 @@ go through the same API and are untested here.  Names load lazily, so importing
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from spdk_io._lazy import exports
 
 _EXPORTS: dict[str, str] = {
     "TransportId": "transport",
@@ -21,19 +22,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"spdk_io.nvme.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'spdk_io.nvme' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
-
+__getattr__, __dir__ = exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers
     from spdk_io.nvme.controller import Controller as Controller
