@@ -337,11 +337,11 @@ class Blob(Resource):
         n = self._units(len(b) if length is None else length, "length", 1)
         return self._rw("write", _io_write, True, b, self._units(offset, "offset", 0), n)
 
-    def _vectored(self, what: str, fn: Any, write: bool, bufs: object, offset: object) -> Op[None]:
+    def _vectored(self, what: str, fn: Any, write: bool, bufs: object, off: int) -> Op[None]:
+        """A vectored I/O at unit ``off`` (checked) over ``bufs``."""
         items = dmabufs(bufs)
         total = sum(len(b) for b in items)
         n = self._units(total, "the buffers' total length", 1)
-        off = self._units(offset, "offset", 0)
         iov = iovecs(items)
         ch = self._start(what, write, off, n)
         op: Op[None] = Op(what)
@@ -360,11 +360,23 @@ class Blob(Resource):
 
     def readv(self, bufs: Sequence[DmaBuf], offset: int = 0) -> Op[None]:
         """Scatter-read into ``bufs`` (their total length, whole I/O units) at ``offset``."""
-        return self._vectored("readv", g.spdk_blob_io_readv, False, bufs, offset)
+        off = self._units(offset, "offset", 0)
+        return self._vectored("readv", g.spdk_blob_io_readv, False, bufs, off)
 
     def writev(self, bufs: Sequence[DmaBuf], offset: int = 0) -> Op[None]:
         """Gather-write ``bufs`` (their total length, whole I/O units) at ``offset``."""
-        return self._vectored("writev", g.spdk_blob_io_writev, True, bufs, offset)
+        off = self._units(offset, "offset", 0)
+        return self._vectored("writev", g.spdk_blob_io_writev, True, bufs, off)
+
+    def readv_io_units(self, bufs: Sequence[DmaBuf], offset: int) -> Op[None]:
+        """Scatter-read into ``bufs`` at I/O unit ``offset``."""
+        off = integer(offset, "offset", lo=0)
+        return self._vectored("readv", g.spdk_blob_io_readv, False, bufs, off)
+
+    def writev_io_units(self, bufs: Sequence[DmaBuf], offset: int) -> Op[None]:
+        """Gather-write ``bufs`` at I/O unit ``offset``."""
+        off = integer(offset, "offset", lo=0)
+        return self._vectored("writev", g.spdk_blob_io_writev, True, bufs, off)
 
     def _no_data(self, what: str, fn: Any, offset: int, length: int) -> Op[None]:
         ch = self._start(what, True, offset, length)
