@@ -612,6 +612,8 @@ def _load_detail(rc: int) -> str | None:
         -errno.EILSEQ: "the bdev holds no blobstore (bad super block signature)",
         -errno.ENXIO: "the blobstore on the bdev is of another type (bstype)",
         -errno.ENOSPC: "the bdev is too small for this blobstore layout",
+        -errno.ENOMEM: "the bdev is too small for the metadata pages of this layout "
+        "(num_md_pages, by default one per cluster), or out of memory",
         -errno.EINVAL: "invalid blobstore options for this bdev (see SPDK's log)",
     }.get(rc)
 
