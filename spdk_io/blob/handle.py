@@ -194,6 +194,9 @@ class Blob(Resource):
         counts[ch] = counts.get(ch, 0) + 1
 
     def _start(self, what: str, write: bool, offset: int, length: int) -> Channel:
+        if self.closed:  # before the channel: none is made for a closed blob, and a blob
+            # closed by its store's unload says so (rather than "the blobstore is unloaded")
+            raise ValueError(f"{what} on closed blob {self.id}")
         ch = self.store.channel()
         if ch.thread is self._md:
             self._enter(ch, what, write, offset, length)
