@@ -255,7 +255,7 @@ class Blob(Resource):
     @property
     def parent_snapshot(self) -> BlobId | None:
         """The snapshot this blob is a clone of, or ``None``.  On the metadata thread
-        (elsewhere: ``await bs.parent(blob.id)``)."""
+        (elsewhere: ``await bs.get_parent(blob.id)``)."""
         if self.closed:
             raise ValueError(f"blob {self.id} is closed")
         return self.store.parent_of(self.id)
