@@ -51,6 +51,11 @@ _CLONES_GUESS = 16
 _BLOB_P = ctypes.POINTER(g.struct_spdk_blob)
 #: The type of ``spdk_blob_xattr_opts.get_value`` (an unnamed function pointer type).
 _XATTR_GET_VALUE: Any = dict(g.struct_spdk_blob_xattr_opts._fields_)["get_value"]  # type: ignore[arg-type]  # its _fields_ are all pairs
+#: The bdevs with a blobstore loaded (or loading) in this process.  spdk_io does not claim
+#: the bdev, so without this check a second load or init on it would succeed and the two
+#: blobstores would overwrite each other's metadata.
+_loaded_bdevs: set[str] = set()
+_loaded_lock = threading.Lock()
 
 
 class Blobstore(Resource):
@@ -110,6 +115,12 @@ class Blobstore(Resource):
         if not isinstance(name, str) or not name:
             raise TypeError(f"bdev must be a bdev name or a Bdev, not {bdev!r}")
         thread = current_thread()
+        with _loaded_lock:
+            if name in _loaded_bdevs:
+                raise SpdkError(
+                    errno.EBUSY, what, name, "a blobstore is loaded on this bdev: unload it first"
+                )
+            _loaded_bdevs.add(name)
         event_key = _bridge.persistent(lambda event: _on_bdev_event(name, event))
         dev = ctypes.POINTER(g.struct_spdk_bs_dev)()
         rc = g.spdk_bdev_create_bs_dev_ext(
@@ -117,6 +128,7 @@ class Blobstore(Resource):
         )
         if rc:
             _bridge.forget(event_key)
+            _unmark_loaded(name)
             if rc == -errno.ENODEV:
                 raise LookupError(f"no bdev named {name!r}")
             raise SpdkError(-rc, "spdk_bdev_create_bs_dev_ext", name)
@@ -128,6 +140,7 @@ class Blobstore(Resource):
         def done(ptr: Any, status: int) -> None:
             if status:
                 _bridge.forget(event_key)  # SPDK destroys the bs_dev itself on failure
+                _unmark_loaded(name)
                 op.set_exception(SpdkError(status, what, name, _load_detail(-abs(status))))
             else:
                 op.set_result(cls(ptr, name, thread, event_key))
@@ -568,6 +581,7 @@ class Blobstore(Resource):
 
         def unloaded(_op: object, status: int) -> None:
             _bridge.forget(event_key)
+            _unmark_loaded(name)
             ending.finish(SpdkError(status, "spdk_bs_unload", name) if status else None)
 
         def unload() -> None:
@@ -577,6 +591,10 @@ class Blobstore(Resource):
             self._after_closes.append(unload)
         else:
             unload()
+
+    def _abandoned(self) -> None:
+        _bridge.forget(self._event_key)
+        _unmark_loaded(self.bdev)
 
     async def aclose(self) -> None:
         """Unload: close the open blobs once their I/O is done, then unload and wait
@@ -600,6 +618,11 @@ class Blobstore(Resource):
             await self._ending.wait()
             return
         await self.on_md(self.aclose)
+
+
+def _unmark_loaded(name: str) -> None:
+    with _loaded_lock:
+        _loaded_bdevs.discard(name)
 
 
 def _on_bdev_event(name: str, event: int) -> None:
