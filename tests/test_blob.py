@@ -680,6 +680,16 @@ def test_load_and_init_refusals(run: Run) -> None:
             for bstype in ("typeA", ""):
                 bs = await Blobstore.load("BsLoad0", bstype)
                 assert bs.bstype == "typeA" and len(await bs.blob_ids()) == 1
+                # a second blobstore on the same bdev would overwrite the first's metadata
+                seconds: list[Callable[[], Awaitable[Blobstore]]] = [
+                    lambda: Blobstore.load("BsLoad0"),
+                    lambda: Blobstore.init("BsLoad0", BlobstoreOptions(CLUSTER)),
+                ]
+                for second in seconds:
+                    with pytest.raises(SpdkError) as info:
+                        await second()
+                    assert info.value.errno == errno.EBUSY and "loaded" in str(info.value)
+                assert len(await bs.blob_ids()) == 1
                 await bs.unload()
             with pytest.raises(ValueError):
                 await Blobstore.load("BsLoad0", "x" * 16)
