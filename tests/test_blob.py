@@ -498,6 +498,8 @@ def test_bad_io_arguments_raise_and_the_blob_stays_usable(run: Run) -> None:
             buf = buf_of(data)
             await blob.write(buf, 0)
             end = blob.size
+            freed = DmaBuf.alloc(UNIT)
+            freed.free()
             cases: list[tuple[type[BaseException], str, Callable[[], object]]] = [
                 (ValueError, "past the end", lambda: blob.read(buf, end - UNIT)),
                 (ValueError, "past the end", lambda: blob.write(buf, end)),
@@ -521,6 +523,10 @@ def test_bad_io_arguments_raise_and_the_blob_stays_usable(run: Run) -> None:
                 (TypeError, "offset", lambda: blob.read_io_units(buf, None, 1)),  # type: ignore[arg-type]
                 (TypeError, "length", lambda: blob.unmap_io_units(0, 1.0)),  # type: ignore[arg-type]
                 (TypeError, "DmaBuf", lambda: blob.write(bytearray(UNIT), 0)),  # type: ignore[arg-type]
+                (ValueError, "freed", lambda: blob.write(freed, 0)),
+                (ValueError, "freed", lambda: blob.readv([buf, freed], 0)),
+                (TypeError, "sequence", lambda: blob.writev(buf, 0)),  # type: ignore[arg-type]
+                (ValueError, "at least one", lambda: blob.writev([], 0)),
             ]
             for exc, match, fn in cases:
                 with pytest.raises(exc, match=match):
@@ -815,15 +821,17 @@ def test_io_and_forwarded_metadata_from_a_spawned_thread(run: Run) -> None:
     run(main())
 
 
-def test_blobstore_methods_from_a_spawned_thread_after_the_store_unloaded(run: Run) -> None:
+def test_unload_forwarded_from_a_spawned_thread_that_has_a_channel(run: Run) -> None:
     async def main() -> None:
         async with malloc_store("BsThr2") as bs:
             bid = await bs.create_blob(1)
             blob = await bs.open_blob(bid)
-            await bs.unload()
 
-            async def worker() -> list[str]:
-                out: list[str] = []
+            async def worker() -> list[object]:
+                await write_bytes(blob, 0, pattern(UNIT, 4))  # this thread now has a channel
+                ch = bs.channel()
+                await bs.unload()  # forwarded to the app thread; waits for the whole unload
+                out: list[object] = [bs.unloaded, blob.closed, ch.closed]
                 try:
                     await bs.open_blob(bid)
                 except SpdkError as exc:
@@ -834,8 +842,12 @@ def test_blobstore_methods_from_a_spawned_thread_after_the_store_unloaded(run: R
                     out.append(str(exc))
                 return out
 
-            got = await SpdkThread.spawn(worker, name="lateworker")
-            assert got[0] == "ENODEV" and "closed" in got[1]
+            got = await SpdkThread.spawn(worker, name="unloader")
+            assert got[:4] == [True, True, True, "ENODEV"] and "closed blob" in str(got[4])
+            again = await Blobstore.load("BsThr2")  # the unload was clean and complete
+            async with await again.open_blob(bid) as b:
+                assert await read_bytes(b, 0, UNIT) == pattern(UNIT, 4)
+            await again.unload()
 
     run(main())
 
