@@ -570,6 +570,20 @@ def test_bad_metadata_operations_raise_and_the_store_stays_usable(run: Run) -> N
             assert await bs.get_parent(unknown) is None
             assert bs.open_blobs() == [blob]
 
+            # refused by SPDK: too large, a clone of a blob that is not a snapshot, a
+            # decouple without a parent; nothing is made or changed
+            free = bs.free_clusters
+            refused: list[tuple[int, Callable[[], Awaitable[object]]]] = [
+                (errno.ENOSPC, lambda: bs.create_blob(bs.total_clusters + 1)),
+                (errno.EINVAL, lambda: bs.create_clone(bid)),
+                (errno.EINVAL, lambda: bs.decouple_parent(bid)),
+            ]
+            for err, call in refused:
+                with pytest.raises(SpdkError) as info:
+                    await call()
+                assert info.value.errno == err, info.value
+                assert await bs.blob_ids() == [bid] and bs.free_clusters == free
+
             raw: Any = int(bid)  # an int where a BlobId belongs
             int_calls: list[Callable[[], Awaitable[object]]] = [
                 lambda: bs.open_blob(raw),
