@@ -1047,6 +1047,9 @@ async def main() -> None:
     await blob.write(buf, 65536)
     await blob.resize(3)               # neither synced nor closed:
     await blob.set_xattr("at", "end")  # the teardown's close and unload persist them
+    late = DmaBuf.alloc(4096)
+    late.fill(0xA5)
+    blob.write(late, 2 * 65536)        # nor awaited: the teardown waits for it
     await bs.set_super(bid)
     print("left loaded", bid, flush=True)
 
@@ -1063,7 +1066,8 @@ print("clean teardown", flush=True)
     bid = got["super"]
     assert list(got["blobs"]) == [bid]
     blob = got["blobs"][bid]
-    assert blob["clusters"] == 3 and blob["allocated"] == 1 and blob["thin"]
+    assert blob["clusters"] == 3 and blob["allocated"] == 2 and blob["thin"]
     assert blob["xattrs"] == {"at": b"end".hex()}
     data = bytes.fromhex(blob["data"])
-    assert data == bytes(CLUSTER) + b"\x5a" * 4096 + bytes(2 * CLUSTER - 4096)
+    want = bytes(CLUSTER) + b"\x5a" * 4096 + bytes(CLUSTER - 4096)
+    assert data == want + b"\xa5" * 4096 + bytes(CLUSTER - 4096)
