@@ -130,16 +130,19 @@ def test_super_blob_and_reload(run: Run) -> None:
             assert await bs.get_super() == a
             await bs.set_super(b)
             assert await bs.get_super() == b
-            await bs.unload()
+            blob = await bs.open_blob(a)
+            with pytest.raises(BlockingIOError, match=str(a)):
+                await bs.unload(close_blobs=False)  # open blobs are an error: nothing changes
+            assert not bs.closed and not blob.closed and await bs.get_super() == b
+            await blob.aclose()
+            await bs.unload(close_blobs=False)
             assert bs.unloaded
             # The malloc bdev keeps the data: load it again
-            bs2 = await Blobstore.load("BsSuper0")
-            try:
+            async with await Blobstore.load("BsSuper0") as bs2:  # unloaded at the exit
                 assert await bs2.get_super() == b
                 assert sorted(await bs2.blob_ids()) == sorted([a, b])
                 assert bs2.bstype == "" and bs2.cluster_size == CLUSTER
-            finally:
-                await bs2.unload()
+            assert bs2.unloaded
 
     run(main())
 
@@ -752,6 +755,40 @@ def test_load_and_init_refusals(run: Run) -> None:
     run(main())
 
 
+def test_close_refuses_while_io_or_metadata_operations_are_in_flight(run: Run) -> None:
+    async def main() -> None:
+        async with malloc_store("BsBusy0") as bs:
+            bid = await bs.create_blob(1)
+            blob = await bs.open_blob(bid)
+            other = await bs.open_blob(await bs.create_blob(1))
+            assert bs.open_blobs() == [blob, other]  # oldest first
+            pending = blob.write(buf_of(pattern(UNIT, 1)), 0)
+            assert blob.inflight == 1
+            with pytest.raises(BlockingIOError, match="in flight"):
+                blob.close()
+            with pytest.raises(BlockingIOError, match="in flight"):
+                bs.close()
+            assert not blob.closed and not other.closed and not bs.closed  # nothing closed
+            await pending
+            task = spdk_io.spawn(bs.create_blob(1))
+            await spdk_io.sleep(0)
+            with pytest.raises(BlockingIOError, match="metadata operations"):
+                bs.close()
+            made = await task
+            assert not bs.closed and set(await bs.blob_ids()) == {bid, other.id, made}
+            # the unload waits for I/O in flight, then closes the blobs
+            pending = blob.write(buf_of(pattern(UNIT, 2)), UNIT)
+            await bs.unload()
+            assert pending.done() and blob.closed and other.closed
+            async with (
+                await Blobstore.load("BsBusy0") as again,
+                await again.open_blob(bid) as b,
+            ):
+                assert await read_bytes(b, 0, 2 * UNIT) == pattern(UNIT, 1) + pattern(UNIT, 2)
+
+    run(main())
+
+
 # --------------------------------------------------------------------------- threads
 
 
@@ -775,6 +812,11 @@ def test_io_and_forwarded_metadata_from_a_spawned_thread(run: Run) -> None:
                 with pytest.raises(WrongThreadError):
                     _ = mine.parent_snapshot  # the metadata thread's; here: get_parent
                 assert await bs.get_parent(bid) is None
+
+                async def where() -> str:
+                    return current_thread().name
+
+                assert await bs.on_md(where) == app.name  # forwarded, like the methods
                 # metadata operations, forwarded to the app thread
                 new = await bs.create_blob(1, thin=True, xattrs={"by": "worker"})
                 async with await bs.open_blob(new) as blob:
