@@ -287,6 +287,7 @@ class Blobstore(Resource):
 
             # Wrapped in the callback: an open blob always has its Blob (closed at unload).
             def done(handle: Any, status: int) -> None:
+                self._md_ops -= 1  # counted until SPDK completes, even if the task is cancelled
                 if status == -errno.ENOENT:
                     op.set_exception(BlobNotFoundError("spdk_bs_open_blob", bid))
                 elif status:
@@ -295,6 +296,7 @@ class Blobstore(Resource):
                     op.set_result(Blob(self, handle, bid))
 
             key = _bridge.once(done, op)
+            self._md_ops += 1  # the unload waits for the open (SPDK refuses nothing meanwhile)
             g.spdk_bs_open_blob(ptr, int(bid), _bridge.blob_handle_cb, key)
             return await op
 
