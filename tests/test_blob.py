@@ -776,10 +776,20 @@ def test_close_refuses_while_io_or_metadata_operations_are_in_flight(run: Run) -
                 bs.close()
             made = await task
             assert not bs.closed and set(await bs.blob_ids()) == {bid, other.id, made}
+            opening = spdk_io.spawn(bs.open_blob(made))
+            await spdk_io.sleep(0)
+            with pytest.raises(BlockingIOError, match="metadata operations"):
+                bs.close()  # an open in flight: SPDK would unload under it
+            late = await opening
+            assert not late.closed and bs.open_blobs() == [blob, other, late]
             # the unload waits for I/O in flight, then closes the blobs
             pending = blob.write(buf_of(pattern(UNIT, 2)), UNIT)
-            await bs.unload()
-            assert pending.done() and blob.closed and other.closed
+            opening = spdk_io.spawn(bs.open_blob(made))
+            await spdk_io.sleep(0)
+            await bs.unload()  # waits for the write and the open, then closes every blob
+            opened = await opening
+            assert pending.done() and blob.closed and other.closed and late.closed
+            assert opened.closed and bs.open_blobs() == []
             async with (
                 await Blobstore.load("BsBusy0") as again,
                 await again.open_blob(bid) as b,
