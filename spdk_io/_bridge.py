@@ -80,12 +80,17 @@ def forget(key: int) -> None:
 # Several complete synchronously, before they return, so the Op and its key exist first.
 
 
-def status_op(what: str, obj: object = None) -> tuple[Op[None], int]:
+def status_op(
+    what: str, obj: object = None, after: Callable[[], None] | None = None
+) -> tuple[Op[None], int]:
     """An ``Op`` that a ``(..., int status)`` completion finishes (an ``SpdkError`` for a
-    non-zero status), and the key to pass SPDK as ``cb_arg``."""
+    non-zero status), and the key to pass SPDK as ``cb_arg``.  ``after()`` runs first
+    in the completion (to release what the operation held)."""
     op: Op[None] = Op(what)
 
     def done(op: Op[None], status: int) -> None:
+        if after is not None:
+            after()
         if status == 0:
             op.set_result(None)
         else:

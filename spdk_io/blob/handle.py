@@ -194,7 +194,8 @@ class Blob(Resource):
         counts[ch] = counts.get(ch, 0) + 1
 
     def _start(self, what: str, write: bool, offset: int, length: int) -> Channel:
-        if self.closed:  # before a channel is made for nothing (checked again in _enter)
+        if self.closed:  # before the channel: none is made for a closed blob, and a blob
+            # closed by its store's unload says so (rather than "the blobstore is unloaded")
             raise ValueError(f"{what} on closed blob {self.id}")
         ch = self.store.channel()
         if ch.thread is self._md:
@@ -254,7 +255,7 @@ class Blob(Resource):
     @property
     def parent_snapshot(self) -> BlobId | None:
         """The snapshot this blob is a clone of, or ``None``.  On the metadata thread
-        (elsewhere: ``await bs.parent(blob.id)``)."""
+        (elsewhere: ``await bs.get_parent(blob.id)``)."""
         if self.closed:
             raise ValueError(f"blob {self.id} is closed")
         return self.store.parent_of(self.id)

@@ -3,6 +3,7 @@ nothing of SPDK."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Final
 
@@ -14,6 +15,7 @@ _U64: Final = 2**64 - 1
 _TEXT = re.compile(r"0x[0-9a-f]{1,16}")
 
 
+@functools.total_ordering
 class BlobId:
     """The id of a blob: a distinct type, not an ``int`` (so a type checker refuses an
     int where a blob id belongs).

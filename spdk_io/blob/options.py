@@ -44,6 +44,10 @@ PAGE_SIZE: Final = 4096
 MAX_BSTYPE: Final = 15
 #: An xattr value's length is a ``uint16_t`` in SPDK.
 MAX_XATTR_VALUE: Final = 65535
+#: An xattr's descriptor (a 9-byte header, its name and value) must fit in the
+#: descriptor area of one metadata page (``SPDK_BS_MAX_DESC_SIZE``).
+XATTR_HEADER: Final = 9
+MAX_DESC_SIZE: Final = 4072
 _U32: Final = 2**32 - 1
 
 
@@ -129,4 +133,17 @@ def xattr_items(xattrs: Mapping[str, bytes | str] | None) -> dict[bytes, bytes]:
         return {}
     if not isinstance(xattrs, Mapping):
         raise TypeError(f"xattrs must be a mapping of str to bytes, not {type(xattrs).__name__}")
-    return {xattr_name(k): xattr_value(v) for k, v in xattrs.items()}
+    items = {xattr_name(k): xattr_value(v) for k, v in xattrs.items()}
+    for name, value in items.items():
+        # SPDK refuses these with a bare EINVAL or ENOMEM from the create call.
+        if not value:
+            raise ValueError(
+                f"initial xattr {name.decode()!r} has an empty value, which SPDK refuses "
+                "at creation (set it with Blob.set_xattr afterwards)"
+            )
+        if XATTR_HEADER + len(name) + len(value) > MAX_DESC_SIZE:
+            raise ValueError(
+                f"initial xattr {name.decode()!r} of {len(value)} bytes does not fit in one "
+                f"metadata page ({MAX_DESC_SIZE - XATTR_HEADER} bytes for its name and value)"
+            )
+    return items

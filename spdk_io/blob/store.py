@@ -82,7 +82,9 @@ class Blobstore(Resource):
         self._channels_lock = threading.Lock()
         self._closing = 0  # blob closes started and not yet completed
         self._after_closes: list[Callable[[], None]] = []  # run when _closing reaches 0
-        self._md_ops = 0  # metadata operations in flight (unload waits for them)
+        # Metadata operations started here: one is in flight until SPDK completes its Op
+        # (whatever happens to the awaiting task); unload waits for them.  Pruned as added.
+        self._md_ops: list[Op[Any]] = []
         # Finished once SPDK has unloaded the blobstore and released the bdev.
         self._ending = Ending(f"unload blobstore on {bdev}")
         super().__init__(thread)
@@ -116,7 +118,8 @@ class Blobstore(Resource):
         thread = current_thread()
         with _in_use_lock:
             if name in _in_use:
-                raise SpdkError(errno.EBUSY, what, name, "a blobstore is loaded on this bdev")
+                detail = "a blobstore is loaded on this bdev: unload it first"
+                raise SpdkError(errno.EBUSY, what, name, detail)
             _in_use.add(name)
         made: list[Blobstore] = []  # the blobstore, once loaded: a hot-remove unloads it
         event_key = _bridge.persistent(lambda event: _on_bdev_event(name, event, made))
@@ -172,26 +175,41 @@ class Blobstore(Resource):
         return await self.thread.handle().call(fn)
 
     async def md_op(
-        self, what: str, obj: object, start: Callable[[int], None], value: bool = False
+        self,
+        what: str,
+        obj: object,
+        start: Callable[[int], None],
+        value: bool = False,
+        after: Callable[[], None] | None = None,
     ) -> Any:
         """On the metadata thread: start one SPDK metadata operation, ``start(key)``,
-        and await its completion: a status, or (``value``) an id and a status.  Unload
+        and await its completion: a status (``after()`` runs in it), or (``value``) an id
+        and a status.  Unload
         waits for the operations in flight.  ``ENOENT`` for a blob id becomes
         :class:`~spdk_io.errors.BlobNotFoundError`, ``EPERM`` ``PermissionError``."""
         self.thread.check_owner()
-        op, key = _bridge.value_op(what, obj) if value else _bridge.status_op(what, obj)
-        self._md_ops += 1
+        op, key = _bridge.value_op(what, obj) if value else _bridge.status_op(what, obj, after)
+        start(key)
         try:
-            start(key)
-            return await op
+            return await self.track(op)
         except SpdkError as exc:
             if exc.errno == errno.ENOENT and isinstance(obj, BlobId):
                 raise BlobNotFoundError(what, obj) from None
             if exc.errno == errno.EPERM:
                 raise PermissionError(f"{what}({obj}): the blob is read-only") from None
             raise
-        finally:
-            self._md_ops -= 1
+
+    def track(self, op: Op[T]) -> Op[T]:
+        """Count ``op``, a metadata operation SPDK has started, as in flight until it
+        completes: unload waits for it.  Returns ``op``."""
+        self._md_ops = [o for o in self._md_ops if not o.done()]
+        self._md_ops.append(op)
+        return op
+
+    @property
+    def md_inflight(self) -> int:
+        """Metadata operations SPDK has not completed yet."""
+        return sum(1 for o in self._md_ops if not o.done())
 
     # -- properties ----------------------------------------------------------------------
 
@@ -301,7 +319,7 @@ class Blobstore(Resource):
 
             key = _bridge.once(done, op)
             g.spdk_bs_open_blob(ptr, int(bid), _bridge.blob_handle_cb, key)
-            return await op
+            return await self.track(op)
 
         return await self.on_md(here)
 
@@ -360,11 +378,7 @@ class Blobstore(Resource):
                     g.spdk_bs_iter_next(ptr, handle, _bridge.blob_handle_cb, _bridge.once(step, op))
 
             g.spdk_bs_iter_first(ptr, _bridge.blob_handle_cb, _bridge.once(step, op))
-            self._md_ops += 1
-            try:
-                return await op
-            finally:
-                self._md_ops -= 1
+            return await self.track(op)
 
         return await self.on_md(here)
 
@@ -463,13 +477,17 @@ class Blobstore(Resource):
         async def here() -> None:
             ptr = self.live(what)
             ch = self.channel()
-            ch.inflight += 1  # the copy does I/O on this channel
-            try:
-                await self.md_op(
-                    what, bid, lambda key: start(ptr, ch.ptr, int(bid), _bridge.blob_op_cb, key)
-                )
-            finally:
+            ch.inflight += 1  # the copy does I/O on this channel, until SPDK completes it
+
+            def after() -> None:
                 ch.inflight -= 1
+
+            await self.md_op(
+                what,
+                bid,
+                lambda key: start(ptr, ch.ptr, int(bid), _bridge.blob_op_cb, key),
+                after=after,
+            )
 
         await self.on_md(here)
 
@@ -536,11 +554,7 @@ class Blobstore(Resource):
                 g.spdk_blob_close(handle, _bridge.blob_op_cb, _bridge.once(closed, op))
 
         g.spdk_bs_open_blob(ptr, int(bid), _bridge.blob_handle_cb, _bridge.once(opened, op))
-        self._md_ops += 1
-        try:
-            await op
-        finally:
-            self._md_ops -= 1
+        await self.track(op)
 
     # -- unload --------------------------------------------------------------------------
 
@@ -571,10 +585,9 @@ class Blobstore(Resource):
         super().close()
 
     def _refusal(self) -> BaseException | None:
-        if self._md_ops:
-            return BlockingIOError(
-                f"blobstore on {self.bdev}: {self._md_ops} metadata operations in flight"
-            )
+        n = self.md_inflight
+        if n:
+            return BlockingIOError(f"blobstore on {self.bdev}: {n} metadata operations in flight")
         return None
 
     def _release(self) -> None:
@@ -597,6 +610,10 @@ class Blobstore(Resource):
             self._after_closes.append(unload)
         else:
             unload()
+
+    def _abandoned(self) -> None:
+        _bridge.forget(self._event_key)
+        _release_bdev(self.bdev)
 
     async def aclose(self) -> None:
         """Unload (from any thread): close the open blobs once their I/O is done, then
@@ -640,6 +657,8 @@ def _load_detail(rc: int) -> str | None:
         -errno.EILSEQ: "the bdev holds no blobstore (bad super block signature)",
         -errno.ENXIO: "the blobstore on the bdev is of another type (bstype)",
         -errno.ENOSPC: "the bdev is too small for this blobstore layout",
+        -errno.ENOMEM: "the bdev is too small for the metadata pages of this layout "
+        "(num_md_pages, by default one per cluster), or out of memory",
         -errno.EINVAL: "invalid blobstore options for this bdev (see SPDK's log)",
     }.get(rc)
 
