@@ -360,8 +360,7 @@ def test_xattrs_set_get_remove_and_read_only(run: Run) -> None:
             async with await bs.open_blob(bid) as blob:
                 assert await blob.xattrs() == {"a": b"replaced", "big": b"x" * 3000}
                 await write_bytes(blob, 0, pattern(UNIT, 8))
-                await blob.set_read_only()
-                await blob.sync()
+                await blob.set_read_only()  # synced: in force at once
                 assert blob.read_only
                 with pytest.raises(PermissionError):
                     blob.write(buf_of(bytes(UNIT)), 0)
@@ -1123,3 +1122,37 @@ print("clean teardown", flush=True)
     data = bytes.fromhex(blob["data"])
     want = bytes(CLUSTER) + b"\x5a" * 4096 + bytes(CLUSTER - 4096)
     assert data == want + b"\xa5" * 4096 + bytes(CLUSTER - 4096)
+
+
+# --------------------------------------------------------------------------- hot-remove
+
+
+def test_removing_the_bdev_unloads_the_store_and_keeps_what_was_written(
+    run: Run, tmp_path: Path
+) -> None:
+    """Deleting the bdev under a loaded blobstore unloads the store (closing and syncing its
+    open blob) rather than hanging the removal; the data and metadata survive on the file."""
+    path = tmp_path / "removed.img"
+    path.write_bytes(bytes(BLOCKS * UNIT))
+
+    async def main() -> None:
+        await bm.create_aio("Removed0", path, UNIT)
+        bs = await Blobstore.init("Removed0", BlobstoreOptions(cluster_size=CLUSTER))
+        blob = await bs.open_blob(await bs.create_blob(2))
+        await write_bytes(blob, CLUSTER, pattern(UNIT, 21))
+        await blob.set_xattr("unsynced", "until close")  # the unload's close syncs it
+        await spdk_io.wait_for(bm.delete_aio("Removed0"), 10)
+        assert bs.unloaded and blob.closed
+        with pytest.raises(ValueError, match="closed blob"):
+            blob.read(DmaBuf.alloc(UNIT), 0)
+        assert clean_flag(path) == 1
+        await bm.create_aio("Removed0", path, UNIT)
+        try:
+            again = await Blobstore.load("Removed0")
+            async with again, await again.open_blob(blob.id) as b:
+                assert await b.get_xattr_str("unsynced") == "until close"
+                assert await read_bytes(b, CLUSTER, UNIT) == pattern(UNIT, 21)
+        finally:
+            await bm.delete_aio("Removed0")
+
+    run(main())

@@ -312,6 +312,14 @@ class Blob(Resource):
             return PermissionError(f"blob {self.id} is read-only: no {what}")
         if status == -errno.EINVAL:
             return ValueError(f"blob {self.id}: {what} is past the end (it was resized?)")
+        if status == -errno.ENOMEM:
+            return SpdkError(
+                status,
+                f"blob {what}",
+                self.id,
+                "more I/O in flight on this thread's channel than the blobstore's "
+                "max_channel_ops (BlobstoreOptions): await some first",
+            )
         return SpdkError(status, f"blob {what}", self.id)
 
     def read_io_units(self, buf: DmaBuf, offset: int, length: int) -> Op[None]:
@@ -437,7 +445,8 @@ class Blob(Resource):
         )
 
     async def set_read_only(self) -> None:
-        """Make the blob read-only for good (persisted by :meth:`sync` or close)."""
+        """Make the blob read-only for good, and sync its metadata: SPDK refuses writes
+        from the moment that sync completes (and after every load)."""
 
         async def here() -> None:
             rc = g.spdk_blob_set_read_only(self._live("spdk_blob_set_read_only"))
@@ -445,6 +454,7 @@ class Blob(Resource):
                 raise SpdkError(rc, "spdk_blob_set_read_only", self.id)
 
         await self.store.on_md(here)
+        await self.sync()
 
     async def set_xattr(self, name: str, value: bytes | str) -> None:
         """Set the xattr ``name`` (a ``str`` value is stored UTF-8); persisted by
