@@ -11,11 +11,14 @@ machine has free ones).  One malloc bdev, ``Bench0``: 256 MiB of 4096 B blocks (
 block size of bench_bdev.py and bdevperf's usual runs; the blobstore's I/O unit is then
 4096 B too).  On it, a blobstore (1 MiB clusters) and one thick blob of 240 clusters
 (240 MiB, every cluster allocated when it is made, so no write allocates).  The
-blobstore's metadata lies at the start of the bdev and the blob's clusters after it, so
-the bdev I/O is aimed at the *last* 240 MiB of the bdev: the same bytes of RAM the blob
-covers, and never the blobstore's metadata.  Both use the same seeded table of random
-4 KiB offsets in those 240 MiB.  Measured, each with one task per queue slot (128 tasks,
-one 4 KiB buffer each, ``await io(buf, offset)`` in a loop, as ``spdk_io.perf`` does):
+blobstore's metadata fills the bdev's first clusters (2 here) and its data clusters
+are the rest; a fresh blobstore gives a new blob the lowest free clusters, so the blob
+is the first 240 data clusters, and the bdev I/O is aimed at exactly those 240 MiB:
+the same bytes of RAM, and never the blobstore's metadata.  Both use the same seeded
+table of random 4 KiB offsets in those 240 MiB (a marker written through the blob
+and read through the bdev checks the mapping first).  Measured, each with one task
+per queue slot (128 tasks, one 4 KiB buffer each, ``await io(buf, offset)`` in a
+loop, as ``spdk_io.perf`` does):
 
 * ``bdev``: :meth:`BdevDesc.read` / :meth:`BdevDesc.write` (byte offsets, one ``Op``
   per I/O): spdk_io's general bdev I/O, the same call shape as the blob's.  **The
@@ -186,11 +189,13 @@ async def _measure(seconds: float, repeat: int, warmup: float, log: bool) -> lis
     blob = await bs.open_blob(await bs.create_blob(BLOB_MIB * MIB // CLUSTER))
     region = blob.size
     desc = BdevDesc.open(BDEV_NAME, write=True)
-    base = desc.num_blocks * desc.block_size - region  # the blob's clusters are at the end
+    # The data clusters are the bdev's last ones; the blob has the first of them.
+    base = desc.num_blocks * desc.block_size - bs.total_clusters * bs.cluster_size
     table = offsets_table(region)
     bdev_table = [base + o for o in table]
     lba_table = [(base + o) // BLOCK for o in table]
     bufs = [DmaBuf.alloc(IO_SIZE, 4096) for _ in range(QUEUE_DEPTH)]
+    await _same_bytes(blob, desc, base, bufs[0], bufs[1])
     slots = [desc.slot(b) for b in bufs]
     starts = [w * (_TABLE // QUEUE_DEPTH) for w in range(QUEUE_DEPTH)]
 
@@ -240,6 +245,18 @@ async def _measure(seconds: float, repeat: int, warmup: float, log: bool) -> lis
         await bs.unload()
         await bm.delete_malloc(BDEV_NAME)
     return rounds
+
+
+async def _same_bytes(blob: Any, desc: Any, base: int, a: Any, b: Any) -> None:
+    """Check that the blob's first and last I/O units are the bdev's at ``base`` and
+    ``base + blob.size - IO_SIZE`` (a marker written through the blob, read through the
+    bdev): the bdev rounds then cover the blob's bytes."""
+    for off in (0, blob.size - IO_SIZE):
+        a.fill(0xA5 if off else 0x5A)
+        await blob.write(a, off)
+        await desc.read(b, base + off)
+        if b.tobytes() != a.tobytes():
+            raise RuntimeError(f"the blob's byte {off} is not the bdev's byte {base + off}")
 
 
 def run_spdk_io(seconds: float, repeat: int, warmup: float, log: bool = True) -> list[Round]:
