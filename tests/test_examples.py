@@ -29,6 +29,17 @@ def test_hello_bdev() -> None:
     assert run_example("hello_bdev.py").endswith("Hello, SPDK!\n")
 
 
+def test_hello_blob() -> None:
+    """As SPDK's hello_blob: create, open, resize to every free cluster, sync, write,
+    read back the same bytes, close, delete (the clusters are free again), unload."""
+    out = run_example("hello_blob.py")
+    assert "blobstore on Malloc0: io_unit_size 512, cluster_size 1048576\n" in out
+    assert "blobstore has FREE clusters of 15\nresized blob now has USED clusters of 15\n" in out
+    assert "read SUCCESS and data matches!\n" in out
+    assert "; blobstore has FREE clusters of 15\n" in out
+    assert out.endswith("unloaded the blobstore: True\n")
+
+
 def test_threads() -> None:
     out = run_example("threads.py")
     for i in range(3):

@@ -24,7 +24,7 @@ import errno
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from spdk_io import _bridge
 from spdk_io import _generated as g
@@ -263,8 +263,10 @@ class Blob(Resource):
     # -- I/O -------------------------------------------------------------------------------
 
     def _units(self, value: object, what: str, lo: int) -> int:
-        n = integer(value, what, lo=lo)
         unit = self.io_unit_size
+        if type(value) is int and value >= lo and not value % unit:
+            return value // unit  # the common case; anything else gets the full checks
+        n = integer(value, what, lo=lo)
         if n % unit:
             raise ValueError(
                 f"blob {self.id}: {what} {n} must be a multiple of the I/O unit ({unit} bytes)"
@@ -275,9 +277,15 @@ class Blob(Resource):
         self, what: str, fn: Any, write: bool, buf: object, offset: int, length: int
     ) -> Op[None]:
         b = dmabuf(buf)
+        return self._submit_rw(what, fn, write, b, len(b), offset, length)
+
+    def _submit_rw(
+        self, what: str, fn: Any, write: bool, b: DmaBuf, size: int, offset: int, length: int
+    ) -> Op[None]:
+        """Submit I/O on ``b``, a DmaBuf :func:`dmabuf` has checked, of ``size`` bytes."""
         need = length * self.io_unit_size
-        if len(b) < need:
-            raise ValueError(f"blob {self.id}: buf of {len(b)} bytes is too small for {need} bytes")
+        if size < need:
+            raise ValueError(f"blob {self.id}: buf of {size} bytes is too small for {need} bytes")
         ch = self._start(what, write, offset, length)
         op: Op[None] = Op(what)
         b.pin()
@@ -295,7 +303,7 @@ class Blob(Resource):
 
     def _done(self, op: Op[None], status: int) -> None:
         """SPDK completed an I/O: uncount it, unpin its buffers, settle it."""
-        held = cast("tuple[Any, ...]", op.keep)  # (channel, buffers, what SPDK reads)
+        held: Any = op.keep  # (channel, buffers, what SPDK reads)
         ch: Channel = held[0]
         bufs: Sequence[DmaBuf] = held[1]
         ch.inflight -= 1
@@ -337,14 +345,18 @@ class Blob(Resource):
     def read(self, buf: DmaBuf, offset: int = 0, length: int | None = None) -> Op[None]:
         """Read ``length`` bytes (default: all of ``buf``) at byte ``offset``."""
         b = dmabuf(buf)
-        n = self._units(len(b) if length is None else length, "length", 1)
-        return self._rw("read", _io_read, False, b, self._units(offset, "offset", 0), n)
+        size = len(b)
+        n = self._units(size if length is None else length, "length", 1)
+        off = self._units(offset, "offset", 0)
+        return self._submit_rw("read", _io_read, False, b, size, off, n)
 
     def write(self, buf: DmaBuf, offset: int = 0, length: int | None = None) -> Op[None]:
         """Write ``length`` bytes (default: all of ``buf``) at byte ``offset``."""
         b = dmabuf(buf)
-        n = self._units(len(b) if length is None else length, "length", 1)
-        return self._rw("write", _io_write, True, b, self._units(offset, "offset", 0), n)
+        size = len(b)
+        n = self._units(size if length is None else length, "length", 1)
+        off = self._units(offset, "offset", 0)
+        return self._submit_rw("write", _io_write, True, b, size, off, n)
 
     def _vectored(self, what: str, fn: Any, write: bool, bufs: object, off: int) -> Op[None]:
         """A vectored I/O at unit ``off`` (checked) over ``bufs``."""
