@@ -45,6 +45,10 @@ MAX_BSTYPE: Final = 15
 #: An xattr value's length is a ``uint16_t`` in SPDK.
 MAX_XATTR_VALUE: Final = 65535
 _U32: Final = 2**32 - 1
+#: A metadata page's room for descriptors (``spdk_blob_md_page.descriptors``), and the
+#: size of an xattr descriptor's header (``struct spdk_blob_md_descriptor_xattr``).
+_MD_DESCRIPTORS: Final = 4072
+_XATTR_DESC_HEADER: Final = 9  # packed: type, length, name_length, value_length
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,29 @@ def xattr_value(value: object) -> bytes:
 
 
 def xattr_items(xattrs: Mapping[str, bytes | str] | None) -> dict[bytes, bytes]:
-    """Checked initial xattrs (name -> value) of a blob, snapshot or clone."""
+    """Checked initial xattrs (name -> value) of a blob, snapshot or clone.
+
+    Refused with ``ValueError``, before SPDK is called: an empty value, and an xattr
+    that does not fit in one metadata page.  SPDK fails the whole creation for either
+    (``EINVAL``, ``ENOMEM``), and SPDK 26.05 crashes on a clone whose creation fails
+    (``bs_clone_newblob_create_cpl`` ignores the error and opens blob id 0).
+    ``Blob.set_xattr`` takes an empty value.
+    """
     if xattrs is None:
         return {}
     if not isinstance(xattrs, Mapping):
         raise TypeError(f"xattrs must be a mapping of str to bytes, not {type(xattrs).__name__}")
-    return {xattr_name(k): xattr_value(v) for k, v in xattrs.items()}
+    items = {xattr_name(k): xattr_value(v) for k, v in xattrs.items()}
+    for name, value in items.items():
+        if not value:
+            raise ValueError(
+                f"initial xattr {name.decode()!r} has an empty value, which SPDK refuses at "
+                "creation: set it with Blob.set_xattr afterwards"
+            )
+        if _XATTR_DESC_HEADER + len(name) + len(value) > _MD_DESCRIPTORS:
+            raise ValueError(
+                f"initial xattr {name.decode()!r} of {len(value)} bytes does not fit in one "
+                f"metadata page ({_MD_DESCRIPTORS} bytes with its {_XATTR_DESC_HEADER}-byte "
+                "header and name)"
+            )
+    return items
