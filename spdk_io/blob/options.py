@@ -22,9 +22,11 @@ __all__ = [
     "xattr_value",
 ]
 
-#: How a blobstore clears the clusters it frees (``spdk_bs_opts.clear_method``).
+#: How ``Blobstore.init`` clears the data clusters (``spdk_bs_opts.clear_method``; SPDK
+#: uses it at init only: a freed cluster is cleared with its blob's method).
 ClearMethod = Literal["unmap", "write_zeroes", "none"]
-#: How a blob clears the clusters it frees; ``"default"`` is the blobstore's.
+#: How a blob clears the clusters it frees (``spdk_blob_opts.clear_method``, stored in
+#: the blob); ``"default"`` unmaps them, whatever the blobstore's ``clear_method``.
 BlobClearMethod = Literal["default", "none", "unmap", "write_zeroes"]
 
 _BS_CLEAR: Final = {
@@ -63,7 +65,7 @@ class BlobstoreOptions:
     #: Concurrent metadata operations and I/Os per channel SPDK allocates for.
     max_md_ops: int | None = None
     max_channel_ops: int | None = None
-    #: How freed clusters are cleared.
+    #: How init clears the data clusters (not how freed ones are: see BlobClearMethod).
     clear_method: ClearMethod = "unmap"
     #: A type tag stored in the super block (at most 15 bytes); ``load`` refuses a
     #: blobstore with another non-empty tag.
