@@ -31,7 +31,7 @@ from spdk_io import _generated as g
 from spdk_io._loader import fast
 from spdk_io._validate import integer
 from spdk_io.blob.ids import BlobId
-from spdk_io.blob.options import xattr_name, xattr_value
+from spdk_io.blob.options import MAX_DESC_SIZE, XATTR_HEADER, xattr_name, xattr_value
 from spdk_io.dma import DmaBuf, dmabuf, dmabufs, iovecs, pin_all
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op, sleep, spawn
@@ -479,7 +479,7 @@ class Blob(Resource):
             if rc == -errno.ENOMEM:
                 raise ValueError(
                     f"blob {self.id}: xattr {name!r} of {len(data)} bytes does not fit in one "
-                    f"metadata page ({self.store.page_size} bytes with its header and name)"
+                    f"metadata page ({MAX_DESC_SIZE - XATTR_HEADER} bytes for its name and value)"
                 )
             if rc == -errno.EPERM:
                 raise PermissionError(f"blob {self.id} has read-only metadata (a snapshot)")

@@ -22,9 +22,11 @@ __all__ = [
     "xattr_value",
 ]
 
-#: How a blobstore clears the clusters it frees (``spdk_bs_opts.clear_method``).
+#: How ``Blobstore.init`` clears the data clusters (``spdk_bs_opts.clear_method``; SPDK
+#: uses it at init only: a freed cluster is cleared with its blob's method).
 ClearMethod = Literal["unmap", "write_zeroes", "none"]
-#: How a blob clears the clusters it frees; ``"default"`` is the blobstore's.
+#: How a blob clears the clusters it frees (``spdk_blob_opts.clear_method``, stored in
+#: the blob); ``"default"`` unmaps them, whatever the blobstore's ``clear_method``.
 BlobClearMethod = Literal["default", "none", "unmap", "write_zeroes"]
 
 _BS_CLEAR: Final = {
@@ -63,7 +65,7 @@ class BlobstoreOptions:
     #: Concurrent metadata operations and I/Os per channel SPDK allocates for.
     max_md_ops: int | None = None
     max_channel_ops: int | None = None
-    #: How freed clusters are cleared.
+    #: How init clears the data clusters (not how freed ones are: see BlobClearMethod).
     clear_method: ClearMethod = "unmap"
     #: A type tag stored in the super block (at most 15 bytes); ``load`` refuses a
     #: blobstore with another non-empty tag.
@@ -128,7 +130,14 @@ def xattr_value(value: object) -> bytes:
 
 
 def xattr_items(xattrs: Mapping[str, bytes | str] | None) -> dict[bytes, bytes]:
-    """Checked initial xattrs (name -> value) of a blob, snapshot or clone."""
+    """Checked initial xattrs (name -> value) of a blob, snapshot or clone.
+
+    Refused with ``ValueError``, before SPDK is called: an empty value, and an xattr
+    that does not fit in one metadata page.  SPDK fails the whole creation for either
+    (``EINVAL``, ``ENOMEM``), and SPDK 26.05 crashes on a clone whose creation fails
+    (``bs_clone_newblob_create_cpl`` ignores the error and opens blob id 0).
+    ``Blob.set_xattr`` takes an empty value.
+    """
     if xattrs is None:
         return {}
     if not isinstance(xattrs, Mapping):
