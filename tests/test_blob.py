@@ -1156,3 +1156,50 @@ def test_removing_the_bdev_unloads_the_store_and_keeps_what_was_written(
             await bm.delete_aio("Removed0")
 
     run(main())
+
+
+# --------------------------------------------------------------------------- SPDK 26.05 bugs
+
+
+def test_operations_spdk_would_crash_or_corrupt_on_are_refused(run: Run) -> None:
+    """Two SPDK 26.05 bugs found by the model test, refused with ENOTSUP before SPDK is
+    called: decoupling a clone larger than its parent (SPDK reads the parent's cluster map
+    past its end; SIGSEGV for a parent of 0 clusters), and deleting a snapshot whose one
+    clone has another size and no clusters of its own (SPDK copies the snapshot's extent
+    page into it whole)."""
+
+    async def main() -> None:
+        async with malloc_store("BsBugs0") as bs:
+            empty = await bs.create_blob(0)
+            empty_snap = await bs.create_snapshot(empty)
+            async with await bs.open_blob(empty) as blob:
+                await blob.resize(2)
+                await write_bytes(blob, CLUSTER, pattern(UNIT, 31))
+            with pytest.raises(SpdkError, match="inflate it instead") as info:
+                await bs.decouple_parent(empty)
+            assert info.value.errno == errno.ENOTSUP
+            assert await bs.get_parent(empty) == empty_snap  # nothing changed
+            await bs.inflate(empty)  # the way out
+            assert await bs.get_parent(empty) is None
+
+            a = await bs.create_blob(2)
+            async with await bs.open_blob(a) as blob:
+                await write_bytes(blob, 0, pattern(UNIT, 32))
+            snap = await bs.create_snapshot(a)
+            async with await bs.open_blob(a) as blob:
+                await blob.resize(3)  # the clone: another size, no clusters of its own
+                assert blob.allocated_clusters == 0
+            with pytest.raises(SpdkError, match="inflate or decouple the clone") as info:
+                await bs.delete_blob(snap)
+            assert info.value.errno == errno.ENOTSUP
+            assert snap in await bs.blob_ids() and await bs.get_parent(a) == snap
+            async with await bs.open_blob(a) as blob:
+                assert blob.num_clusters == 3
+                assert await read_bytes(blob, 0, UNIT) == pattern(UNIT, 32)
+            await bs.inflate(a)
+            await bs.delete_blob(snap)  # now it has nothing to corrupt
+            async with await bs.open_blob(a) as blob:
+                assert blob.num_clusters == 3
+                assert await read_bytes(blob, 0, UNIT) == pattern(UNIT, 32)
+
+    run(main())

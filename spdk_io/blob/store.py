@@ -349,6 +349,18 @@ class Blobstore(Resource):
                     f"it is a snapshot with {len(clones)} clones "
                     f"({', '.join(map(str, clones))}); delete or inflate them first",
                 )
+            if clones:  # a snapshot with one clone: SPDK hands its clusters to the clone
+                size, allocated = await self._sizes(bid, "delete blob")
+                clone_size, clone_allocated = await self._sizes(clones[0], "delete blob")
+                if allocated and not clone_allocated and clone_size != size:
+                    raise SpdkError(
+                        errno.ENOTSUP,
+                        "delete blob",
+                        bid,
+                        f"SPDK 26.05 corrupts the one clone {clones[0]} (of {clone_size} "
+                        f"clusters, none its own) when its snapshot of {size} clusters is "
+                        "deleted: inflate or decouple the clone first",
+                    )
             await self.md_op(
                 "spdk_bs_delete_blob",
                 bid,
@@ -414,7 +426,7 @@ class Blobstore(Resource):
         bid = blob_id(blob)
 
         async def here() -> None:
-            await self._check_exists(bid, "spdk_bs_set_super")
+            await self._sizes(bid, "spdk_bs_set_super")
             ptr = self.live("spdk_bs_set_super")
             await self.md_op(
                 "spdk_bs_set_super",
@@ -468,13 +480,43 @@ class Blobstore(Resource):
 
     async def decouple_parent(self, blob: BlobId) -> None:
         """Copy in the clusters ``blob`` reads from its parent snapshot, making it depend
-        on the parent's parent instead (it stays thin)."""
-        await self._copy_op(blob, g.spdk_bs_blob_decouple_parent, "spdk_bs_blob_decouple_parent")
+        on the parent's parent instead (it stays thin).  ``SpdkError`` (``EINVAL``) if it
+        has no parent; (``ENOTSUP``) if it is larger than its parent, which SPDK 26.05
+        reads past the end of (a crash): inflate it instead."""
+        bid = blob_id(blob)
 
-    async def _copy_op(self, blob: BlobId, start: Any, what: str) -> None:
+        async def check() -> None:
+            parent = self.parent_of(bid)
+            if parent is None:
+                return  # SPDK refuses it (EINVAL)
+            size, _ = await self._sizes(bid, "spdk_bs_blob_decouple_parent")
+            parent_size, _ = await self._sizes(parent, "spdk_bs_blob_decouple_parent")
+            if size > parent_size:
+                raise SpdkError(
+                    errno.ENOTSUP,
+                    "spdk_bs_blob_decouple_parent",
+                    bid,
+                    f"SPDK 26.05 reads past the end of the parent {parent} ({parent_size} "
+                    f"clusters) decoupling a blob of {size}: inflate it instead",
+                )
+
+        what = "spdk_bs_blob_decouple_parent"
+        await self._copy_op(bid, g.spdk_bs_blob_decouple_parent, what, check)
+
+    async def _copy_op(
+        self,
+        blob: BlobId,
+        start: Any,
+        what: str,
+        check: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        """Inflate or decouple: ``await check()`` first, then the copy, in one call on
+        the metadata thread."""
         bid = blob_id(blob)
 
         async def here() -> None:
+            if check is not None:
+                await check()
             ptr = self.live(what)
             ch = self.channel()
             ch.inflight += 1  # the copy does I/O on this channel, until SPDK completes it
@@ -496,7 +538,7 @@ class Blobstore(Resource):
         bid = blob_id(snapshot)
 
         async def here() -> list[BlobId]:
-            await self._check_exists(bid, "spdk_blob_get_clones")
+            await self._sizes(bid, "spdk_blob_get_clones")
             return self._clones_of(bid)
 
         return await self.on_md(here)
@@ -532,17 +574,20 @@ class Blobstore(Resource):
                 raise SpdkError(rc, "spdk_blob_get_clones", bid)
             return [BlobId(ids[i]) for i in range(count.value)]
 
-    async def _check_exists(self, bid: BlobId, what: str) -> None:
-        """:class:`~spdk_io.errors.BlobNotFoundError` unless ``bid`` names a blob.
-        (Opening it is SPDK's only test: a blob not open already is opened and closed,
-        in callbacks, so nothing stays open whatever happens to the awaiting task.)"""
-        if any(b.id == bid for b in self.open_blobs()):
-            return
+    async def _sizes(self, bid: BlobId, what: str) -> tuple[int, int]:
+        """``(num_clusters, allocated_clusters)`` of the blob ``bid``;
+        :class:`~spdk_io.errors.BlobNotFoundError` if there is none.  (Opening it is
+        SPDK's only test: a blob not open already is opened and closed, in callbacks, so
+        nothing stays open whatever happens to the awaiting task.)"""
+        for b in self.open_blobs():
+            if b.id == bid:
+                return b.num_clusters, b.allocated_clusters
         ptr = self.live(what)
-        op: Op[None] = Op(f"{what}({bid})")
+        op: Op[tuple[int, int]] = Op(f"{what}({bid})")
+        sizes: list[int] = []
 
         def closed(_op: object, status: int) -> None:
-            op.set_result(None)
+            op.set_result((sizes[0], sizes[1]))
 
         def opened(handle: Any, status: int) -> None:
             if status == -errno.ENOENT:
@@ -551,10 +596,12 @@ class Blobstore(Resource):
                 op.set_exception(SpdkError(status, what, bid))
             else:
                 handle = ctypes.cast(handle, _BLOB_P)
+                sizes.append(g.spdk_blob_get_num_clusters(handle))
+                sizes.append(g.spdk_blob_get_num_allocated_clusters(handle))
                 g.spdk_blob_close(handle, _bridge.blob_op_cb, _bridge.once(closed, op))
 
         g.spdk_bs_open_blob(ptr, int(bid), _bridge.blob_handle_cb, _bridge.once(opened, op))
-        await self.track(op)
+        return await self.track(op)
 
     # -- unload --------------------------------------------------------------------------
 
