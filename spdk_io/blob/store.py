@@ -99,8 +99,8 @@ class Blobstore(Resource):
         """Load the blobstore on ``bdev``, replaying SPDK's recovery if it was not
         unloaded cleanly.  A non-empty ``bstype`` must match the stored tag.
 
-        ``SpdkError`` (``EILSEQ``) if the bdev holds no blobstore, (``ENXIO``) if it holds
-        one of another type.
+        ``SpdkError`` (``EILSEQ``) if the bdev holds no blobstore or its recovery found
+        invalid metadata, (``ENXIO``) if it holds one of another type.
         """
         return await cls._open(bdev, bstype_opts(bstype), g.spdk_bs_load, "spdk_bs_load")
 
@@ -623,7 +623,8 @@ def _on_bdev_event(name: str, event: int) -> None:
 
 def _load_detail(rc: int) -> str | None:
     return {
-        -errno.EILSEQ: "the bdev holds no blobstore (bad super block signature)",
+        -errno.EILSEQ: "the bdev holds no blobstore (bad super block), or its metadata "
+        "failed the checks of recovery after an unclean shutdown",
         -errno.ENXIO: "the blobstore on the bdev is of another type (bstype)",
         -errno.ENOSPC: "the bdev is too small for this blobstore layout",
         -errno.EINVAL: "invalid blobstore options for this bdev (see SPDK's log)",
