@@ -51,7 +51,8 @@ BLOCKS_PER_CHUNK = CHUNK // BLOCK
 STORE_BYTES = 64 * 1024 * 1024
 MAX_CLUSTERS = 8  # per blob
 LOW_FREE = 160  # below this many free clusters the writer deletes instead of growing
-#: SPDK v26.05 loses synced metadata on two paths with no crash at all (see
+#: SPDK v26.05 loses synced metadata on two paths with no crash at all, and a crash
+#: while a shrink to 0 clusters is persisted leaves a store that does not load (see
 #: test_blob_crash.py: test_spdk_*): the writer steers clear of them unless this is set.
 SPDK_BUGS = os.environ.get("SPDK_IO_CRASH_SPDK_BUGS") == "1"
 
@@ -283,7 +284,9 @@ class Writer:
         bid = self.rng.choice(ids)
         t = self.blobs[bid]
         assert t.handle is not None
-        n = self.rng.randint(0, MAX_CLUSTERS)
+        # Persisting a shrink to 0 clusters writes an empty extent page before the new
+        # metadata: a crash between leaves a store that does not load (test_spdk_*).
+        n = self.rng.randint(0 if SPDK_BUGS else 1, MAX_CLUSTERS)
         for chunk in sorted(c for c in t.written if c >= n * CHUNKS_PER_CLUSTER):
             emit(e="i", b=str(bid), c=chunk, p=None)
             del t.written[chunk]
@@ -453,8 +456,6 @@ async def work(path: str, seed: int, round_no: int, how: str) -> None:
         emit(e="loading")
         bs = await Blobstore.load(BDEV, BSTYPE)
     emit(e="ready")
-    if how == "idle":
-        return
     await Writer(bs, seed, round_no).run()
 
 
