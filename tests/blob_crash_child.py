@@ -51,9 +51,10 @@ BLOCKS_PER_CHUNK = CHUNK // BLOCK
 STORE_BYTES = 64 * 1024 * 1024
 MAX_CLUSTERS = 8  # per blob
 LOW_FREE = 160  # below this many free clusters the writer deletes instead of growing
-#: SPDK v26.05 loses synced metadata on two paths with no crash at all, and a crash
-#: while a shrink to 0 clusters is persisted leaves a store that does not load (see
-#: test_blob_crash.py: test_spdk_*): the writer steers clear of them unless this is set.
+#: SPDK v26.05 loses synced metadata on two paths with no crash at all; a crash while a
+#: shrink to 0 clusters is persisted leaves a store that does not load, and one while a
+#: clone is snapshotted a store whose load crashes the process (see test_blob_crash.py:
+#: test_spdk_*): the writer steers clear of them unless this is set.
 SPDK_BUGS = os.environ.get("SPDK_IO_CRASH_SPDK_BUGS") == "1"
 
 
@@ -334,6 +335,10 @@ class Writer:
 
     async def snapshot(self) -> None:
         ids = self.writable()
+        if not SPDK_BUGS:
+            # A crash while a clone is snapshotted leaves a half-made snapshot that the
+            # next load's recovery deletes, and SPDK crashes doing so (test_spdk_*).
+            ids = [b for b in ids if self.blobs[b].parent is None]
         if not ids:
             return
         bid = self.rng.choice(ids)
@@ -423,7 +428,8 @@ class Writer:
         bid = self.foreign.pop(self.rng.randrange(len(self.foreign)))
         handle = await self.bs.open_blob(bid)
         x = {k: v.decode() for k, v in (await handle.xattrs()).items()}
-        t = Tracked(handle.snapshot, handle.num_clusters, x)
+        # Read-only, not "snapshot": a snapshot whose clones are gone is no longer one.
+        t = Tracked(handle.read_only, handle.num_clusters, x)
         clones = await self.bs.clones(bid)
         t.clones = set(clones)
         t.parent = await self.bs.get_parent(bid)
