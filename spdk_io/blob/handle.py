@@ -442,12 +442,22 @@ class Blob(Resource):
         await self.store.on_md(here)
 
     async def resize(self, num_clusters: int) -> None:
-        """Resize to ``num_clusters`` clusters (allocated now unless the blob is thin);
-        persisted by :meth:`sync` or close.  Shrinking frees the clusters past the end."""
+        """Resize to ``num_clusters`` clusters (allocated now unless the blob is thin).
+        Growing is persisted by :meth:`sync` or close; shrinking frees the clusters past
+        the end and is synced at once: SPDK 26.05 loses a synced size if a thin cluster
+        is allocated while a shrink is unsynced (its extent page is rewritten short)."""
         n = integer(num_clusters, "num_clusters", lo=0, hi=2**64 - 1)
-        await self._md_status(
-            "spdk_blob_resize", lambda ptr, key: g.spdk_blob_resize(ptr, n, _bridge.blob_op_cb, key)
-        )
+
+        async def here() -> None:
+            shrink = n < g.spdk_blob_get_num_clusters(self._live("spdk_blob_resize"))
+            await self._md_status(
+                "spdk_blob_resize",
+                lambda ptr, key: g.spdk_blob_resize(ptr, n, _bridge.blob_op_cb, key),
+            )
+            if shrink:
+                await self.sync()
+
+        await self.store.on_md(here)
 
     async def sync(self) -> None:
         """Persist the metadata (size, xattrs, read-only) now.  Data written before is
