@@ -82,6 +82,7 @@ _SUBMODULES = {
     "bdev",
     "bdev_modules",
     "blob",
+    "completion",
     "nvme",
     "perf",
     "lowlevel",
@@ -112,6 +113,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io import bdev as bdev
     from spdk_io import bdev_modules as bdev_modules
     from spdk_io import blob as blob
+    from spdk_io import completion as completion
     from spdk_io import dma as dma
     from spdk_io import env as env
     from spdk_io import errors as errors

@@ -7,7 +7,8 @@ trampoline, created at import and kept alive for the life of the process, so
 no callback object is ever created per call or freed while C holds it.
 
 An entry is ``(fn, op)``: the trampoline calls ``fn`` with the callback's
-arguments (minus ``cb_arg``).  If ``fn`` raises, the exception goes to ``op``
+arguments (minus ``cb_arg``); status completions and the hot I/O completions pass
+``op`` first (``fn(op, status)``).  If ``fn`` raises, the exception goes to ``op``
 when it is still pending (so it reaches the task awaiting it); otherwise it
 stops the loop of this OS thread with :class:`~spdk_io.errors.CallbackError`
 (a ``KeyboardInterrupt``/``SystemExit`` finishes ``op`` *and* stops the loop);
@@ -99,12 +100,17 @@ def status_op(
     return op, once(done, op)
 
 
-def value_op(what: str, obj: object = None) -> tuple[Op[Any], int]:
+def value_op(
+    what: str, obj: object = None, after: Callable[[], None] | None = None
+) -> tuple[Op[Any], int]:
     """An ``Op`` that a ``(..., value, int status)`` completion finishes with ``value``
-    (a handle, an id), or with an ``SpdkError`` for a non-zero status; and its key."""
+    (a handle, an id), or with an ``SpdkError`` for a non-zero status; and its key.
+    ``after()`` runs first in the completion."""
     op: Op[Any] = Op(what)
 
     def done(value: Any, status: int) -> None:
+        if after is not None:
+            after()
         if status == 0:
             op.set_result(value)
         else:

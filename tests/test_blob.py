@@ -1203,3 +1203,40 @@ def test_operations_spdk_would_crash_or_corrupt_on_are_refused(run: Run) -> None
                 assert await read_bytes(blob, 0, UNIT) == pattern(UNIT, 32)
 
     run(main())
+
+
+def test_closing_waits_for_the_blobs_metadata_operations_and_cancelling_frees_nothing_early(
+    run: Run,
+) -> None:
+    """A blob is not closed under its own resize (SPDK would free it under the operation),
+    and a snapshot whose awaiting task is cancelled still gets its xattrs: what SPDK reads
+    lives until SPDK completes, whatever happens to the task."""
+
+    async def main() -> None:
+        async with malloc_store("BsInflight0") as bs:
+            bid = await bs.create_blob(2)
+            blob = await bs.open_blob(bid)
+            resize = spdk_io.spawn(blob.resize(4))
+            await spdk_io.sleep(0)  # the resize is in SPDK now
+            with pytest.raises(BlockingIOError, match="metadata operations in flight"):
+                blob.close()
+            await blob.aclose()  # waits for it
+            await resize
+            async with await bs.open_blob(bid) as again:
+                assert again.num_clusters == 4
+
+            snap = spdk_io.spawn(bs.create_snapshot(bid, xattrs={"who": "cancelled"}))
+            await spdk_io.sleep(0)
+            snap.cancel()
+            with pytest.raises(spdk_io.Cancelled):
+                await snap
+            for _ in range(1000):  # SPDK finishes the snapshot by itself
+                if not bs.md_inflight:
+                    break
+                await spdk_io.sleep(0.001)
+            assert not bs.md_inflight
+            (snap_id,) = [i for i in await bs.blob_ids() if i != bid]
+            async with await bs.open_blob(snap_id) as s:
+                assert s.snapshot and await s.get_xattr_str("who") == "cancelled"
+
+    run(main())

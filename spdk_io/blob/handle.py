@@ -85,6 +85,10 @@ class Channel(Resource):
         self.ptr = None
         self._on_close(self)
 
+    def _abandoned(self) -> None:
+        self.ptr = None  # SPDK freed it with its thread
+        self._on_close(self)
+
     def release_soon(self) -> None:
         """Close now, or once the I/O in flight is done (a message from the unloading
         blobstore; never raises into the message loop)."""
@@ -97,7 +101,8 @@ class Channel(Resource):
 class Blob(Resource):
     """An open blob (see the module docstring).  Get one from
     ``await bs.open_blob(blob_id)``; close it with ``async with`` or ``await aclose()``
-    (closing syncs the metadata).  After closing, every method raises ``ValueError``."""
+    (closing syncs the metadata).  After closing, I/O, properties and metadata methods
+    raise ``ValueError`` (``aclose`` returns at once)."""
 
     def __init__(self, store: Blobstore, addr: int, blob_id: BlobId) -> None:
         self.store = store
@@ -111,7 +116,11 @@ class Blob(Resource):
         # I/Os in flight, by channel: each thread writes only its own channel's entry, and
         # threads other than the metadata thread do so under the gate (see the docstring).
         self._inflight: dict[Channel, int] = {}
-        self._gate = threading.Lock()
+        #: Held by ``close()`` (and the store's), and by other threads' I/O checks.
+        self.gate = threading.RLock()
+        # This blob's metadata operations (resize, sync) SPDK has not completed: close
+        # waits for them (SPDK would free the blob under them).  Pruned as added.
+        self._md_ops: list[Op[Any]] = []
         self._closed_op: Op[None] | None = None  # finished when SPDK has closed the blob
         super().__init__(store.thread, parent=store)
 
@@ -131,14 +140,25 @@ class Blob(Resource):
         """I/Os submitted on this blob, on every thread, and not yet completed."""
         return sum(self._inflight.values())
 
+    def track_md(self, op: Op[Any]) -> None:
+        """Count ``op``, a metadata operation on this blob, until SPDK completes it."""
+        self._md_ops = [o for o in self._md_ops if not o.done()]
+        self._md_ops.append(op)
+
     def _refusal(self) -> BaseException | None:
         n = self.inflight
-        return BlockingIOError(f"blob {self.id}: {n} I/O still in flight") if n else None
+        if n:
+            return BlockingIOError(f"blob {self.id}: {n} I/O still in flight")
+        m = sum(1 for o in self._md_ops if not o.done())
+        if m:
+            return BlockingIOError(f"blob {self.id}: {m} metadata operations in flight")
+        return None
 
     def close(self) -> None:
         """Start closing (SPDK syncs the metadata, then frees the handle).  On the
-        metadata thread only; ``BlockingIOError`` while I/O is in flight."""
-        with self._gate:
+        metadata thread only; ``BlockingIOError`` while I/O or a metadata operation on
+        it is in flight."""
+        with self.gate:
             super().close()
 
     def _release(self) -> None:
@@ -148,6 +168,9 @@ class Blob(Resource):
         self._closed_op = op
 
         def done(op: Op[None], status: int) -> None:
+            if status == -errno.ENOMEM:  # out of metadata requests (many closes at once)
+                spawn(retry(), f"close blob {bid} again")
+                return
             store.blob_closed()
             if status:
                 _log.warning(
@@ -157,6 +180,10 @@ class Blob(Resource):
             else:
                 op.set_result(None)
 
+        async def retry() -> None:
+            await sleep(ACLOSE_POLL)
+            g.spdk_blob_close(ptr, _bridge.blob_op_cb, _bridge.once(done, op))
+
         store.blob_closing()
         g.spdk_blob_close(ptr, _bridge.blob_op_cb, _bridge.once(done, op))
 
@@ -164,10 +191,18 @@ class Blob(Resource):
         """Close once the I/O in flight is done, and wait until SPDK has closed it
         (from any thread)."""
 
+        if self.closed and (self._closed_op is None or self._closed_op.done()):
+            return
+
         async def here() -> None:
-            while not self.closed and self.inflight:
+            while not self.closed:
+                if self._refusal() is None:
+                    try:
+                        self.close()
+                        break
+                    except BlockingIOError:  # another thread's I/O began meanwhile
+                        pass
                 await sleep(ACLOSE_POLL)
-            self.close()
             if self._closed_op is not None:
                 await self._closed_op
 
@@ -201,7 +236,7 @@ class Blob(Resource):
         if ch.thread is self._md:
             self._enter(ch, what, write, offset, length)
         else:
-            with self._gate:
+            with self.gate:
                 self._enter(ch, what, write, offset, length)
         return ch
 
@@ -211,7 +246,7 @@ class Blob(Resource):
             if self.closed:
                 raise ValueError(f"blob {self.id} is closed")
             return fn(self._ptr)
-        with self._gate:
+        with self.gate:
             if self.closed:
                 raise ValueError(f"blob {self.id} is closed")
             return fn(self._ptr)
@@ -286,9 +321,13 @@ class Blob(Resource):
         need = length * self.io_unit_size
         if size < need:
             raise ValueError(f"blob {self.id}: buf of {size} bytes is too small for {need} bytes")
-        ch = self._start(what, write, offset, length)
+        b.pin()  # before the I/O is counted: a buffer freed meanwhile fails here
+        try:
+            ch = self._start(what, write, offset, length)
+        except BaseException:
+            b.unpin()
+            raise
         op: Op[None] = Op(what)
-        b.pin()
         op.keep = (ch, (b,))
         fn(
             self._arg,
@@ -364,9 +403,15 @@ class Blob(Resource):
         total = sum(len(b) for b in items)
         n = self._units(total, "the buffers' total length", 1)
         iov = iovecs(items)
-        ch = self._start(what, write, off, n)
+        pinned = pin_all(items)
+        try:
+            ch = self._start(what, write, off, n)
+        except BaseException:
+            for b in pinned:
+                b.unpin()
+            raise
         op: Op[None] = Op(what)
-        op.keep = (ch, pin_all(items), iov)
+        op.keep = (ch, pinned, iov)
         fn(
             self._ptr,
             ch.ptr,
@@ -437,7 +482,7 @@ class Blob(Resource):
 
         async def here() -> None:
             ptr = self._live(what)
-            await self.store.md_op(what, self.id, lambda key: start(ptr, key))
+            await self.store.md_op(what, self.id, lambda key: start(ptr, key), also=self.track_md)
 
         await self.store.on_md(here)
 
@@ -449,13 +494,28 @@ class Blob(Resource):
         n = integer(num_clusters, "num_clusters", lo=0, hi=2**64 - 1)
 
         async def here() -> None:
-            shrink = n < g.spdk_blob_get_num_clusters(self._live("spdk_blob_resize"))
-            await self._md_status(
+            ptr = self._live("spdk_blob_resize")
+            shrink = n < g.spdk_blob_get_num_clusters(ptr)
+            synced: list[Op[None]] = []
+
+            def sync_now() -> None:
+                # In the resize's completion, so a cancelled caller leaves no unsynced shrink.
+                if shrink:
+                    op, key = _bridge.status_op("spdk_blob_sync_md", self.id)
+                    self.store.track(op)
+                    self.track_md(op)
+                    g.spdk_blob_sync_md(ptr, _bridge.blob_op_cb, key)
+                    synced.append(op)
+
+            await self.store.md_op(
                 "spdk_blob_resize",
-                lambda ptr, key: g.spdk_blob_resize(ptr, n, _bridge.blob_op_cb, key),
+                self.id,
+                lambda key: g.spdk_blob_resize(ptr, n, _bridge.blob_op_cb, key),
+                after=sync_now,
+                also=self.track_md,
             )
-            if shrink:
-                await self.sync()
+            for op in synced:
+                await op
 
         await self.store.on_md(here)
 

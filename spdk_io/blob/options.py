@@ -55,8 +55,9 @@ _U32: Final = 2**32 - 1
 
 @dataclass(frozen=True)
 class BlobstoreOptions:
-    """How :meth:`Blobstore.init` lays a blobstore out, and what :meth:`Blobstore.load`
-    checks.  Checked when made; SPDK's defaults where a field is ``None``."""
+    """How :meth:`Blobstore.init` lays a blobstore out (``load`` reads the layout from
+    the bdev and checks only ``bstype``).  Checked when made; SPDK's defaults where a
+    field is ``None``."""
 
     #: Bytes per cluster: a multiple of 4096 (SPDK's default is 1 MiB).
     cluster_size: int = 1024 * 1024

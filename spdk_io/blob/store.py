@@ -36,9 +36,9 @@ from spdk_io.blob.options import (
     bstype_opts,
     xattr_items,
 )
+from spdk_io.completion import Ending
 from spdk_io.errors import BlobNotFoundError, SpdkError
 from spdk_io.loop import Op, spawn
-from spdk_io.nvmf._completion import Ending
 from spdk_io.resource import Resource
 from spdk_io.thread import SpdkThread, current_thread
 
@@ -76,7 +76,7 @@ class Blobstore(Resource):
         self.io_unit_size: int = g.spdk_bs_get_io_unit_size(ptr)
         self.page_size: int = g.spdk_bs_get_page_size(ptr)
         self.bstype = bytes(g.spdk_bs_get_bstype(ptr).bstype).rstrip(b"\0").decode(errors="replace")
-        # SPDK thread id -> that thread's channel.  Written by each thread for its own
+        # SPDK thread -> its channel.  Written by each thread for its own
         # entry and by unload; the lock makes each read-modify-write whole.
         self._channels: dict[SpdkThread, Channel] = {}
         self._channels_lock = threading.Lock()
@@ -181,17 +181,33 @@ class Blobstore(Resource):
         start: Callable[[int], None],
         value: bool = False,
         after: Callable[[], None] | None = None,
+        keep: object = None,
+        also: Callable[[Op[Any]], object] | None = None,
     ) -> Any:
         """On the metadata thread: start one SPDK metadata operation, ``start(key)``,
-        and await its completion: a status (``after()`` runs in it), or (``value``) an id
-        and a status.  Unload
-        waits for the operations in flight.  ``ENOENT`` for a blob id becomes
-        :class:`~spdk_io.errors.BlobNotFoundError`, ``EPERM`` ``PermissionError``."""
+        and await its completion: a status, or (``value``) an id and a status.
+
+        ``after()`` runs in the completion; ``keep`` (what SPDK reads by address) lives
+        until then, whatever happens to the awaiting task.  The operation counts as in
+        flight (:meth:`track`, and ``also(op)``) until SPDK completes it: unload waits.
+        ``ENOENT`` for a blob id becomes :class:`~spdk_io.errors.BlobNotFoundError`,
+        ``EPERM`` ``PermissionError``."""
         self.thread.check_owner()
-        op, key = _bridge.value_op(what, obj) if value else _bridge.status_op(what, obj, after)
-        start(key)
+        make = _bridge.value_op if value else _bridge.status_op
+        op, key = make(what, obj, after)
+        op.keep = keep
         try:
-            return await self.track(op)
+            start(key)
+        except BaseException:
+            _bridge.forget(key)  # SPDK took nothing: nothing will call back
+            if after is not None:
+                after()
+            raise
+        self.track(op)
+        if also is not None:
+            also(op)
+        try:
+            return await op
         except SpdkError as exc:
             if exc.errno == errno.ENOENT and isinstance(obj, BlobId):
                 raise BlobNotFoundError(what, obj) from None
@@ -284,17 +300,19 @@ class Blobstore(Resource):
             opts.num_clusters = n
             opts.thin_provision = thin
             opts.clear_method = BLOB_CLEAR[clear_method]
-            with _XattrSource(items) as source:
-                opts.xattrs = source.opts
-                ptr = self.live("spdk_bs_create_blob_ext")
-                raw = await self.md_op(
-                    "spdk_bs_create_blob_ext",
-                    self.bdev,
-                    lambda key: g.spdk_bs_create_blob_ext(
-                        ptr, ctypes.byref(opts), _bridge.blob_id_cb, key
-                    ),
-                    value=True,
-                )
+            source = _XattrSource(items)
+            opts.xattrs = source.opts
+            ptr = self.live("spdk_bs_create_blob_ext")
+            raw = await self.md_op(
+                "spdk_bs_create_blob_ext",
+                self.bdev,
+                lambda key: g.spdk_bs_create_blob_ext(
+                    ptr, ctypes.byref(opts), _bridge.blob_id_cb, key
+                ),
+                value=True,
+                after=source.release,
+                keep=(source, opts),
+            )
             return BlobId(raw)
 
         return await self.on_md(here)
@@ -336,7 +354,7 @@ class Blobstore(Resource):
         bid = blob_id(blob)
 
         async def here() -> None:
-            ptr = self.live("spdk_bs_delete_blob")
+            self.live("spdk_bs_delete_blob")
             open_ids = [b for b in self.open_blobs() if b.id == bid]
             if open_ids:
                 raise SpdkError(errno.EBUSY, "delete blob", bid, "it is open: close it first")
@@ -361,6 +379,7 @@ class Blobstore(Resource):
                         f"clusters, none its own) when its snapshot of {size} clusters is "
                         "deleted: inflate or decouple the clone first",
                     )
+            ptr = self.live("spdk_bs_delete_blob")  # after the awaits: not unloading now
             await self.md_op(
                 "spdk_bs_delete_blob",
                 bid,
@@ -474,15 +493,17 @@ class Blobstore(Resource):
                         await b.sync()
                         break
             ptr = self.live(what)
-            with _XattrSource(items) as source:
-                raw = await self.md_op(
-                    what,
-                    bid,
-                    lambda key: start(
-                        ptr, int(bid), ctypes.byref(source.opts), _bridge.blob_id_cb, key
-                    ),
-                    value=True,
-                )
+            source = _XattrSource(items)  # SPDK reads it until the operation completes
+            raw = await self.md_op(
+                what,
+                bid,
+                lambda key: start(
+                    ptr, int(bid), ctypes.byref(source.opts), _bridge.blob_id_cb, key
+                ),
+                value=True,
+                after=source.release,
+                keep=source,
+            )
             return BlobId(raw)
 
         return await self.on_md(here)
@@ -632,18 +653,23 @@ class Blobstore(Resource):
                 fn()
 
     def close(self) -> None:
-        """Start unloading: close the open blobs (each under its gate), then release the
-        channels and unload once the closes complete.  Refuses, closing nothing, while
+        """Start unloading: close the open blobs (under their gates, so no thread starts
+        I/O on one meanwhile), then release the channels and unload once the closes
+        complete.  Refuses, closing nothing, while
         any blob has I/O in flight or a metadata operation runs (``BlockingIOError``)."""
         if self.closed:
             return
         self.thread.check_owner()
-        err = self._blocker()
-        if err is not None:
-            raise err
-        for blob in reversed(self.open_blobs()):
-            blob.close()
-        super().close()
+        blobs = self.open_blobs()
+        with contextlib.ExitStack() as gates:  # no thread starts blob I/O meanwhile
+            for blob in blobs:
+                gates.enter_context(blob.gate)
+            err = self._blocker()
+            if err is not None:
+                raise err
+            for blob in reversed(blobs):
+                blob.close()
+            super().close()
 
     def _refusal(self) -> BaseException | None:
         n = self.md_inflight
@@ -679,6 +705,8 @@ class Blobstore(Resource):
     async def aclose(self) -> None:
         """Unload (from any thread): close the open blobs once their I/O is done, then
         unload and wait until SPDK has finished (see :meth:`unload`)."""
+        if self.closed and self._ending.done():
+            return
         await self.on_md(self._unload_here)
 
     async def _unload_here(self) -> None:
@@ -729,8 +757,9 @@ class _XattrSource:
     """The initial xattrs of a new blob, snapshot or clone, as SPDK reads them: a
     ``struct spdk_blob_xattr_opts`` whose ``get_value`` callback serves the values.
 
-    Use as a context manager around the whole operation: SPDK may ask for values at
-    any point until it completes, so the names, values and registration live until then.
+    SPDK may ask for values at any point until the operation completes (snapshots and
+    clones read them after an asynchronous open), so the operation's ``Op`` keeps it
+    (``md_op(keep=...)``) and its completion calls :meth:`release`.
     """
 
     def __init__(self, items: dict[bytes, bytes]) -> None:
@@ -749,8 +778,6 @@ class _XattrSource:
             return 0, 0
         return ctypes.addressof(buf), len(buf)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
+        """The operation completed: SPDK asks for no more values."""
         _bridge.forget(self._key)

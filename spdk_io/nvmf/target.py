@@ -25,10 +25,10 @@ from typing import Any, Self
 from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._validate import flag, integer, text
+from spdk_io.completion import Ending
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 from spdk_io.nvme.transport import TransportId
-from spdk_io.nvmf._completion import Ending
 from spdk_io.nvmf.options import (
     DISCOVERY_NQN,
     MAX_TARGET_NAME,

@@ -1,6 +1,7 @@
-"""The end of an NVMe-oF object's asynchronous destroy, which many may wait for.
+"""The end of an object's asynchronous teardown (an NVMe-oF target's destroy, a
+blobstore's unload), which many may wait for.
 
-(Single completions use :func:`spdk_io._bridge.submit`: several nvmf calls complete
+(Single completions use :func:`spdk_io._bridge.submit`: several SPDK calls complete
 synchronously, before they return, so the ``Op`` and its key exist before the call.)
 """
 
