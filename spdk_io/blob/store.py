@@ -10,7 +10,10 @@ a thread's first I/O and released when that thread exits or the blobstore unload
 
 Unloading (``await bs.unload()``, ``aclose()``, or the metadata thread's release at
 Env stop) closes the open blobs (each syncs its metadata), releases the channels, then
-unloads; SPDK writes a clean super block, so the next load needs no recovery.
+unloads; SPDK writes a clean super block, so the next load needs no recovery.  SPDK
+completes the unload once every thread's channel is released: another thread releases
+its own when its loop runs the blobstore's message (or when it exits), so an unload
+waits for threads that are blocked.  Removing the bdev under a blobstore unloads it.
 """
 
 from __future__ import annotations
