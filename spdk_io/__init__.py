@@ -85,6 +85,7 @@ _SUBMODULES = {
     "completion",
     "nvme",
     "perf",
+    "log",
     "lowlevel",
     "nvmf",
     "raw",
@@ -117,6 +118,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io import dma as dma
     from spdk_io import env as env
     from spdk_io import errors as errors
+    from spdk_io import log as log
     from spdk_io import loop as loop
     from spdk_io import lowlevel as lowlevel
     from spdk_io import nvme as nvme
