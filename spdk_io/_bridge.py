@@ -37,7 +37,7 @@ from spdk_io._loader import fast
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 
-__all__ = ["forget", "once", "once_at", "persistent", "sgl_at", "status_op", "submit", "value_op"]
+__all__ = ["forget", "once", "once_at", "persistent", "sgl_at", "status_op", "submit"]
 
 Entry = tuple[Callable[..., Any], "Op[Any] | None"]
 
@@ -83,32 +83,16 @@ def forget(key: int) -> None:
 
 def status_op(
     what: str, obj: object = None, after: Callable[[], None] | None = None
-) -> tuple[Op[None], int]:
-    """An ``Op`` that a ``(..., int status)`` completion finishes (an ``SpdkError`` for a
-    non-zero status), and the key to pass SPDK as ``cb_arg``.  ``after()`` runs first
-    in the completion (to release what the operation held)."""
-    op: Op[None] = Op(what)
-
-    def done(op: Op[None], status: int) -> None:
-        if after is not None:
-            after()
-        if status == 0:
-            op.set_result(None)
-        else:
-            op.set_exception(SpdkError(abs(status) or errno.EIO, what, obj))
-
-    return op, once(done, op)
-
-
-def value_op(
-    what: str, obj: object = None, after: Callable[[], None] | None = None
 ) -> tuple[Op[Any], int]:
-    """An ``Op`` that a ``(..., value, int status)`` completion finishes with ``value``
-    (a handle, an id), or with an ``SpdkError`` for a non-zero status; and its key.
-    ``after()`` runs first in the completion."""
+    """An ``Op`` that a status completion finishes, and the key to pass SPDK as ``cb_arg``.
+
+    The completion calls its entry with ``(op, status)``, or ``(op, status, value)``
+    when it reports a value too (a handle, an id: ``_on_ctx_value_status``); the ``Op``
+    gets the value (``None`` if none), or an ``SpdkError`` for a non-zero status.
+    ``after()`` runs first in the completion (to release what the operation held)."""
     op: Op[Any] = Op(what)
 
-    def done(value: Any, status: int) -> None:
+    def done(op: Op[Any], status: int, value: Any = None) -> None:
         if after is not None:
             after()
         if status == 0:
@@ -188,16 +172,9 @@ def _one_shot(what: str, ctx_at: int, *args_at: int, op: bool = False) -> Callab
     return trampoline
 
 
-def _on_rc_ctx(rc: int, ctx: int | None) -> None:
-    """``void (*)(int rc, void *ctx)``: subsystem init, config load.  A status
-    completion: the entry sees ``(op, rc)`` (see :func:`status_op`)."""
-    entry: Entry | None = None
-    try:
-        entry = _take(ctx)
-        if entry is not None:
-            entry[0](entry[1], rc)
-    except BaseException as exc:
-        _fail(exc, "completion callback", entry[1] if entry is not None else None)
+#: ``void (*)(int rc, void *ctx)``: subsystem init, config load.  A status completion:
+#: the entry sees ``(op, rc)`` (see :func:`status_op`).
+_on_rc_ctx = _one_shot("completion callback", 1, 0, op=True)
 
 
 def _on_ctx_status(ctx: int | None, status: int) -> None:
@@ -219,9 +196,9 @@ def _on_ctx_status(ctx: int | None, status: int) -> None:
 #: pointer; its key is the options pointer given to ``spdk_nvme_connect_async``.
 _on_nvme_attach = _one_shot("NVMe attach callback", 0, 2)
 #: ``(void *ctx, <pointer or id> value, int status)``: blobstore load/init, blob open and
-#: iteration (a handle), blob create, snapshot, clone and the super blob (an id).  The
-#: entry sees ``(value, status)`` (see :func:`value_op`).
-_on_ctx_value_status = _one_shot("blobstore completion", 0, 1, 2)
+#: iteration (a handle), blob create, snapshot, clone and the super blob (an id).  A
+#: status completion with a value: the entry sees ``(op, status, value)``.
+_on_ctx_value_status = _one_shot("blobstore completion", 0, 2, 1, op=True)
 #: ``spdk_nvmf_subsystem_state_change_done(subsystem, ctx, status)``.
 _on_subsystem_state = _one_shot("nvmf subsystem state change", 1, 2, op=True)
 #: ``spdk_nvmf_transport_create_done_cb(ctx, transport or NULL)``.

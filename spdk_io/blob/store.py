@@ -141,7 +141,7 @@ class Blobstore(Resource):
 
         # The blobstore is wrapped in the callback, so it is owned (and unloaded at the
         # thread's release) even if the awaiting task is cancelled.
-        def done(ptr: Any, status: int) -> None:
+        def done(op: Op[Blobstore], status: int, ptr: Any) -> None:
             if status:
                 _release_bdev(name)
                 _bridge.forget(event_key)  # SPDK destroys the bs_dev itself on failure
@@ -182,13 +182,12 @@ class Blobstore(Resource):
         what: str,
         obj: object,
         start: Callable[[int], None],
-        value: bool = False,
         after: Callable[[], None] | None = None,
         keep: object = None,
         also: Callable[[Op[Any]], object] | None = None,
     ) -> Any:
         """On the metadata thread: start one SPDK metadata operation, ``start(key)``,
-        and await its completion: a status, or (``value``) an id and a status.
+        and await its completion: a status, or an id (with ``blob_id_cb``) and a status.
 
         ``after()`` runs in the completion; ``keep`` (what SPDK reads by address) lives
         until then, whatever happens to the awaiting task.  The operation counts as in
@@ -196,8 +195,7 @@ class Blobstore(Resource):
         ``ENOENT`` for a blob id becomes :class:`~spdk_io.errors.BlobNotFoundError`,
         ``EPERM`` ``PermissionError``."""
         self.thread.check_owner()
-        make = _bridge.value_op if value else _bridge.status_op
-        op, key = make(what, obj, after)
+        op, key = _bridge.status_op(what, obj, after)
         op.keep = keep
         try:
             start(key)
@@ -312,7 +310,6 @@ class Blobstore(Resource):
                 lambda key: g.spdk_bs_create_blob_ext(
                     ptr, ctypes.byref(opts), _bridge.blob_id_cb, key
                 ),
-                value=True,
                 after=source.release,
                 keep=(source, opts),
             )
@@ -330,7 +327,7 @@ class Blobstore(Resource):
             op: Op[Blob] = Op(f"spdk_bs_open_blob({bid})")
 
             # Wrapped in the callback: an open blob always has its Blob (closed at unload).
-            def done(handle: Any, status: int) -> None:
+            def done(op: Op[Blob], status: int, handle: Any) -> None:
                 if status == -errno.ENOENT:
                     op.set_exception(BlobNotFoundError("spdk_bs_open_blob", bid))
                 elif status:
@@ -401,7 +398,7 @@ class Blobstore(Resource):
 
             # The whole walk runs in callbacks: SPDK opens each blob, and iter_next closes
             # it; nothing is left open whatever happens to the awaiting task.
-            def step(handle: Any, status: int) -> None:
+            def step(op: Op[list[BlobId]], status: int, handle: Any) -> None:
                 if status == -errno.ENOENT or (status == 0 and not handle):
                     op.set_result(found)
                 elif status:
@@ -433,7 +430,6 @@ class Blobstore(Resource):
                     "spdk_bs_get_super",
                     self.bdev,
                     lambda key: g.spdk_bs_get_super(ptr, _bridge.blob_id_cb, key),
-                    value=True,
                 )
             except SpdkError as exc:
                 if exc.errno == errno.ENOENT:
@@ -503,7 +499,6 @@ class Blobstore(Resource):
                 lambda key: start(
                     ptr, int(bid), ctypes.byref(source.opts), _bridge.blob_id_cb, key
                 ),
-                value=True,
                 after=source.release,
                 keep=source,
             )
@@ -627,7 +622,7 @@ class Blobstore(Resource):
         def closed(_op: object, status: int) -> None:
             op.set_result((sizes[0], sizes[1]))
 
-        def opened(handle: Any, status: int) -> None:
+        def opened(op: Op[tuple[int, int]], status: int, handle: Any) -> None:
             if status == -errno.ENOENT:
                 op.set_exception(BlobNotFoundError(what, bid))
             elif status:
