@@ -388,6 +388,16 @@ bdev_event_cb = g.spdk_bdev_event_cb_t(_on_bdev_event)
 bdev_io_thunk = ctypes.CFUNCTYPE(None, _BdevIoPtr, ctypes.c_bool, ctypes.c_void_p)(_on_bdev_io)
 #: The same C thunks, typed as the generated callback types that SPDK's prototypes expect.
 bdev_io_cb = ctypes.cast(bdev_io_thunk, g.spdk_bdev_io_completion_cb)
+
+
+def _address(fn: Any) -> ctypes.c_void_p:
+    return ctypes.c_void_p(ctypes.cast(fn, ctypes.c_void_p).value)
+
+
+# The hot completions' addresses, for submissions bound with ``void *`` argtypes: a
+# prebuilt ``c_void_p`` passes as is, a CFUNCTYPE object is converted on every call.
+bdev_io_addr = _address(bdev_io_thunk)
+nvme_cmd_addr = _address(nvme_cmd_thunk)
 io_wait_cb = ctypes.cast(ctx_cb, g.spdk_bdev_io_wait_cb)
 
 
@@ -402,6 +412,7 @@ ctx_status_cb = g.spdk_nvmf_tgt_destroy_done_fn(_on_ctx_status)
 # handle and id completions are ``_on_ctx_value_status``.  One C thunk each, cast to
 # the prototypes' types.
 
+ctx_status_addr = _address(ctx_status_cb)  # blob read and write submit with it
 bs_op_cb = ctypes.cast(ctx_status_cb, g.spdk_bs_op_complete)
 blob_op_cb = ctypes.cast(ctx_status_cb, g.spdk_blob_op_complete)
 _value_status_thunk = ctypes.CFUNCTYPE(None, _VP, _VP, ctypes.c_int)(_on_ctx_value_status)

@@ -478,7 +478,7 @@ class BdevDesc(Resource):
         self._check(write, what)
         off, num = self._range(offset_blocks, num_blocks)
         b = self._buffer(buf, num)
-        d, c, cb = self._desc_arg, self._ch_arg, _bridge.bdev_io_thunk
+        d, c, cb = self._desc_arg, self._ch_arg, _bridge.bdev_io_addr
 
         def submit(key: int) -> int:
             # b.addr is read here, once the buffer is pinned (it cannot be freed now)

@@ -335,7 +335,7 @@ class Blob(Resource):
             b.addr,
             offset,
             length,
-            _bridge.ctx_status_cb,
+            _bridge.ctx_status_addr,
             _bridge.once(self._done, op),
         )
         return op

@@ -270,7 +270,7 @@ class Qpair(Resource):
         if flag:
             self._supports(ns, flag, what)
         nsp, qp = ns.handle, self._ptr
-        cb = _bridge.nvme_cmd_thunk
+        cb = _bridge.nvme_cmd_addr
 
         def call(key: int) -> int:
             # b.addr is read here, once the buffer is pinned (it cannot be freed now)
