@@ -103,15 +103,6 @@ class BlobstoreOptions:
         return opts
 
 
-def bstype_opts(bstype: str) -> g.struct_spdk_bs_opts:
-    """SPDK's default options asking ``spdk_bs_load`` to check the type tag ``bstype``."""
-    text(bstype, "bstype", empty=True, max_len=MAX_BSTYPE)
-    opts = g.struct_spdk_bs_opts()
-    g.spdk_bs_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
-    opts.bstype.bstype = bstype.encode()
-    return opts
-
-
 def xattr_name(name: object) -> bytes:
     """An xattr name as SPDK takes it: a non-empty ``str`` with no NUL, UTF-8."""
     return text(name, "xattr name").encode()

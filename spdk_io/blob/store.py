@@ -36,7 +36,6 @@ from spdk_io.blob.options import (
     BLOB_CLEAR,
     BlobClearMethod,
     BlobstoreOptions,
-    bstype_opts,
     xattr_items,
 )
 from spdk_io.completion import Ending
@@ -111,7 +110,8 @@ class Blobstore(Resource):
         ``SpdkError`` (``EILSEQ``) if the bdev holds no blobstore or its recovery found
         invalid metadata, (``ENXIO``) if it holds one of another type.
         """
-        return await cls._open(bdev, bstype_opts(bstype), g.spdk_bs_load, "spdk_bs_load")
+        opts = BlobstoreOptions(bstype=bstype).to_c()  # SPDK's defaults; the layout is read
+        return await cls._open(bdev, opts, g.spdk_bs_load, "spdk_bs_load")
 
     @classmethod
     async def _open(cls, bdev: str | Bdev, opts: Any, start: Any, what: str) -> Blobstore:
