@@ -16,8 +16,10 @@ logs becomes a :class:`logging.LogRecord`, and SPDK no longer prints to stderr:
 A message is formatted (libc ``vsnprintf``) only if its logger is enabled for its
 level, at once: SPDK's ``va_list`` is valid only during the callback.  SPDK may log
 from any OS thread (DPDK's and SPDK's own too), before, during and after a loop runs;
-the callback never raises into C, and a ``KeyboardInterrupt`` raised while it runs
-(Ctrl-C in the main thread) is delivered again once SPDK returns.
+the callback never raises into C.  A ``KeyboardInterrupt`` raised while it runs
+(Ctrl-C in the main thread) is delivered again once SPDK returns; any other exception
+raised while a record is handled (a failing filter) is reported through
+:func:`sys.unraisablehook`.
 
 SPDK's own log level follows the ``spdk`` logger's effective level while installed
 (:func:`sync_level` re-applies it after a logging configuration change).  SPDK's
@@ -48,13 +50,16 @@ from spdk_io._validate import text
 
 __all__ = [
     "acquire",
+    "callback",
     "disable_flags",
     "enable_flags",
     "install",
     "installed",
+    "library_of",
     "logger_for",
     "logger_name",
     "release",
+    "set_spdk_level",
     "spdk_level_for",
     "supported",
     "sync_level",
