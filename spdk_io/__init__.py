@@ -90,6 +90,7 @@ _SUBMODULES = {
     "nvmf",
     "raw",
     "stats",
+    "trace",
 }
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
@@ -128,6 +129,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io import rpc as rpc
     from spdk_io import stats as stats
     from spdk_io import thread as thread
+    from spdk_io import trace as trace
     from spdk_io.app import App as App
     from spdk_io.bdev import Bdev as Bdev
     from spdk_io.bdev import BdevDesc as BdevDesc

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from spdk_io import _bridge, env
+from spdk_io import _bridge, env, log, trace
 from spdk_io import _generated as g
 from spdk_io._validate import text
 from spdk_io.errors import Cancelled, SpdkError
@@ -67,6 +67,12 @@ class App:
         if rpc_addr is not None:
             text(rpc_addr, "rpc_addr", max_len=MAX_SOCKET_PATH)
         self.rpc_addr = rpc_addr
+        #: The trace file ``spdk_trace -f`` reads (with ``tpoint_group_mask``).
+        self.trace_file = (
+            None
+            if self.options.tpoint_group_mask is None
+            else trace.shm_path(self.options.name, self.options.shm_id)
+        )
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         """Start the framework, run ``main`` on the app thread, stop; return its result."""
@@ -111,7 +117,14 @@ class App:
             keep.append(data)
             opts.json_data = ctypes.addressof(data)
             opts.json_data_size = len(self.config)
+        for name, value in trace.app_opts_fields(o.tpoint_group_mask, o.trace_entries).items():
+            setattr(opts, name, value)
         opts.shutdown_cb = _bridge.void_cb
+        # SPDK's log is in Python from the first message on; spdk_app_fini closes it.
+        log_token = o.log_to_python and log.acquire()
+        if log.installed():
+            opts.log = log.callback
+            opts.print_level = log.sync_level()
         _bridge.shutdown_hook = lambda: _shutdown(state)
 
         key = _bridge.once(lambda: _on_start(state, main, o))
@@ -124,6 +137,7 @@ class App:
                 state.thread.forget()
             env.set_framework_up(False)
             g.spdk_app_fini()
+            log.release(log_token, closed_by_spdk=True)
         if state.crash is not None:
             raise state.crash
         if state.task is None:
@@ -135,6 +149,7 @@ class App:
 def _on_start(state: _State, main: Coroutine[Any, Any, Any], options: env.EnvOptions) -> None:
     """Runs on the app thread once the framework is up: host the loop in a poller."""
     env.set_framework_up(True, options)
+    log.sync_level()  # spdk_app_start set SPDK's level to its own default
     thread = SpdkThread.wrap_current("app_thread")
     state.thread = thread
     loop = thread.loop

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
-from spdk_io import _bridge
+from spdk_io import _bridge, log, trace
 from spdk_io import _generated as g
 from spdk_io._validate import flag, integer, text
 from spdk_io.errors import EnvUnusableError, SpdkError, WrongThreadError
@@ -143,6 +143,11 @@ class EnvOptions:
     memory otherwise, so one program runs in a container and on a lab server.
     ``mem_size_mb=None`` means 512 MiB without hugepages and SPDK's default
     with them.  ``extra`` sets further ``struct spdk_env_opts`` fields by name.
+
+    ``log_to_python`` sends SPDK's log to :mod:`logging` while SPDK is up
+    (:mod:`spdk_io.log`); ``False`` leaves it to SPDK (stderr).  ``tpoint_group_mask``
+    (SPDK's ``-e``: ``"bdev"``, ``"0x8"``, ``"bdev,nvmf_tcp"``) records those SPDK
+    tracepoints, ``trace_entries`` per core, for ``spdk_trace`` (:mod:`spdk_io.trace`).
     """
 
     name: str = "spdk_io"
@@ -155,6 +160,9 @@ class EnvOptions:
     iova_mode: Literal["pa", "va"] | None = None
     hugedir: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    log_to_python: bool = True
+    tpoint_group_mask: str | None = None
+    trace_entries: int = trace.DEFAULT_ENTRIES
 
     def __post_init__(self) -> None:
         def set_(name: str, value: object) -> None:
@@ -183,6 +191,10 @@ class EnvOptions:
             if not Path(self.hugedir).is_dir():
                 raise ValueError(f"hugedir {self.hugedir!r} is not a directory")
         set_("extra", _check_extra(self.extra))
+        flag(self.log_to_python, "log_to_python")
+        if self.tpoint_group_mask is not None:
+            set_("tpoint_group_mask", trace.check_mask(self.tpoint_group_mask))
+        set_("trace_entries", trace.check_entries(self.trace_entries))
 
     @property
     def cores(self) -> frozenset[int]:
@@ -269,6 +281,9 @@ class EnvKwargs(TypedDict, total=False):
     iova_mode: Literal["pa", "va"] | None
     hugedir: str | None
     extra: Mapping[str, Any]
+    log_to_python: bool
+    tpoint_group_mask: str | None
+    trace_entries: int
 
 
 def resolve_options(options: EnvOptions | None, kwargs: Mapping[str, Any], who: str) -> EnvOptions:
@@ -380,6 +395,10 @@ class Env:
         self.thread: SpdkThread | None = None
         self._stage = 0
         self._owner: int | None = None  # the OS thread that started it
+        self._log_token = False  # whether this Env's start installed spdk_io.log
+        self._tracing = False
+        #: The trace file ``spdk_trace -f`` reads (with ``tpoint_group_mask``), kept after stop.
+        self.trace_file: Path | None = None
 
     def __repr__(self) -> str:
         return f"<Env {self.options.name} {'up' if self._stage else 'down'}>"
@@ -405,8 +424,16 @@ class Env:
             # A Ctrl-C waits until every step is done (or failed) and recorded in _stage,
             # then is raised here and tears down what came up: nothing is left half-done.
             with interrupts_deferred():
+                # SPDK's log is in Python from the first message on (env init's too).
+                self._log_token = self.options.log_to_python and log.acquire()
                 self._env_init()
                 self._stage = 1
+                o = self.options
+                if o.tpoint_group_mask is not None:
+                    self.trace_file = trace.start(
+                        o.name, o.shm_id, o.tpoint_group_mask, o.trace_entries
+                    )
+                    self._tracing = True
                 rc = g.spdk_thread_lib_init(_bridge.new_thread_cb, 0)
                 if rc == -errno.ENOMEM:
                     raise SpdkError(-rc, "spdk_thread_lib_init", None, _memory_hint())
@@ -524,6 +551,9 @@ class Env:
                     self._stage = 1
                 if self._stage >= 1:
                     self._stage = 0  # mark down first: nothing may allocate past this point
+                    if self._tracing:
+                        self._tracing = False
+                        trace.stop()
                     g.spdk_env_fini()
             except BaseException as exc:
                 mark_unusable(f"tearing SPDK down failed: {exc}")
@@ -536,6 +566,9 @@ class Env:
         global _active
         self._stage = 0
         self.thread = None
+        # After SPDK's own teardown has logged: its log goes back to SPDK.
+        log.release(self._log_token)
+        self._log_token = False
         with _state_lock:
             if _active is self:
                 _active = None
