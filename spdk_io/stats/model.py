@@ -40,12 +40,22 @@ def ticks_to_ns(ticks: int, hz: int) -> int:
     return ticks * NS // hz if hz > 0 else 0
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with every tuple made a list (as JSON would give it back)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 class _Dict:
     __slots__ = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """This snapshot as nested dicts, lists and plain values (JSON-ready)."""
-        out: dict[str, Any] = dataclasses.asdict(self)  # type: ignore[call-overload]  # a dataclass
+        """This snapshot as nested dicts, lists and plain values (JSON-ready: what
+        ``json.loads(to_json(x))`` gives back)."""
+        out: dict[str, Any] = _plain(dataclasses.asdict(self))  # type: ignore[call-overload]  # a dataclass
         return out
 
 
