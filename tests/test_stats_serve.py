@@ -190,3 +190,16 @@ def test_a_metrics_port_in_use_is_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr[-3000:]
     assert "serve: " in done.stderr and "in use" in done.stderr, done.stderr[-3000:]
     assert "READY" not in done.stdout
+
+
+def test_metrics_without_prometheus_client_is_exit_2_naming_the_extra() -> None:
+    done = run_py(
+        """
+        import sys
+        sys.modules["prometheus_client"] = None  # as if it were not installed
+        from spdk_io.serve import main
+        sys.exit(main(["--json-config", "none.json", "--metrics-port", "9100"]))
+        """
+    )
+    assert done.returncode == 2, done.stderr
+    assert "spdk-io[metrics]" in done.stderr and done.stderr.startswith("serve: "), done.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from spdk_io.bdev import BdevDesc
 from spdk_io.dma import DmaBuf
 from spdk_io.stats import IoStat, bucket_bounds
 from spdk_io.stats.model import ticks_to_ns
+from spdk_io.thread import SpdkThread
 
 Run = Callable[[Awaitable[Any]], Any]
 _KINDS = (("read", "read"), ("write", "written"), ("unmap", "unmapped"), ("copy", "copied"))
@@ -291,3 +293,62 @@ def test_bad_input_is_refused_and_changes_nothing(run: Run) -> None:
     run(main())
     with pytest.raises(TypeError, match="snapshot"):
         stats.to_json(object())
+
+
+def test_a_spawned_thread_is_visited_on_its_own_os_thread(run: Run) -> None:
+    async def main() -> Any:
+        ready = threading.Event()
+        stop = threading.Event()
+
+        async def worker() -> None:
+            ready.set()
+            while not stop.is_set():
+                await spdk_io.sleep(0.01)
+
+        handle = SpdkThread.spawn(worker, name="stats-worker")
+        try:
+            while not ready.is_set():
+                await spdk_io.sleep(0.001)
+            snap = await stats.snapshot(nvmf=False)
+        finally:
+            stop.set()
+            await handle
+        return snap
+
+    snap = run(main())
+    (worker,) = [t for t in snap.threads if t.name == "stats-worker"]
+    assert worker.loop == "stats-worker"  # read by its own loop's OS thread
+    (loop,) = [lo for lo in snap.loops if lo.name == "stats-worker"]
+    assert loop.turns > 0 and loop.tasks_run > 0
+    assert any(p.kind == "timed" for p in worker.pollers)  # its sleep's timer
+    assert len(snap.loops) >= 2  # the app thread's loop too: one entry per loop
+
+
+def test_a_histogram_with_spdk_rpc_chosen_granularity_reads_back(run: Run) -> None:
+    """Enabled by SPDK's RPC with granularity 5: read with the bdev's own parameters."""
+
+    async def main() -> tuple[Any, Any, Any]:
+        params = {"name": "StatsG0", "num_blocks": 64, "block_size": 512}
+        await rpc.call("bdev_malloc_create", params)
+        try:
+            with BdevDesc.open("StatsG0", write=True) as desc:
+                enable = {"name": "StatsG0", "enable": True, "granularity": 5}
+                await rpc.call("bdev_enable_histogram", enable)
+                buf = DmaBuf.alloc(512)
+                for i in range(30):
+                    await desc.write_blocks(buf, i, 1)
+                (b,) = await stats.bdev_stats("StatsG0", channels=False)
+                raw = await rpc.call("bdev_get_histogram", {"name": "StatsG0"})
+        finally:
+            await rpc.call("bdev_malloc_delete", {"name": "StatsG0"})
+        return b, raw, b.histogram
+
+    b, raw, h = run(main())
+    assert raw["granularity"] == 5
+    data = base64.b64decode(raw["histogram"])
+    counts = [c for c in struct.unpack(f"<{len(data) // 8}Q", data) if c]
+    assert h is not None and [c for _, _, c in h.buckets] == counts
+    assert h.count == 30 == b.io.write.ops
+    lo, hi, _ = h.buckets[-1]
+    assert lo <= b.io.write.max_latency_ns <= hi  # the bounds follow granularity 5
+    assert all(a[1] <= b2[0] for a, b2 in zip(h.buckets, h.buckets[1:], strict=False))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import time
+from collections.abc import Callable
 from typing import Any
 
 from spdk_io import _bridge, rpc
@@ -155,7 +156,7 @@ _get_io_stat = fast(
 )
 
 
-async def _iterate(what: str, visit: Any, start: Any) -> None:
+async def _iterate(what: str, visit: Callable[..., None], start: Callable[[int], object]) -> None:
     """Run an SPDK iteration with a persistent bridge entry: ``visit`` on each item,
     then the end finishes the ``Op``.  ``visit`` may run on other OS threads: its
     errors are kept and raised here, once the iteration is over."""
