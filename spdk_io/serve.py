@@ -103,7 +103,8 @@ def serve(
     mem_size_mb: int = DEFAULT_MEM_MIB,
     metrics: Metrics | None = None,
 ) -> None:
-    """Bring SPDK up with ``config``, serve until SIGINT/SIGTERM, tear down.
+    """Bring SPDK up with ``config``, serve until SIGINT/SIGTERM, tear down.  With
+    ``metrics``, also serve :mod:`spdk_io.stats` for Prometheus meanwhile.
 
     The interrupt arrives as ``KeyboardInterrupt`` after teardown; :func:`main` turns it
     into exit status 0.
@@ -127,8 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc-socket", default=None, help="serve SPDK's JSON-RPC on this unix socket")
     p.add_argument("-m", "--core-mask", default="0x1", help="cores SPDK may use (default 0x1)")
     p.add_argument("-s", "--mem-size", type=int, default=DEFAULT_MEM_MIB, help="memory, MiB")
-    p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
-    p.add_argument("--metrics-address", default="127.0.0.1", help="(default 127.0.0.1)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics (spdk-io[metrics])",
+    )
+    p.add_argument("--metrics-address", default="127.0.0.1", help="the metrics server's address")
     p.add_argument("--metrics-period", type=float, default=1.0, help="seconds between snapshots")
     return p
 

@@ -15,6 +15,8 @@
 Importing this package loads nothing of SPDK; the snapshot functions do.
 """
 
+from typing import TYPE_CHECKING
+
 from spdk_io._lazy import exports
 from spdk_io.stats.histogram import (
     BUCKETS,
@@ -80,8 +82,6 @@ __all__ = [
 def __dir__() -> list[str]:
     return sorted(__all__)
 
-
-from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers
     from spdk_io.stats.collect import bdev_histogram as bdev_histogram
