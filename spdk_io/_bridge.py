@@ -444,3 +444,85 @@ def _on_xattr_value(
 xattr_value_thunk = ctypes.CFUNCTYPE(None, _VP, ctypes.c_char_p, _VP, _VP)(_on_xattr_value)
 subsystem_state_cb = g.spdk_nvmf_subsystem_state_change_done(_on_subsystem_state)
 transport_created_cb = g.spdk_nvmf_transport_create_done_cb(_on_transport_created)
+
+
+# --- stats: statistics completions and iterations (spdk_io.stats) ---------------------
+
+#: ``spdk_bdev_get_device_stat_cb(bdev, stat, ctx, rc)``: a status completion (see
+#: :func:`status_op`), the entry sees ``(op, rc)``.
+_on_device_stat = _one_shot("bdev device stat", 2, 3, op=True)
+device_stat_cb = g.spdk_bdev_get_device_stat_cb(_on_device_stat)
+#: ``spdk_bdev_histogram_status_cb(ctx, status)``: ``_on_ctx_status``.
+histogram_status_cb = ctypes.cast(ctx_status_cb, g.spdk_bdev_histogram_status_cb)
+#: ``spdk_bdev_histogram_data_cb(ctx, status, histogram)``: a status completion, the
+#: entry sees ``(op, status)`` (the histogram is the one the caller passed).
+_on_histogram_data = _one_shot("bdev histogram", 0, 1, op=True)
+histogram_data_cb = g.spdk_bdev_histogram_data_cb(_on_histogram_data)
+
+# Iterations (``spdk_for_each_thread``, ``spdk_bdev_for_each_channel``) call a function
+# on every thread or channel, then a completion on the caller's thread, with one
+# ``ctx``.  Their entry is persistent (see :func:`persistent`): each visit calls
+# ``fn()`` (threads: on the visited thread) or ``fn(channel_address)`` (channels); the
+# completion drops the entry and finishes its ``Op`` (``SpdkError`` for a non-zero
+# status).  Visits may run on other OS threads: ``fn`` records what it finds, and its
+# own errors, for the caller to read once the ``Op`` is done; it must not finish the Op.
+
+
+def _end_iteration(ctx: int | None, status: int, what: str) -> None:
+    entry: Entry | None = None
+    try:
+        entry = _persistent.pop(ctx, None) if ctx is not None else None
+        op = entry[1] if entry is not None else None
+        if op is None:
+            _take(None)  # counts the stale callback
+        elif not op.done():
+            if status == 0:
+                op.set_result(None)
+            else:
+                op.set_exception(SpdkError(abs(status), what))
+    except BaseException as exc:
+        _fail(exc, what, entry[1] if entry is not None else None)
+
+
+def _on_each_thread(ctx: int | None) -> None:
+    """``spdk_for_each_thread``'s ``fn`` (``spdk_msg_fn``): one visit."""
+    try:
+        entry = _persistent.get(ctx) if ctx is not None else None
+        if entry is not None:
+            entry[0]()
+    except BaseException as exc:  # fn records its own errors: this is a last resort
+        _fail(exc, "spdk_for_each_thread visit")
+
+
+def _on_each_thread_done(ctx: int | None) -> None:
+    """``spdk_for_each_thread``'s ``cpl``: the end of the iteration."""
+    _end_iteration(ctx, 0, "spdk_for_each_thread")
+
+
+_channel_continue = fast("spdk_bdev_for_each_channel_continue", None, [_VP, ctypes.c_int])
+
+
+def _on_each_channel(i: int | None, bdev: Any, ch: int | None, ctx: int | None) -> None:
+    """``spdk_bdev_for_each_channel_msg``: one visit, then on to the next channel (with
+    ``-EIO`` if ``fn`` raised, which ends the iteration with that status)."""
+    status = 0
+    try:
+        entry = _persistent.get(ctx) if ctx is not None else None
+        if entry is not None:
+            entry[0](ch or 0)
+    except BaseException:
+        status = -errno.EIO
+    finally:
+        _channel_continue(i, status)
+
+
+def _on_each_channel_done(bdev: Any, ctx: int | None, status: int) -> None:
+    """``spdk_bdev_for_each_channel_done``: the end of the iteration."""
+    _end_iteration(ctx, status, "spdk_bdev_for_each_channel")
+
+
+each_thread_cb = g.spdk_msg_fn(_on_each_thread)
+each_thread_done_cb = g.spdk_msg_fn(_on_each_thread_done)
+_each_channel_thunk = ctypes.CFUNCTYPE(None, _VP, _VP, _VP, _VP)(_on_each_channel)
+each_channel_cb = ctypes.cast(_each_channel_thunk, g.spdk_bdev_for_each_channel_msg)
+each_channel_done_cb = g.spdk_bdev_for_each_channel_done(_on_each_channel_done)

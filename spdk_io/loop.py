@@ -413,7 +413,12 @@ class Loop:
         self._running = False
         self._unobserved: list[Task[Any]] = []
         self.current: Task[Any] | None = None  # the task last stepped (the running one, in a task)
+        # The loop's own counters (spdk_io.stats reads them): turns driven, task steps run,
+        # and the most tasks ever ready at once.  While the loop runs they are published
+        # every few turns (counted in locals in between, so the hot loop stays cheap).
         self.turns = 0
+        self.tasks_run = 0
+        self.ready_high_water = 0
         # Direct polls (add_direct_poll): (fn, args, failed), called every turn.
         self._direct: tuple[tuple[Callable[..., int], tuple[Any, ...], Callable[[int], None]], ...]
         self._direct = ()
@@ -589,6 +594,9 @@ class Loop:
         ready = self._ready
         n = len(ready)
         step = self._step
+        self.tasks_run += n
+        if n > self.ready_high_water:
+            self.ready_high_water = n
         for _ in range(n):
             step(ready.popleft())
         return n
@@ -710,10 +718,15 @@ class Loop:
         turns = 0
         since_poll = 0
         extra_busy = 0
+        # The counters, in locals; published with the periodic bookkeeping and at the end.
+        turns0, ran0, ran, high = self.turns, self.tasks_run, 0, self.ready_high_water
         try:
             while not done._state:
                 if ready:
                     n = len(ready)
+                    ran += n
+                    if n > high:
+                        high = n
                     for _ in range(n):
                         # _step, inlined for the common case: resume with no exception,
                         # the task yields an Op, and it is finished or nobody waits on it.
@@ -771,6 +784,8 @@ class Loop:
                 # Every 8th turn (every turn while it is busy): the extra work, and
                 # errors that callbacks reported.
                 if extra_busy or not turns & 7:
+                    self.turns, self.tasks_run = turns0 + turns, ran0 + ran
+                    self.ready_high_water = high
                     if extra is not None:
                         extra_busy = extra()
                     if self._crash is not None:
@@ -778,7 +793,8 @@ class Loop:
             if self._crash is not None:
                 raise self._crash
         finally:
-            self.turns += turns
+            self.turns, self.tasks_run = turns0 + turns, ran0 + ran
+            self.ready_high_water = high
 
     def cancel_all(self, budget: float = 5.0) -> None:
         """Cancel every task of this loop and let them unwind, for at most ``budget`` s.

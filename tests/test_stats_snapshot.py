@@ -1,0 +1,354 @@
+"""spdk_io.stats snapshots against real SPDK, checked against SPDK's own RPC answers
+(bdev_get_iostat, bdev_get_histogram, thread_get_stats, thread_get_pollers,
+nvmf_get_stats) taken around them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import spdk_io
+from spdk_io import rpc, stats
+from spdk_io.bdev import BdevDesc
+from spdk_io.dma import DmaBuf
+from spdk_io.stats import IoStat, bucket_bounds
+from spdk_io.stats.model import ticks_to_ns
+from spdk_io.thread import SpdkThread
+
+Run = Callable[[Awaitable[Any]], Any]
+_KINDS = (("read", "read"), ("write", "written"), ("unmap", "unmapped"), ("copy", "copied"))
+
+
+def as_rpc(io: IoStat, hz: int) -> dict[str, Any]:
+    """What SPDK's bdev_get_iostat reports, from our snapshot (latencies back in ns)."""
+    out: dict[str, Any] = {}
+    for kind, done in _KINDS:
+        s = getattr(io, kind)
+        out[f"num_{kind}_ops"] = s.ops
+        out[f"bytes_{done}"] = s.bytes
+        out[f"{kind}_latency_ns"] = s.latency_ns
+        out[f"min_{kind}_latency_ns"] = s.min_latency_ns
+        out[f"max_{kind}_latency_ns"] = s.max_latency_ns
+    out["io_error"] = io.errors
+    return out
+
+
+def rpc_in_ns(raw: dict[str, Any], hz: int) -> dict[str, Any]:
+    """SPDK's bdev_get_iostat entry with ticks converted as spdk_io converts them."""
+    out: dict[str, Any] = {}
+    for kind, done in _KINDS:
+        out[f"num_{kind}_ops"] = raw[f"num_{kind}_ops"]
+        out[f"bytes_{done}"] = raw[f"bytes_{done}"]
+        for pre in ("", "min_", "max_"):
+            out[f"{pre}{kind}_latency_ns"] = ticks_to_ns(raw[f"{pre}{kind}_latency_ticks"], hz)
+    out["io_error"] = raw.get("io_error", {})
+    return out
+
+
+async def iostat(name: str, per_channel: bool = False) -> dict[str, Any]:
+    answer = await rpc.call("bdev_get_iostat", {"names": [name], "per_channel": per_channel})
+    assert isinstance(answer, dict)
+    return answer
+
+
+def test_bdev_and_channel_stats_match_bdev_get_iostat(run: Run) -> None:
+    async def main() -> None:
+        await rpc.call(
+            "bdev_malloc_create", {"name": "StatsM0", "num_blocks": 64, "block_size": 512}
+        )
+        try:
+            with BdevDesc.open("StatsM0", write=True) as desc:
+                buf = DmaBuf.alloc(512)
+                await desc.read_blocks(buf, 0, 1)  # after the examine reads
+                (before,) = await stats.bdev_stats("StatsM0")
+                for i in range(7):
+                    await desc.write_blocks(buf, i, 1)
+                for i in range(3):
+                    await desc.read_blocks(buf, i, 1)
+                await desc.unmap_blocks(0, 8)
+                rpc1 = await iostat("StatsM0")
+                (after,) = await stats.bdev_stats("StatsM0")
+                rpc2 = await iostat("StatsM0")
+                chan_rpc = await iostat("StatsM0", per_channel=True)
+        finally:
+            await rpc.call("bdev_malloc_delete", {"name": "StatsM0"})
+
+        hz = rpc1["tick_rate"]
+        assert rpc1["bdevs"] == rpc2["bdevs"]  # nothing moved in between: equality is fair
+        assert as_rpc(after.io, hz) == rpc_in_ns(rpc1["bdevs"][0], hz)
+        # What the I/O above did, seen as deltas of the snapshots.
+        assert after.io.write.ops - before.io.write.ops == 7
+        assert after.io.write.bytes - before.io.write.bytes == 7 * 512
+        assert after.io.read.ops - before.io.read.ops == 3
+        assert after.io.unmap.ops - before.io.unmap.ops == 1
+        assert after.io.write.min_latency_ns <= after.io.write.mean_latency_ns
+        assert after.io.write.mean_latency_ns <= after.io.write.max_latency_ns
+        assert after.io.errors == {}
+        # One channel (this thread's), as SPDK's per-channel answer has it.
+        (chan,) = after.channels
+        (raw_chan,) = chan_rpc["channels"]
+        assert chan.thread == spdk_io.current_thread().name
+        assert chan.thread_id == raw_chan["thread_id"]
+        assert as_rpc(chan.io, hz) == rpc_in_ns(raw_chan, hz)
+        assert chan.io.write.ops == 7 and chan.io.read.ops >= 4  # SPDK examined it here too
+
+    run(main())
+
+
+def test_failed_io_is_counted_by_status_as_spdk_counts_it(run: Run) -> None:
+    async def main() -> tuple[Any, dict[str, Any]]:
+        await rpc.call(
+            "bdev_malloc_create", {"name": "StatsE0", "num_blocks": 64, "block_size": 512}
+        )
+        await rpc.call("bdev_error_create", {"base_name": "StatsE0"})
+        try:
+            params = {"name": "EE_StatsE0", "io_type": "read", "error_type": "failure", "num": 2}
+            await rpc.call("bdev_error_inject_error", params)
+            with BdevDesc.open("EE_StatsE0") as desc:
+                buf = DmaBuf.alloc(512)
+                failed = 0
+                for i in range(5):
+                    try:
+                        await desc.read_blocks(buf, i, 1)
+                    except spdk_io.SpdkError:
+                        failed += 1
+                assert failed == 2
+                (got,) = await stats.bdev_stats("EE_StatsE0")
+                raw = await iostat("EE_StatsE0")
+        finally:
+            await rpc.call("bdev_error_delete", {"name": "EE_StatsE0"})
+            await rpc.call("bdev_malloc_delete", {"name": "StatsE0"})
+        return got, raw
+
+    got, raw = run(main())
+    assert got.io.errors == {"failed": 2}
+    assert got.io.errors == raw["bdevs"][0]["io_error"]
+
+
+def rpc_histogram(answer: dict[str, Any], hz: int) -> tuple[tuple[int, int, int], ...]:
+    """SPDK's bdev_get_histogram answer (base64 of little-endian u64 buckets) as
+    ``(lowest_ns, highest_ns, count)`` buckets; its default layout is spdk_io's own."""
+    assert answer["granularity"] == 7 and answer["min_range"] == 0
+    data = base64.b64decode(answer["histogram"])
+    counts = struct.unpack(f"<{len(data) // 8}Q", data)
+    out = []
+    for i, c in enumerate(counts):
+        if c:
+            lo, hi = bucket_bounds(i)
+            out.append((ticks_to_ns(lo, hz), ticks_to_ns(hi, hz), c))
+    return tuple(out)
+
+
+def test_histogram_matches_bdev_get_histogram_and_brackets_the_max(run: Run) -> None:
+    async def main() -> None:
+        await rpc.call(
+            "bdev_malloc_create", {"name": "StatsH0", "num_blocks": 64, "block_size": 512}
+        )
+        try:
+            assert await stats.bdev_histogram("StatsH0") is None  # not enabled
+            with BdevDesc.open("StatsH0", write=True) as desc:
+                await stats.enable_histogram("StatsH0")
+                buf = DmaBuf.alloc(512)
+                for i in range(50):
+                    await desc.write_blocks(buf, i % 64, 1)
+                (b,) = await stats.bdev_stats("StatsH0")
+                raw = await rpc.call("bdev_get_histogram", {"name": "StatsH0"})
+                await stats.disable_histogram("StatsH0")
+                assert await stats.bdev_histogram("StatsH0") is None
+        finally:
+            await rpc.call("bdev_malloc_delete", {"name": "StatsH0"})
+
+        h = b.histogram
+        assert h is not None
+        assert h.count == 50 == b.io.write.ops
+        assert h.buckets == rpc_histogram(raw, raw["tsc_rate"])
+        p = h.percentiles
+        assert p["p50"] <= p["p90"] <= p["p99"] <= p["p99.9"] == h.percentile(100)
+        # The slowest write (exact, from the I/O stat) lies in the top bucket.
+        lo, hi, _ = h.buckets[-1]
+        assert lo <= b.io.write.max_latency_ns <= hi
+        assert h.percentile(0) == h.buckets[0][1]
+
+    run(main())
+
+
+def test_threads_and_pollers_match_thread_get_stats_and_pollers(run: Run) -> None:
+    async def main() -> tuple[Any, ...]:
+        stats1 = await rpc.call("thread_get_stats")
+        pollers1 = await rpc.call("thread_get_pollers")
+        threads = await stats.thread_stats()
+        stats2 = await rpc.call("thread_get_stats")
+        pollers2 = await rpc.call("thread_get_pollers")
+        return stats1, threads, stats2, pollers1, pollers2
+
+    stats1, threads, stats2, pollers1, pollers2 = run(main())
+    hz = stats1["tick_rate"]
+    by_id1 = {t["id"]: t for t in stats1["threads"]}
+    by_id2 = {t["id"]: t for t in stats2["threads"]}
+    assert {t.id for t in threads} == set(by_id1) == set(by_id2)
+    assert spdk_io.current_thread().name in {t.name for t in threads}
+    for t in threads:
+        r1, r2 = by_id1[t.id], by_id2[t.id]
+        assert t.name == r1["name"]
+        assert ticks_to_ns(r1["busy"], hz) <= t.busy_ns <= ticks_to_ns(r2["busy"], hz)
+        assert ticks_to_ns(r1["idle"], hz) <= t.idle_ns <= ticks_to_ns(r2["idle"], hz)
+        assert t.loop  # every SPDK thread here is polled by an spdk_io loop
+
+    def runs(answer: dict[str, Any]) -> dict[tuple[int, str, int], int]:
+        return {
+            (t["id"], p["name"], p["id"]): p["run_count"]
+            for t in answer["threads"]
+            for kind in ("active_pollers", "timed_pollers", "paused_pollers")
+            for p in t[kind]
+        }
+
+    before, after = runs(pollers1), runs(pollers2)
+    ours = {(t.id, p.name, p.id): p.run_count for t in threads for p in t.pollers}
+    assert ours, "the app thread has pollers (the RPC client's at least)"
+    for key, count in ours.items():
+        if key in before and key in after:  # pollers that lived through all three reads
+            assert before[key] <= count <= after[key]
+    assert set(before) & set(after) <= set(ours)
+
+
+def test_loop_counters_count_turns_tasks_and_the_ready_high_water(run: Run) -> None:
+    async def main() -> tuple[Any, Any]:
+        first = stats.loop_stats()
+
+        async def hop() -> None:
+            await spdk_io.sleep(0)
+
+        await spdk_io.gather(*(hop() for _ in range(20)))
+        await spdk_io.sleep(0.01)
+        return first, stats.loop_stats()
+
+    first, second = run(main())
+    assert second.name == first.name
+    assert second.turns > first.turns
+    assert second.tasks_run - first.tasks_run >= 40  # 20 tasks, two steps each at least
+    assert second.ready_high_water >= 20  # they were all ready at once
+
+
+def test_nvmf_stats_match_nvmf_get_stats(run: Run) -> None:
+    async def main() -> tuple[Any, list[Any]]:
+        ours = await stats.nvmf_stats()
+        answers = [await rpc.call("nvmf_get_stats", {"tgt_name": t.name}) for t in ours]
+        return ours, answers
+
+    ours, answers = run(main())
+    assert ours, "SPDK's nvmf subsystem has its default target"
+    fields = (
+        "admin_qpairs",
+        "io_qpairs",
+        "current_admin_qpairs",
+        "current_io_qpairs",
+        "pending_bdev_io",
+        "completed_nvme_io",
+    )
+    for target, answer in zip(ours, answers, strict=True):
+        assert [pg.name for pg in target.poll_groups] == [g["name"] for g in answer["poll_groups"]]
+        for pg, raw in zip(target.poll_groups, answer["poll_groups"], strict=True):
+            assert {f: getattr(pg, f) for f in fields} == {f: raw[f] for f in fields}
+
+
+def test_snapshot_exports_as_json(run: Run) -> None:
+    async def main() -> Any:
+        await rpc.call(
+            "bdev_malloc_create", {"name": "StatsJ0", "num_blocks": 64, "block_size": 512}
+        )
+        try:
+            return await stats.snapshot()
+        finally:
+            await rpc.call("bdev_malloc_delete", {"name": "StatsJ0"})
+
+    snap = run(main())
+    data = json.loads(stats.to_json(snap))
+    assert data == snap.to_dict()
+    assert data["ticks_hz"] > 0
+    assert snap.bdev("StatsJ0").name == "StatsJ0"
+    assert "StatsJ0" in [b["name"] for b in data["bdevs"]]
+    assert [t["id"] for t in data["threads"]] == [t.id for t in snap.threads]
+    assert data["loops"] and data["loops"][0]["turns"] > 0
+    with pytest.raises(KeyError):
+        snap.bdev("NoSuchBdev")
+
+
+def test_bad_input_is_refused_and_changes_nothing(run: Run) -> None:
+    async def main() -> None:
+        with pytest.raises(LookupError, match="NoSuchBdev"):
+            await stats.bdev_stats("NoSuchBdev")
+        with pytest.raises(LookupError):
+            await stats.enable_histogram("NoSuchBdev")
+        with pytest.raises(TypeError):
+            await stats.bdev_histogram(3)  # type: ignore[arg-type]  # the point of the test
+        with pytest.raises(ValueError):
+            await stats.bdev_stats("")
+
+    run(main())
+    with pytest.raises(TypeError, match="snapshot"):
+        stats.to_json(object())
+
+
+def test_a_spawned_thread_is_visited_on_its_own_os_thread(run: Run) -> None:
+    async def main() -> Any:
+        ready = threading.Event()
+        stop = threading.Event()
+
+        async def worker() -> None:
+            ready.set()
+            while not stop.is_set():
+                await spdk_io.sleep(0.01)
+
+        handle = SpdkThread.spawn(worker, name="stats-worker")
+        try:
+            while not ready.is_set():
+                await spdk_io.sleep(0.001)
+            snap = await stats.snapshot(nvmf=False)
+        finally:
+            stop.set()
+            await handle
+        return snap
+
+    snap = run(main())
+    (worker,) = [t for t in snap.threads if t.name == "stats-worker"]
+    assert worker.loop == "stats-worker"  # read by its own loop's OS thread
+    (loop,) = [lo for lo in snap.loops if lo.name == "stats-worker"]
+    assert loop.turns > 0 and loop.tasks_run > 0
+    assert any(p.kind == "timed" for p in worker.pollers)  # its sleep's timer
+    assert len(snap.loops) >= 2  # the app thread's loop too: one entry per loop
+
+
+def test_a_histogram_with_spdk_rpc_chosen_granularity_reads_back(run: Run) -> None:
+    """Enabled by SPDK's RPC with granularity 5: read with the bdev's own parameters."""
+
+    async def main() -> tuple[Any, Any, Any]:
+        params = {"name": "StatsG0", "num_blocks": 64, "block_size": 512}
+        await rpc.call("bdev_malloc_create", params)
+        try:
+            with BdevDesc.open("StatsG0", write=True) as desc:
+                enable = {"name": "StatsG0", "enable": True, "granularity": 5}
+                await rpc.call("bdev_enable_histogram", enable)
+                buf = DmaBuf.alloc(512)
+                for i in range(30):
+                    await desc.write_blocks(buf, i, 1)
+                (b,) = await stats.bdev_stats("StatsG0", channels=False)
+                raw = await rpc.call("bdev_get_histogram", {"name": "StatsG0"})
+        finally:
+            await rpc.call("bdev_malloc_delete", {"name": "StatsG0"})
+        return b, raw, b.histogram
+
+    b, raw, h = run(main())
+    assert raw["granularity"] == 5
+    data = base64.b64decode(raw["histogram"])
+    counts = [c for c in struct.unpack(f"<{len(data) // 8}Q", data) if c]
+    assert h is not None and [c for _, _, c in h.buckets] == counts
+    assert h.count == 30 == b.io.write.ops
+    lo, hi, _ = h.buckets[-1]
+    assert lo <= b.io.write.max_latency_ns <= hi  # the bounds follow granularity 5
+    assert all(a[1] <= b2[0] for a, b2 in zip(h.buckets, h.buckets[1:], strict=False))
