@@ -281,14 +281,11 @@ class Op(Generic[T]):
             yield self  # the trap: the loop parks the task until this Op finishes
         if self._state == _DONE:
             return cast(T, self._value)
-        return self._deliver_failure()
-
-    def _deliver_failure(self) -> T:
-        """Raise the exception to the task awaiting it: an ``SpdkError`` that a C callback
-        created (no task ran) gets this task as its context."""
-        exc = self._value
-        if self._state == _FAILED and isinstance(exc, SpdkError):
-            exc.add_context(*error_context())
+        if self._state == _FAILED:
+            exc = self._value
+            if isinstance(exc, SpdkError):  # made in a C callback (no task ran): this task
+                exc.add_context(*error_context())
+            raise exc
         return self.result()
 
 
