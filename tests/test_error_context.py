@@ -83,7 +83,8 @@ def test_a_failed_io_names_operation_object_thread_and_awaiting_task(run: Run) -
                 await d.read(buf, 0)  # two were injected: this one succeeds
         return one.value, two.value, current_thread().name
 
-    one, two, thread = run(main())
+    with debug_mode(False):  # the exact notes: none from debug mode
+        one, two, thread = run(main())
     assert one.errno_name == "EIO" and one.obj == "EE_CtxIo" and one.op
     assert (one.thread, one.task) == (thread, "ctx-reader")
     assert str(one) == (
@@ -296,7 +297,7 @@ Loop(poll, name="child").run_until_complete(main())
 
 @pytest.mark.parametrize(("value", "on"), [("1", True), ("yes", True), ("0", False), ("", False)])
 def test_spdk_io_debug_environment_variable(value: str, on: bool) -> None:
-    child = run_py(DEBUG_CHILD, env={"SPDK_IO_DEBUG": value})
+    child = run_py(DEBUG_CHILD, env={"SPDK_IO_DEBUG": value, "PYTHONDEVMODE": ""})
     assert child.returncode == 0, child.stderr
     first, second = child.stdout.splitlines()
     assert first == str(on)
@@ -304,3 +305,15 @@ def test_spdk_io_debug_environment_variable(value: str, on: bool) -> None:
     if on:
         expected.append("submitted at <string>:15 in main")
     assert second == repr(expected)
+
+
+@pytest.mark.parametrize(
+    ("flags", "value", "on"),
+    [(["-X", "dev"], "", True), (["-E"], "1", False)],
+    ids=["dev mode turns it on", "-E ignores the variable"],
+)
+def test_python_flags_for_debug_mode(flags: list[str], value: str, on: bool) -> None:
+    code = "import spdk_io; print(spdk_io.debug())"
+    child = run_py(args=[*flags, "-c", code], env={"SPDK_IO_DEBUG": value, "PYTHONDEVMODE": ""})
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == str(on)
