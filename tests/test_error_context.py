@@ -13,10 +13,17 @@ import pytest
 
 import spdk_io
 from spdk_io import bdev_modules as bm
+from spdk_io import rpc
 from spdk_io.bdev import BdevDesc
 from spdk_io.blob import BlobId, Blobstore, BlobstoreOptions
 from spdk_io.dma import DmaBuf
-from spdk_io.errors import BlobNotFoundError, NvmeError, SpdkError, ThreadExitedError
+from spdk_io.errors import (
+    BlobNotFoundError,
+    NvmeError,
+    RpcError,
+    SpdkError,
+    ThreadExitedError,
+)
 from spdk_io.loop import Op
 from spdk_io.thread import SpdkThread, ThreadHandle, current_thread
 from tests.conftest import run_py
@@ -206,6 +213,23 @@ def test_an_nvme_status_error_names_the_status_thread_and_task(run: Run) -> None
     assert f"NVMe status: {exc.status}" in notes(exc)
     assert f"task: {task}" in notes(exc) and f"object: {exc.obj}" in notes(exc)
     assert submitted(exc) == [f"submitted at {HERE}:{at} in main"]
+
+
+def test_an_rpc_error_names_its_method_thread_and_task(run: Run) -> None:
+    async def main() -> tuple[RpcError, str, str]:
+        with pytest.raises(RpcError) as info:
+            await rpc.call("bdev_malloc_delete", {"name": "NoSuchCtxBdev"})
+        return info.value, current_thread().name, spdk_io.current_task().name
+
+    exc, thread, task = run(main())
+    assert exc.errno_name == "ENODEV" and (exc.thread, exc.task) == (thread, task)
+    assert str(exc).startswith("rpc bdev_malloc_delete failed: [-19] ")
+    assert str(exc).endswith(f"[thread {thread}, task {task}]")
+    assert notes(exc)[:3] == [
+        "operation: rpc bdev_malloc_delete",
+        f"SPDK thread: {thread}",
+        f"task: {task}",
+    ]
 
 
 def submit_read(d: BdevDesc, buf: DmaBuf) -> tuple[Op[None], int]:
