@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "wait_for": "loop",
     "gather": "loop",
     "current_task": "loop",
+    "debug": "loop",
     # thread
     "SpdkThread": "thread",
     "ThreadHandle": "thread",
@@ -155,6 +156,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io.loop import Op as Op
     from spdk_io.loop import Task as Task
     from spdk_io.loop import current_task as current_task
+    from spdk_io.loop import debug as debug
     from spdk_io.loop import gather as gather
     from spdk_io.loop import sleep as sleep
     from spdk_io.loop import spawn as spawn

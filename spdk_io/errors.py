@@ -1,14 +1,20 @@
 """The exceptions spdk_io raises.
 
 Every failure reported by SPDK becomes an :class:`SpdkError` (or a subclass)
-that carries the errno, its symbolic name, the operation that failed and the
-object it concerned, so a log line says what happened without a debugger.
+that carries the errno, its symbolic name, the operation that failed, the
+object it concerned, and the SPDK thread and task it happened in, so a log line
+says what happened without a debugger.  The same facts are exception notes
+(PEP 678), one each, so a traceback shows them too.
+
+This module imports nothing of SPDK: the thread and task come from a provider
+that :mod:`spdk_io.loop` installs (:func:`set_context_provider`).
 """
 
 from __future__ import annotations
 
 import errno as _errno
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # no runtime import: this module stays importable without SPDK or ctypes
@@ -28,7 +34,40 @@ __all__ = [
     "SpdkVersionError",
     "ThreadExitedError",
     "WrongThreadError",
+    "error_context",
+    "set_context_provider",
 ]
+
+#: ``(SPDK thread name, task name)`` where the code runs now, either ``None`` if unknown.
+Context = tuple[str | None, str | None]
+
+
+def _no_context() -> Context:
+    return None, None
+
+
+# Per interpreter (each imports its own spdk_io): spdk_io.loop installs its provider.
+_context_provider: Callable[[], Context] = _no_context
+
+
+def set_context_provider(provider: Callable[[], Context]) -> None:
+    """Install what :func:`error_context` asks (:mod:`spdk_io.loop` does, at import)."""
+    global _context_provider
+    if not callable(provider):
+        raise TypeError(f"provider must be callable, not {type(provider).__name__}")
+    _context_provider = provider
+
+
+def error_context() -> Context:
+    """The SPDK thread and the running task of the code calling it (``None`` if unknown).
+
+    Never raises: a failing provider gives ``(None, None)``, so an error is never
+    hidden by a failure to describe it.
+    """
+    try:
+        return _context_provider()
+    except Exception:
+        return None, None
 
 
 class SpdkNotFoundError(ImportError):
@@ -49,7 +88,20 @@ class SpdkError(OSError):
     ``errno`` is the positive errno value, ``errno_name`` its symbolic name
     (``"ENOMEM"``), ``op`` the operation (``"spdk_bdev_open_ext"``) and ``obj``
     what it was applied to (a bdev name, a thread name, ...), or ``None``.
+    ``thread`` and ``task`` name the SPDK thread and the task it happened in
+    (``None`` if unknown): those the error is created in, or for a failure that
+    a C callback reports (no task runs then), the task that awaits the failed
+    operation (:meth:`add_context`).
+
+    ``str()`` reads ``spdk_bdev_read(Malloc0) failed: EIO (Input/output error)
+    [thread app_thread, task main]``; the notes (``__notes__``, PEP 678) say
+    ``operation: ...``, ``object: ...``, ``SPDK thread: ...`` and ``task: ...``,
+    each once however many layers the error passes through.
     """
+
+    thread: str | None = None
+    task: str | None = None
+    _own_notes = 0  # how many of the first notes are this error's facts
 
     def __init__(self, err: int, op: str, obj: object = None, detail: str | None = None) -> None:
         err = abs(err)
@@ -63,9 +115,43 @@ class SpdkError(OSError):
         super().__init__(err, msg)
         # OSError keeps strerror for its str(); make str() the full message instead.
         self._message = msg
+        self._note(f"operation: {op}")
+        if obj is not None:
+            self._note(f"object: {obj}")
+        self.add_context(*error_context())
+
+    def _note(self, note: str) -> None:
+        """Add one of the error's facts as a note, after the facts noted before (so a
+        context added later, as the error reaches its task, stays with them)."""
+        n = self._own_notes
+        notes = getattr(self, "__notes__", None)
+        if isinstance(notes, list) and n <= len(notes):
+            notes.insert(n, note)
+        else:
+            self.add_note(note)
+        self._own_notes = n + 1
+
+    def add_context(self, thread: str | None = None, task: str | None = None) -> None:
+        """Record the SPDK thread and the task of the failure, where not known yet.
+
+        The first value of each wins (the error's origin), so an error that passes
+        through several layers keeps its context and gets each note once.  The
+        loop calls this when a failed operation is delivered to the task awaiting it.
+        """
+        if thread is not None and self.thread is None:
+            self.thread = thread
+            self._note(f"SPDK thread: {thread}")
+        if task is not None and self.task is None:
+            self.task = task
+            self._note(f"task: {task}")
 
     def __str__(self) -> str:
-        return self._message
+        context = []
+        if self.thread is not None:
+            context.append(f"thread {self.thread}")
+        if self.task is not None:
+            context.append(f"task {self.task}")
+        return f"{self._message} [{', '.join(context)}]" if context else self._message
 
     @classmethod
     def check(cls, rc: int, op: str, obj: object = None) -> int:
@@ -168,3 +254,4 @@ class NvmeError(SpdkError):
         super().__init__(status.errno, op, obj)
         what = f"{op}({obj})" if obj is not None else op
         self._message = f"{what} failed: NVMe status {status}"
+        self._note(f"NVMe status: {status}")

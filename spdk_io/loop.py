@@ -37,22 +37,44 @@ unwind is recorded, not raised.  :class:`interrupts_deferred` does the same for
 teardown code (``spdk_io.run`` tears SPDK down under it): a Ctrl-C during
 teardown lets the teardown finish (it is bounded in time) and is raised as
 ``KeyboardInterrupt`` at its end.
+
+Error context and debug mode
+----------------------------
+An :class:`~spdk_io.errors.SpdkError` names the SPDK thread (the loop's name) and
+the task it was created in; one that a C callback creates (no task runs then)
+gets the task that awaits the failed ``Op`` when it is delivered.  In debug mode
+(:func:`debug`, or ``SPDK_IO_DEBUG=1`` in the environment at import, or
+``python -X dev``) every ``Op`` records where it was submitted - the innermost
+frames outside spdk_io, when it is created or rearmed - and an exception it fails
+with gets the note ``submitted at file:line in function`` with that traceback,
+like asyncio's debug mode.  Off, it costs one test of a module global per ``Op``
+created or rearmed; what Ops recorded is forgotten when it is turned off.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import signal
+import sys
 import threading
 import time
+import traceback
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any, Generic, TypeVar, cast
 
 from spdk_io._validate import duration, text
-from spdk_io.errors import CallbackError, Cancelled, InvalidStateError
+from spdk_io.errors import (
+    CallbackError,
+    Cancelled,
+    InvalidStateError,
+    SpdkError,
+    error_context,
+    set_context_provider,
+)
 
 __all__ = [
     "Loop",
@@ -61,6 +83,7 @@ __all__ = [
     "callback_failed",
     "current_loop",
     "current_task",
+    "debug",
     "gather",
     "interrupts_deferred",
     "orphan_errors",
@@ -78,6 +101,89 @@ _DONE = 1
 _FAILED = 2
 
 
+def _debug_from_environment() -> bool:
+    """Debug mode at import: ``python -X dev``, or ``SPDK_IO_DEBUG`` set to anything but
+    ``""``, ``0``, ``false``, ``no`` or ``off`` (ignored under ``python -E``)."""
+    if sys.flags.dev_mode:
+        return True
+    if sys.flags.ignore_environment:
+        return False
+    value = os.environ.get("SPDK_IO_DEBUG", "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
+# Per interpreter (each imports its own spdk_io): whether Ops record their submitter,
+# and how many times that changed (what an Op recorded before the last change is stale).
+_debug = _debug_from_environment()
+_debug_period = 0
+
+#: The most frames a submission traceback keeps (debug mode).
+DEBUG_STACK_DEPTH = 10
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+#: Where an Op was submitted: ``(filename, line, function)``, innermost first.
+_Frames = tuple[tuple[str, int, str], ...]
+#: What an Op records in debug mode: the debug period, and its submitter's frames.
+_Source = tuple[int, _Frames]
+
+
+def debug(enabled: bool | None = None) -> bool:
+    """Turn debug mode on or off (``debug()`` only asks); return whether it is on.
+
+    In debug mode each :class:`Op` records where it was submitted (created or
+    rearmed), and an exception it fails with gets the note ``submitted at
+    file:line in function`` with the submission traceback, so a failure a C
+    callback reports points at the line that started the operation.  Only
+    failures of Ops submitted since debug mode was last turned on get the note
+    (turning it off forgets what Ops recorded).  Per interpreter; the
+    environment variable ``SPDK_IO_DEBUG=1`` turns it on at import.
+    """
+    global _debug, _debug_period
+    if enabled is not None:
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be a bool, not {type(enabled).__name__}")
+        if enabled != _debug:
+            _debug_period += 1
+            _debug = enabled
+    return _debug
+
+
+def _submitter() -> _Source:
+    """What an Op records in debug mode: the frames that submit it (the innermost outside
+    spdk_io, and its callers up to the next spdk_io frame: the loop that runs the task).
+    Called by Op's methods only."""
+    f: types.FrameType | None = sys._getframe(2)  # past this function and the Op method
+    while f is not None and f.f_code.co_filename.startswith(_PACKAGE_DIR):
+        f = f.f_back
+    frames: list[tuple[str, int, str]] = []
+    while f is not None and len(frames) < DEBUG_STACK_DEPTH:
+        code = f.f_code
+        if code.co_filename.startswith(_PACKAGE_DIR):
+            break
+        frames.append((code.co_filename, f.f_lineno, code.co_name))
+        f = f.f_back
+    return _debug_period, tuple(frames)
+
+
+def _note_submission(exc: BaseException, source: _Source) -> None:
+    """Add ``submitted at ...`` to ``exc`` if ``source`` is current and names a frame,
+    unless an earlier Op noted where ``exc`` came from."""
+    period, frames = source
+    if period != _debug_period or not frames:
+        return  # recorded before debug mode was turned off (or nothing outside spdk_io)
+    notes = getattr(exc, "__notes__", None)
+    if notes and any(isinstance(n, str) and n.startswith("submitted at ") for n in notes):
+        return
+    filename, line, function = frames[0]
+    stack = traceback.StackSummary.from_list(
+        [traceback.FrameSummary(f, n, fn) for f, n, fn in reversed(frames)]
+    )
+    exc.add_note(
+        f"submitted at {filename}:{line} in {function}\n"
+        "submission traceback (most recent call last):\n" + "".join(stack.format()).rstrip()
+    )
+
+
 class Op(Generic[T]):
     """A pending operation: the only thing a task can wait on.
 
@@ -88,7 +194,7 @@ class Op(Generic[T]):
     completes (buffers handed to SPDK, ctypes arguments).
     """
 
-    __slots__ = ("_abort", "_state", "_value", "_waiter", "keep", "what")
+    __slots__ = ("_abort", "_source", "_state", "_value", "_waiter", "keep", "what")
 
     def __init__(self, what: str = "", abort: Callable[[], None] | None = None) -> None:
         self._state = _PENDING
@@ -97,6 +203,8 @@ class Op(Generic[T]):
         self._abort = abort
         self.keep: object = None
         self.what = what
+        if _debug:  # off, _source stays unset: creating an Op costs this test only
+            self._source: _Source = _submitter()
 
     def __repr__(self) -> str:
         state = ("pending", "done", "failed")[self._state]
@@ -129,15 +237,21 @@ class Op(Generic[T]):
 
     def set_exception(self, exc: BaseException) -> None:
         self._finish(_FAILED, exc)
+        source = getattr(self, "_source", None)  # debug mode: where it was submitted
+        if source is not None:
+            _note_submission(exc, source)
 
     def rearm(self) -> None:
         """Make a finished ``Op`` pending again, for a hot path that reuses one
-        (:class:`~spdk_io.bdev.IoSlot`); ``InvalidStateError`` while it is pending."""
+        (:class:`~spdk_io.bdev.IoSlot`); ``InvalidStateError`` while it is pending.
+        In debug mode the rearming call is its new submitter."""
         if self._state == _PENDING:
             raise InvalidStateError(f"{self!r} is still pending")
         self._state = _PENDING
         self._value = None
         self._abort = None
+        if _debug:  # off, what it recorded before is stale (another debug period)
+            self._source = _submitter()
 
     def _finish(self, state: int, value: object) -> None:
         """Record the outcome, drop what was kept alive, and make the waiter ready."""
@@ -167,6 +281,11 @@ class Op(Generic[T]):
             yield self  # the trap: the loop parks the task until this Op finishes
         if self._state == _DONE:
             return cast(T, self._value)
+        if self._state == _FAILED:
+            exc = self._value
+            if isinstance(exc, SpdkError):  # made in a C callback (no task ran): this task
+                exc.add_context(*error_context())
+            raise exc
         return self.result()
 
 
@@ -212,6 +331,9 @@ class _TaskDone(Op[T]):
 
     def set_result(self, value: T) -> None:
         self._finish(_DONE, value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._finish(_FAILED, exc)  # the task's own failure: its traceback says where
 
     def _finish(self, state: int, value: object) -> None:
         super()._finish(state, value)
@@ -1047,6 +1169,23 @@ def current_task() -> Task[Any]:
     return _current_task(current_loop())
 
 
+def _error_context() -> tuple[str | None, str | None]:
+    """The SPDK thread (this OS thread's loop's name) and the task running now; the task
+    is ``None`` in a C callback, which runs between tasks."""
+    loop: Loop | None = getattr(_local, "loop", None)
+    if loop is None:
+        return None, None
+    task = loop.current  # the task last stepped: is it running now?
+    if task is not None and (
+        getattr(task._coro, "cr_running", False) or getattr(task._coro, "gi_running", False)
+    ):
+        return loop.name, task.name
+    return loop.name, None
+
+
+set_context_provider(_error_context)
+
+
 def _check_awaitable(aw: object, what: str) -> None:
     if not inspect.isawaitable(aw):
         raise TypeError(f"{what} must be awaitable, not {type(aw).__name__}")
@@ -1099,7 +1238,7 @@ async def _gather(aws: tuple[Awaitable[Any], ...]) -> list[Any]:
         if outcome.done():
             return
         if task._done._state == _FAILED:  # the first failure in time
-            outcome.set_exception(task._done._value)
+            outcome._finish(_FAILED, task._done._value)  # a task's failure, as _TaskDone
             return
         pending -= 1
         if not pending:

@@ -160,9 +160,10 @@ def test_nvme_error() -> None:
     status = NvmeStatus(0, 0x80, dnr=True)
     err = NvmeError(status, "read", "nqn.2016-06.io.spdk:cnode1 ns 1")
     assert isinstance(err, SpdkError) and isinstance(err, OSError)
+    where = f" [thread {err.thread}]" if err.thread else ""  # made outside any task
     assert str(err) == (
         "read(nqn.2016-06.io.spdk:cnode1 ns 1) failed: "
-        "NVMe status Generic / LBA Out of Range (sct 0x0, sc 0x80)"
+        "NVMe status Generic / LBA Out of Range (sct 0x0, sc 0x80)" + where
     )
     assert err.status is status
     assert (err.sct, err.sc, err.dnr) == (0, 0x80, True)
@@ -173,8 +174,9 @@ def test_nvme_error() -> None:
 
 def test_nvme_error_without_object_and_unknown_code() -> None:
     err = NvmeError(NvmeStatus(7, 0xC1), "identify")
+    where = f" [thread {err.thread}]" if err.thread else ""  # made outside any task
     assert str(err) == "identify failed: NVMe status Vendor Specific / Vendor Specific (0xC1) " + (
-        "(sct 0x7, sc 0xC1)"
+        "(sct 0x7, sc 0xC1)" + where
     )
     assert err.errno == errno.EIO and err.obj is None
     with pytest.raises(NvmeError) as info:
