@@ -124,7 +124,9 @@ class App:
         log_token = o.log_to_python and log.acquire()
         if log.installed():
             opts.log = log.callback
-            opts.print_level = log.sync_level()
+            # At most WARN here: spdk_app_start sleeps 10 s when a print level above it
+            # meets a terminal on stderr; _on_start applies the logging level after.
+            opts.print_level = min(log.sync_level(), int(g.SPDK_LOG_WARN))
         _bridge.shutdown_hook = lambda: _shutdown(state)
 
         key = _bridge.once(lambda: _on_start(state, main, o))

@@ -21,9 +21,12 @@ the callback never raises into C.  A ``KeyboardInterrupt`` raised while it runs
 raised while a record is handled (a failing filter) is reported through
 :func:`sys.unraisablehook`.
 
-SPDK's own log level follows the ``spdk`` logger's effective level while installed
-(:func:`sync_level` re-applies it after a logging configuration change).  SPDK's
-``INFO``/``DEBUG`` messages are per log flag: :func:`enable_flags` turns them on.
+While installed, SPDK hands every message to the callback whatever SPDK's own level;
+what reaches a handler is decided by logging alone.  SPDK's log and print level still
+follow the ``spdk`` logger's effective level (:func:`sync_level` re-applies it after a
+logging configuration change): SPDK consults them itself, and prints at them once the
+log is given back.  SPDK's ``INFO``/``DEBUG`` messages are per log flag:
+:func:`enable_flags` turns them on.
 
 Only on x86-64 (where a ``va_list`` argument is a pointer that may be copied as 24
 bytes) and only in the main interpreter (SPDK has one log callback per process);
@@ -368,8 +371,10 @@ def spdk_level_for(level: int) -> int:
 
 def sync_level() -> int:
     """Set SPDK's log and print level from the ``spdk`` logger's effective level (as
-    :func:`install` does); call it after changing the logging configuration.  Returns
-    the SPDK level set.  Does nothing (and returns SPDK's level) while not installed."""
+    :func:`install` does), so SPDK's own view of its level matches logging's.  Which
+    records reach handlers does not depend on it (logging decides), so calling it after
+    a logging configuration change is optional.  Returns the SPDK level set.  Does
+    nothing (and returns SPDK's level) while not installed."""
     if not _state["installed"]:
         return int(g.spdk_log_get_level())
     level = spdk_level_for(_root.getEffectiveLevel())
