@@ -28,6 +28,12 @@ logging configuration change): SPDK consults them itself, and prints at them onc
 log is given back.  SPDK's ``INFO``/``DEBUG`` messages are per log flag:
 :func:`enable_flags` turns them on.
 
+The callback takes the GIL.  SPDK logs a few errors while holding one of its own
+locks (``spdk_for_each_channel`` on a device being unregistered); if another OS
+thread then waits for that lock inside a call made with the GIL held (a poll), the
+two wait for each other.  No spdk_io path is known to reach this; a program that
+runs into it can opt out with ``log_to_python=False``.
+
 Only on x86-64 (where a ``va_list`` argument is a pointer that may be copied as 24
 bytes) and only in the main interpreter (SPDK has one log callback per process);
 elsewhere :func:`install` returns ``False`` and SPDK keeps printing to stderr.
