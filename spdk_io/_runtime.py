@@ -364,7 +364,7 @@ class Host:
 
     def _refuse_unless_up(self) -> None:
         if self._handle is None or self._stop_requested:
-            state = "stopping" if self._stop_requested else "not running"
+            state = "not running" if self._handle is None else "stopping"
             raise RuntimeStoppedError(
                 f"runtime {self.name} is {state}: calls are accepted only inside its block"
             )

@@ -133,20 +133,16 @@ class Runtime:
         :class:`RuntimeStoppedError` outside the runtime's block.
         """
         loop, courier = self._check_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        call: Call[T] = self._host.call(fn, args, lambda _c: courier.post(wake))
+        waiter = _Waiter(loop.create_future())
+        call: Call[T] = self._host.call(fn, args, lambda _c: courier.post(waiter.wake))
         try:
-            await fut
+            await waiter.fut
         except asyncio.CancelledError:
             call.cancel()
-            while not fut.done():  # the spdk_io task unwinds first; then we are cancelled
+            while not waiter.woken:  # the spdk_io task unwinds first; then we are cancelled
+                waiter.fut = loop.create_future()  # asyncio cancelled the one awaited
                 try:
-                    await asyncio.shield(fut)
+                    await waiter.fut
                 except asyncio.CancelledError:
                     continue
             raise
@@ -172,6 +168,21 @@ class Runtime:
                 "from elsewhere use asyncio.wrap_future(rt.submit(...))"
             )
         return loop, courier
+
+
+class _Waiter:
+    """Wakes the task awaiting a call (on asyncio's thread, once the call finished)."""
+
+    __slots__ = ("fut", "woken")
+
+    def __init__(self, fut: asyncio.Future[None]) -> None:
+        self.fut = fut
+        self.woken = False
+
+    def wake(self) -> None:
+        self.woken = True
+        if not self.fut.done():
+            self.fut.set_result(None)
 
 
 def _setter(
