@@ -417,6 +417,7 @@ class Loop:
         # Direct polls (add_direct_poll): (fn, args, failed), called every turn.
         self._direct: tuple[tuple[Callable[..., int], tuple[Any, ...], Callable[[int], None]], ...]
         self._direct = ()
+        self._idle_pause = 0.0  # set_idle_pause
         if getattr(_local, "loop", None) is None:
             _local.loop = self  # the loop of this OS thread, running or not
         self._take_orphans()
@@ -593,8 +594,25 @@ class Loop:
             step(ready.popleft())
         return n
 
+    def set_idle_pause(self, seconds: float) -> None:
+        """Let the idle loop sleep up to ``seconds`` even while SPDK keeps it spinning
+        (active pollers, direct polls); :meth:`wake` ends the sleep early.  ``0`` (the
+        default) spins; at most :data:`IDLE_SLEEP_MAX` (``ValueError`` beyond).
+
+        For a loop that shares its process with other Python threads (:mod:`spdk_io.aio`):
+        a spinning loop holds the GIL, and they wait up to Python's switch interval
+        (5 ms) for it.  It costs completions that arrive meanwhile up to ``seconds``.
+        """
+        seconds = duration(seconds, "seconds")
+        if seconds > IDLE_SLEEP_MAX:
+            raise ValueError(f"seconds must be at most {IDLE_SLEEP_MAX}, got {seconds}")
+        self._idle_pause = seconds
+
     def _idle(self) -> None:
         if self._direct or self._should_spin():
+            if self._idle_pause:
+                self._wake.wait(self._idle_pause)  # releases the GIL to other threads
+                self._wake.clear()
             return
         delay = IDLE_SLEEP_MAX
         nxt = self._next_timer()
