@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from spdk_io import env as env_mod
+from spdk_io._validate import duration
 from spdk_io.errors import Cancelled
-from spdk_io.loop import Op, Task, current_loop, wait, wait_for
+from spdk_io.loop import IDLE_SLEEP_MAX, Op, Task, current_loop, wait, wait_for
 from spdk_io.thread import Poller, ThreadHandle
 
 T = TypeVar("T")
@@ -39,6 +40,9 @@ WATCH_PERIOD_US = 50_000
 UNWIND_TIMEOUT = 10.0
 #: Seconds a framework waits for the runtime's OS thread to end once it said it stopped.
 JOIN_TIMEOUT = 5.0
+#: How long SPDK's loop sleeps when idle while pollers keep it spinning, by default: the
+#: GIL is then free for the framework's thread (:meth:`~spdk_io.loop.Loop.set_idle_pause`).
+IDLE_PAUSE = 0.0001
 
 
 class RuntimeStoppedError(RuntimeError):
@@ -225,7 +229,11 @@ class Host:
         stop_on_error: bool,
         kwargs: Mapping[str, Any],
         name: str,
+        idle_pause: float = IDLE_PAUSE,
     ) -> None:
+        self.idle_pause = duration(idle_pause, "idle_pause")
+        if self.idle_pause > IDLE_SLEEP_MAX:
+            raise ValueError(f"idle_pause must be at most {IDLE_SLEEP_MAX} s, got {idle_pause}")
         self.env = env_mod.Env(options, config=config, stop_on_error=stop_on_error, **kwargs)
         self.name = name
         self._lock = threading.Lock()
@@ -415,6 +423,7 @@ class Host:
         assert self.env.thread is not None
         handle = self.env.thread.handle()
         self._stop_op = Op(f"runtime {self.name} stop")
+        current_loop().set_idle_pause(self.idle_pause)
         self.accepting = True
         with self._lock:
             self._handle = handle

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from spdk_io._runtime import Call, Courier, Host, RuntimeStoppedError
+from spdk_io._runtime import IDLE_PAUSE, Call, Courier, Host, RuntimeStoppedError
 from spdk_io.env import EnvOptions
 from spdk_io.errors import Cancelled
 
@@ -62,9 +62,10 @@ class Runtime:
         config: str | Path | Mapping[str, Any] | None = None,
         stop_on_error: bool = True,
         thread_name: str = "spdk_io-aio",
+        idle_pause: float = IDLE_PAUSE,
         **kwargs: Unpack[EnvKwargs],
     ) -> None:
-        self._host = Host(options, config, stop_on_error, kwargs, thread_name)
+        self._host = Host(options, config, stop_on_error, kwargs, thread_name, idle_pause)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._courier: Courier | None = None
         self._stopped: asyncio.Future[BaseException | None] | None = None
