@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import spdk_io
+from spdk_io._runtime import IDLE_PAUSE
 from spdk_io.aio import Runtime
 from spdk_io.bdev import BdevDesc, IoSlot
 from spdk_io.dma import DmaBuf
@@ -171,12 +172,15 @@ async def bridge_batch(rt: Runtime, reader: Reader, qd: int, seconds: float) -> 
     return n / (time.perf_counter() - t0)
 
 
-async def measure(seconds: float, repeat: int, qd: int) -> dict[str, list[float]]:
+async def measure(
+    seconds: float, repeat: int, qd: int, idle_pause: float | None
+) -> dict[str, list[float]]:
     runs: dict[str, list[float]] = {
         k: [] for k in ("rt_run_us", "executor_us", "native", "bridge-1", "bridge-N")
     }
     loop = asyncio.get_running_loop()
-    async with Runtime(mem_size_mb=MEM_MB, config=CONFIG) as rt:
+    pause = IDLE_PAUSE if idle_pause is None else idle_pause
+    async with Runtime(mem_size_mb=MEM_MB, config=CONFIG, idle_pause=pause) as rt:
         reader: Reader = await rt.run(_open, qd)
         try:
             for i in range(repeat):  # alternate, so noise hits every figure alike
@@ -207,11 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=2.0, help="time of each measurement (s)")
     p.add_argument("--repeat", type=int, default=3, help="alternating runs; medians reported")
     p.add_argument("--qd", type=int, default=32, help="I/Os in flight (tasks, or per call)")
+    p.add_argument(
+        "--idle-pause",
+        type=float,
+        default=None,
+        help="Runtime(idle_pause=...) in seconds (0 spins; default: the runtime's)",
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON summary")
     args = p.parse_args(argv)
     if args.seconds <= 0 or args.repeat < 1 or not 1 <= args.qd <= 1024:
         p.error("--seconds must be > 0, --repeat >= 1, --qd in 1..1024")
-    runs = asyncio.run(measure(args.seconds, args.repeat, args.qd))
+    if args.idle_pause is not None and not 0 <= args.idle_pause <= 0.001:
+        p.error("--idle-pause must be within 0..0.001 s")
+    runs = asyncio.run(measure(args.seconds, args.repeat, args.qd, args.idle_pause))
     med = {k: round(statistics.median(v), 3) for k, v in runs.items()}
     ratios = {
         "rt_run / run_in_executor (time per round trip)": med["rt_run_us"] / med["executor_us"],
@@ -223,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "repeat": args.repeat,
         "qd": args.qd,
+        "idle_pause": args.idle_pause if args.idle_pause is not None else IDLE_PAUSE,
         "python": sys.version.split()[0],
         "loadavg_1_5_15": [round(x, 2) for x in load],
         "medians": med,
@@ -232,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(
             f"{args.seconds} s per measurement, median of {args.repeat}; qd {args.qd}; "
+            f"idle pause {summary['idle_pause']} s; "
             f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
         )
         print(f"  await rt.run(noop)                   {med['rt_run_us']:10.1f} us per call")
