@@ -47,9 +47,7 @@ def test_asyncio_bdev() -> None:
     assert "created Malloc0: 1024 blocks of 4096 bytes\n" in out
     blocks = ", ".join(f"block {i}" for i in range(8))
     assert f"read back: {blocks}\n" in out
-    assert (
-        "spdk_io task cancelled: cleanup ran on SPDK's thread\ntimed out in asyncio\n" in out
-    )
+    assert "spdk_io task cancelled: cleanup ran on SPDK's thread\ntimed out in asyncio\n" in out
     assert out.endswith("asyncio ran meanwhile: True\nSPDK stopped\n")
 
 
