@@ -189,6 +189,9 @@ class Call(Generic[T]):
             value = self.fn(*self.args)
             if inspect.isawaitable(value):
                 value = await value
+        except GeneratorExit:  # closed unfinished at teardown (it ignored its cancellation)
+            self._finish(None, RuntimeStoppedError(f"call {self.name} was abandoned at stop"))
+            raise
         except BaseException as exc:
             self._finish(None, exc)
         else:
