@@ -6,11 +6,12 @@ and down, and the session's SPDK is already up in this one.
 
 from __future__ import annotations
 
+import signal
 import textwrap
 
 import pytest
 
-from tests.conftest import run_py
+from tests.conftest import finish_within, run_py, start_py, wait_ready
 
 pytest.importorskip("trio")
 
@@ -189,7 +190,7 @@ def test_neither_loop_blocks_the_other_and_teardown_on_error() -> None:
     assert "raised: from the block ['cleanup ran'] [] False" in out
 
 
-def test_refuses_while_spdk_is_up() -> None:
+def test_refuses_while_spdk_is_up_and_stops_when_cancelled_at_start() -> None:
     out = child(
         """
         async def nested():
@@ -203,8 +204,53 @@ def test_refuses_while_spdk_is_up() -> None:
 
         trio.run(nested)
         print("threads:", spdk_threads(), "up:", is_up(), flush=True)
+
+        async def cancelled_at_start():
+            # cancelled while SPDK comes up: it goes down again, nothing is left
+            with trio.CancelScope() as scope:
+                scope.cancel()  # delivered at the first checkpoint: after the start began
+                async with Runtime(mem_size_mb=512):
+                    print("entered", flush=True)  # never
+            print("start cancelled:", scope.cancelled_caught, spdk_threads(), is_up(),
+                  flush=True)
+
+        trio.run(cancelled_at_start)
         """
     )
     assert "nested: SPDK is already up in this process" in out
     assert "still serving: SPDK v26.05" in out
     assert "threads: [] up: False" in out
+    assert "start cancelled: True [] False" in out
+    assert "entered" not in out
+
+
+def test_ctrl_c_stops_spdk_and_the_process_exits() -> None:
+    proc = start_py(
+        PRELUDE
+        + textwrap.dedent(
+            """
+            async def forever():
+                print("READY", flush=True)  # from SPDK's thread: the call runs
+                try:
+                    await spdk_io.sleep(float("inf"))
+                finally:
+                    print("spdk cleanup ran", flush=True)
+
+            async def main():
+                async with Runtime(mem_size_mb=512) as rt:
+                    await rt.run(forever)
+
+            try:
+                trio.run(main)
+            except KeyboardInterrupt:
+                print("KeyboardInterrupt;", "threads:", spdk_threads(), "up:", is_up(),
+                      flush=True)
+            """
+        )
+    )
+    wait_ready(proc)
+    proc.send_signal(signal.SIGINT)
+    out, err, _ = finish_within(proc, 30)
+    assert proc.returncode == 0, err[-3000:]
+    assert "spdk cleanup ran\n" in out
+    assert "KeyboardInterrupt; threads: [] up: False" in out
