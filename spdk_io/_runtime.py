@@ -138,11 +138,6 @@ class Call(Generic[T]):
     def __repr__(self) -> str:
         return f"<Call {self.name} {('queued', 'running', 'done')[self._state]}>"
 
-    @property
-    def cancel_requested(self) -> bool:
-        """Whether :meth:`cancel` was called."""
-        return self._cancel_requested
-
     def done(self) -> bool:
         return self._state == _DONE
 
@@ -177,12 +172,12 @@ class Call(Generic[T]):
         if self._cancel_requested:
             self._finish(None, Cancelled(f"call {self.name} was cancelled before it started"))
             return
-        if not self._host.accepting:
+        if not self._host._accepting:
             self._finish(None, RuntimeStoppedError("the SPDK runtime stopped before the call ran"))
             return
         self._state = _RUNNING
         self._task = current_loop().spawn(self._run(), self.name)
-        self._host.running.add(self)
+        self._host._running.add(self)
 
     async def _run(self) -> None:
         try:
@@ -209,10 +204,8 @@ class Call(Generic[T]):
         self.value, self.error = value, error
         self._task = None
         self._host.forget(self)
-        try:
+        with contextlib.suppress(Exception):  # an adapter whose loop is gone: nobody to tell
             self._on_done(self)
-        except BaseException as exc:  # an adapter whose loop is gone: nobody is left to tell
-            del exc
 
 
 class Host:
@@ -245,8 +238,8 @@ class Host:
         self._handle: ThreadHandle | None = None  # the app thread, while calls are accepted
         self._courier: Courier | None = None
         self._pending: set[Call[Any]] = set()  # not finished (guarded by _lock)
-        self.running: set[Call[Any]] = set()  # started tasks (SPDK thread only)
-        self.accepting = False  # SPDK thread only: calls may start tasks
+        self._running: set[Call[Any]] = set()  # started tasks (SPDK thread only)
+        self._accepting = False  # SPDK thread only: calls may start tasks
         self._stop_op: Op[None] | None = None
         self._os_thread: threading.Thread | None = None
         self._owner: threading.Thread | None = None
@@ -369,7 +362,7 @@ class Host:
 
     def forget(self, call: Call[Any]) -> None:
         """A call finished: it no longer needs an answer at shutdown."""
-        self.running.discard(call)
+        self._running.discard(call)
         with self._lock:
             self._pending.discard(call)
 
@@ -427,7 +420,7 @@ class Host:
         handle = self.env.thread.handle()
         self._stop_op = Op(f"runtime {self.name} stop")
         current_loop().set_idle_pause(self.idle_pause)
-        self.accepting = True
+        self._accepting = True
         with self._lock:
             self._handle = handle
             self._courier = Courier(handle.send)
@@ -436,9 +429,9 @@ class Host:
         if not stopping:
             with Poller(self._watch, period_us=WATCH_PERIOD_US, name="runtime watch"):
                 await self._stop_op
-        self.accepting = False
+        self._accepting = False
         tasks = []
-        for call in list(self.running):
+        for call in list(self._running):
             task = call._task
             if task is not None:
                 task.cancel(Cancelled(f"runtime {self.name} stopped while call {call.name} ran"))
