@@ -43,6 +43,8 @@ JOIN_TIMEOUT = 5.0
 #: How long SPDK's loop sleeps when idle while pollers keep it spinning, by default: the
 #: GIL is then free for the framework's thread (:meth:`~spdk_io.loop.Loop.set_idle_pause`).
 IDLE_PAUSE = 0.0001
+#: ... after this many idle turns (a loop alone on its thread waits longer: 64).
+IDLE_TURNS = 8
 
 
 class RuntimeStoppedError(RuntimeError):
@@ -390,6 +392,8 @@ class Host:
             return
         error: BaseException | None = None
         try:
+            assert env.thread is not None  # started
+            env.thread.loop.set_idle_pause(self.idle_pause, IDLE_TURNS)
             env.block_on(self._serve(deliver, on_started))
         except BaseException as exc:
             error = exc
@@ -419,7 +423,6 @@ class Host:
         assert self.env.thread is not None
         handle = self.env.thread.handle()
         self._stop_op = Op(f"runtime {self.name} stop")
-        current_loop().set_idle_pause(self.idle_pause)
         self._accepting = True
         with self._lock:
             self._handle = handle

@@ -403,5 +403,7 @@ def test_loop_idle_pause_is_checked(env: Any) -> None:
         loop.set_idle_pause(0.5)
     with pytest.raises(TypeError):
         loop.set_idle_pause("0.0001")
-    loop.set_idle_pause(0.0001)
+    with pytest.raises(ValueError, match="after_turns"):
+        loop.set_idle_pause(0.0001, 0)
+    loop.set_idle_pause(0.0001, 8)
     loop.set_idle_pause(0)
