@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from spdk_io._runtime import IDLE_PAUSE, Call, Courier, Host, RuntimeStoppedError
 from spdk_io.env import EnvOptions
@@ -125,8 +125,15 @@ class Runtime:
             raise cancelled
         return stopped.result()
 
-    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``await fn(*args)`` as a task on SPDK's app thread; return its result here.
+    @overload
+    async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T: ...
+
+    @overload
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``await fn(*args)`` as a task on SPDK's app thread; return its result here
+        (a plain function's return value as it is).
 
         Must be awaited on the event loop that entered the runtime.  Exceptions
         are raised as the very objects the spdk_io task raised; cancellation
@@ -135,7 +142,7 @@ class Runtime:
         """
         loop, courier = self._check_loop()
         waiter = _Waiter(loop.create_future())
-        call: Call[T] = self._host.call(fn, args, lambda _c: courier.post(waiter.wake))
+        call: Call[Any] = self._host.call(fn, args, lambda _c: courier.post(waiter.wake))
         try:
             await waiter.fut
         except asyncio.CancelledError:
@@ -149,7 +156,15 @@ class Runtime:
             raise
         return _outcome(call)
 
-    def submit(self, fn: Callable[..., Awaitable[T]], *args: Any) -> concurrent.futures.Future[T]:
+    @overload
+    def submit(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> concurrent.futures.Future[T]: ...
+
+    @overload
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]: ...
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         """Start ``await fn(*args)`` on SPDK's app thread; return a
         :class:`concurrent.futures.Future` of its result, for synchronous callers.
 

@@ -17,10 +17,10 @@ raised as the very object, with its cause, context and notes.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import trio
 
@@ -120,8 +120,15 @@ class Runtime:
         self._host.join()
         return self._stopped.value
 
-    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``await fn(*args)`` as a task on SPDK's app thread; return its result here.
+    @overload
+    async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T: ...
+
+    @overload
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``await fn(*args)`` as a task on SPDK's app thread; return its result here
+        (a plain function's return value as it is).
 
         Must be awaited in the ``trio.run`` that entered the runtime.  Raises
         :class:`RuntimeStoppedError` outside the runtime's block.
@@ -129,7 +136,7 @@ class Runtime:
         courier = self._check_token()
         await trio.lowlevel.checkpoint_if_cancelled()
         task = trio.lowlevel.current_task()
-        call: Call[T] = self._host.call(
+        call: Call[Any] = self._host.call(
             fn, args, lambda _c: courier.post(lambda: trio.lowlevel.reschedule(task))
         )
         aborted = False
@@ -150,7 +157,15 @@ class Runtime:
             raise err
         return call.result()
 
-    def submit(self, fn: Callable[..., Awaitable[T]], *args: Any) -> concurrent.futures.Future[T]:
+    @overload
+    def submit(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> concurrent.futures.Future[T]: ...
+
+    @overload
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]: ...
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         """Start ``await fn(*args)`` on SPDK's app thread; return a
         :class:`concurrent.futures.Future` of its result, for synchronous callers
         (as :meth:`spdk_io.aio.Runtime.submit`)."""
