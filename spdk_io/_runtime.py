@@ -57,8 +57,9 @@ class Courier:
     ``schedule(drain)`` must run ``drain()`` soon on the consumer thread (asyncio's
     ``call_soon_threadsafe``, trio's ``run_sync_soon``, an SPDK message).  It is
     called once per batch: while a drain is pending, :meth:`post` only appends.
-    Callables run in the order they were posted.  If ``schedule`` raises (the
-    consumer is gone), the batch is dropped and :meth:`post` raises.
+    Callables run in the order they were posted; if one raises, the rest still run
+    and the first error is raised from the drain afterwards.  If ``schedule`` raises
+    (the consumer is gone), the batch is dropped and :meth:`post` raises.
     """
 
     __slots__ = ("_items", "_lock", "_schedule", "_scheduled")
@@ -88,8 +89,14 @@ class Courier:
         with self._lock:
             items, self._items = self._items, deque()
             self._scheduled = False
-        for fn in items:
-            fn()
+        first: BaseException | None = None
+        for fn in items:  # one failing callable does not drop the rest of the batch
+            try:
+                fn()
+            except BaseException as exc:
+                first = first or exc
+        if first is not None:
+            raise first  # to the consumer's own error handling
 
 
 _QUEUED = 0

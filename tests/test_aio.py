@@ -407,3 +407,41 @@ def test_loop_idle_pause_is_checked(env: Any) -> None:
         loop.set_idle_pause(0.0001, 0)
     loop.set_idle_pause(0.0001, 8)
     loop.set_idle_pause(0)
+
+
+def test_courier_batches_keeps_order_and_survives_a_failing_item() -> None:
+    """The one crossing mechanism: one wake-up per batch, in order, nothing dropped."""
+    import functools
+    from collections.abc import Callable
+
+    from spdk_io._runtime import Courier
+
+    drains: list[Callable[[], None]] = []
+    courier = Courier(drains.append)  # "schedule": the test runs the drain itself
+    seen: list[int] = []
+
+    def fail() -> None:
+        raise KeyError("item")
+
+    for i in range(3):
+        courier.post(functools.partial(seen.append, i))
+    courier.post(fail)
+    courier.post(lambda: seen.append(3))
+    assert len(drains) == 1  # five posts, one wake-up
+    with pytest.raises(KeyError):
+        drains[0]()
+    assert seen == [0, 1, 2, 3]
+    courier.post(lambda: seen.append(4))
+    assert len(drains) == 2  # a new batch after the drain
+    drains[1]()
+    assert seen == [0, 1, 2, 3, 4]
+
+    def gone(drain: Callable[[], None]) -> None:
+        raise RuntimeError("Event loop is closed")
+
+    broken = Courier(gone)
+    with pytest.raises(RuntimeError, match="closed"):
+        broken.post(lambda: seen.append(5))
+    with pytest.raises(RuntimeError, match="closed"):  # not stuck "scheduled"
+        broken.post(lambda: seen.append(6))
+    assert seen == [0, 1, 2, 3, 4]
