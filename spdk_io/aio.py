@@ -53,6 +53,10 @@ class Runtime:
     raised (or added as a note to the exception leaving the block).  If the
     thread that entered ends without leaving (the interpreter exits), SPDK stops
     by itself and the interpreter joins its thread.  A runtime is used once.
+
+    ``idle_pause`` (seconds, at most 1 ms; 0 spins) is how long SPDK's loop sleeps
+    when idle, so that asyncio's thread gets the GIL (see
+    :meth:`~spdk_io.loop.Loop.set_idle_pause`); ``thread_name`` names its OS thread.
     """
 
     def __init__(

@@ -58,7 +58,7 @@ class Runtime:
     starts SPDK without blocking trio (refusing with ``RuntimeError`` if SPDK is
     already up in this process); leaving cancels the calls still running, tears
     SPDK down (shielded from cancellation: it is bounded in time) and joins its
-    OS thread.  A runtime is used once.
+    OS thread.  A runtime is used once.  ``idle_pause`` and ``thread_name`` as there.
     """
 
     def __init__(
