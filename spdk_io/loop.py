@@ -66,7 +66,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any, Generic, TypeVar, cast
 
-from spdk_io._validate import duration, text
+from spdk_io._validate import duration, integer, text
 from spdk_io.errors import (
     CallbackError,
     Cancelled,
@@ -544,6 +544,8 @@ class Loop:
         # Direct polls (add_direct_poll): (fn, args, failed), called every turn.
         self._direct: tuple[tuple[Callable[..., int], tuple[Any, ...], Callable[[int], None]], ...]
         self._direct = ()
+        self._idle_pause = 0.0  # set_idle_pause
+        self._idle_turns = IDLE_SPIN
         if getattr(_local, "loop", None) is None:
             _local.loop = self  # the loop of this OS thread, running or not
         self._take_orphans()
@@ -723,8 +725,28 @@ class Loop:
             step(ready.popleft())
         return n
 
+    def set_idle_pause(self, seconds: float, after_turns: int = IDLE_SPIN) -> None:
+        """Let the loop sleep up to ``seconds`` once it has been idle for ``after_turns``
+        turns, even while SPDK keeps it spinning (active pollers, direct polls);
+        :meth:`wake` ends the sleep early.  ``seconds=0`` (the default) spins;
+        ``seconds`` is at most :data:`IDLE_SLEEP_MAX`.  Takes effect at the next
+        :meth:`run_until_complete`.
+
+        For a loop that shares its process with other Python threads (:mod:`spdk_io.aio`):
+        a spinning loop holds the GIL, and they wait up to Python's switch interval
+        (5 ms) for it.  It costs completions that arrive meanwhile up to ``seconds``.
+        """
+        seconds = duration(seconds, "seconds")
+        if seconds > IDLE_SLEEP_MAX:
+            raise ValueError(f"seconds must be at most {IDLE_SLEEP_MAX}, got {seconds}")
+        self._idle_turns = integer(after_turns, "after_turns", lo=1, hi=1 << 20)
+        self._idle_pause = seconds
+
     def _idle(self) -> None:
         if self._direct or self._should_spin():
+            if self._idle_pause:
+                self._wake.wait(self._idle_pause)  # releases the GIL to other threads
+                self._wake.clear()
             return
         delay = IDLE_SLEEP_MAX
         nxt = self._next_timer()
@@ -835,7 +857,7 @@ class Loop:
         else:
             poll3 = cpoll
         extra = self._extra
-        spin = IDLE_SPIN
+        spin = self._idle_turns
         idle = 0
         turns = 0
         since_poll = 0

@@ -40,6 +40,17 @@ def test_hello_blob() -> None:
     assert out.endswith("unloaded the blobstore: True\n")
 
 
+def test_asyncio_bdev() -> None:
+    """asyncio drives block I/O through spdk_io.aio; a timeout cancels an spdk_io task,
+    whose cleanup runs before asyncio sees the timeout."""
+    out = run_example("asyncio_bdev.py")
+    assert "created Malloc0: 1024 blocks of 4096 bytes\n" in out
+    blocks = ", ".join(f"block {i}" for i in range(8))
+    assert f"read back: {blocks}\n" in out
+    assert "spdk_io task cancelled: cleanup ran on SPDK's thread\ntimed out in asyncio\n" in out
+    assert out.endswith("asyncio ran meanwhile: True\nSPDK stopped\n")
+
+
 def test_threads() -> None:
     out = run_example("threads.py")
     for i in range(3):

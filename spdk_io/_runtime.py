@@ -1,0 +1,477 @@
+"""SPDK on a dedicated OS thread, serving calls from other threads: the one mechanism
+behind :mod:`spdk_io.aio` and :mod:`spdk_io.trio`.
+
+A :class:`Host` owns an OS thread that starts an :class:`~spdk_io.env.Env`, runs
+its app thread's loop until asked to stop, and tears SPDK down again.  Other
+threads hand it :class:`Call` objects (an spdk_io coroutine function, its
+arguments, and a completion callback); each runs as a task on the app thread, and
+its completion callback is called there with the outcome.  :meth:`Call.cancel`
+(from any thread) cancels that task.  Framework adapters only translate: they
+pass a ``deliver`` function that runs a callable on their own event loop, and
+completion callbacks that wake their awaiters.
+
+Nothing here blocks either side: crossing threads is a :class:`Courier` post (a
+lock held for a deque append, plus one wake-up per batch), never a wait.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import inspect
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+from spdk_io import env as env_mod
+from spdk_io._validate import duration
+from spdk_io.errors import Cancelled
+from spdk_io.loop import IDLE_SLEEP_MAX, Op, Task, current_loop, wait, wait_for
+from spdk_io.thread import Poller, ThreadHandle
+
+T = TypeVar("T")
+
+#: How often (in microseconds) the SPDK thread checks that the thread which started
+#: it is still alive; if it has ended without stopping the runtime, SPDK stops.
+WATCH_PERIOD_US = 50_000
+#: Seconds the calls still running at stop may take to unwind after being cancelled.
+UNWIND_TIMEOUT = 10.0
+#: Seconds a framework waits for the runtime's OS thread to end once it said it stopped.
+JOIN_TIMEOUT = 5.0
+#: How long SPDK's loop sleeps when idle while pollers keep it spinning, by default: the
+#: GIL is then free for the framework's thread (:meth:`~spdk_io.loop.Loop.set_idle_pause`).
+IDLE_PAUSE = 0.0001
+#: ... after this many idle turns (a loop alone on its thread waits longer: 64).
+IDLE_TURNS = 8
+
+
+class RuntimeStoppedError(RuntimeError):
+    """The runtime was not running (not started yet, stopping, or stopped)."""
+
+
+class Courier:
+    """Carries callables to one consumer thread, in batches, without blocking.
+
+    ``schedule(drain)`` must run ``drain()`` soon on the consumer thread (asyncio's
+    ``call_soon_threadsafe``, trio's ``run_sync_soon``, an SPDK message).  It is
+    called once per batch: while a drain is pending, :meth:`post` only appends.
+    Callables run in the order they were posted; if one raises, the rest still run
+    and the first error is raised from the drain afterwards.  If ``schedule`` raises
+    (the consumer is gone), the batch is dropped and :meth:`post` raises.
+    """
+
+    __slots__ = ("_items", "_lock", "_schedule", "_scheduled")
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        self._schedule = schedule
+        self._lock = threading.Lock()
+        self._items: deque[Callable[[], None]] = deque()
+        self._scheduled = False
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the consumer thread soon (safe from any thread)."""
+        with self._lock:
+            self._items.append(fn)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._schedule(self._drain)
+        except BaseException:
+            with self._lock:
+                self._items.clear()
+                self._scheduled = False
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, deque()
+            self._scheduled = False
+        first: BaseException | None = None
+        for fn in items:  # one failing callable does not drop the rest of the batch
+            try:
+                fn()
+            except BaseException as exc:
+                first = first or exc
+        if first is not None:
+            raise first  # to the consumer's own error handling
+
+
+_QUEUED = 0
+_RUNNING = 1
+_DONE = 2
+
+
+class Call(Generic[T]):
+    """One call of ``fn(*args)`` on the host's SPDK thread, and its outcome.
+
+    ``on_done(call)`` is called exactly once, on the SPDK thread (or on the host's
+    OS thread when the runtime stopped before the call ran), after which
+    :attr:`value`/:attr:`error` hold the outcome.
+    """
+
+    __slots__ = (
+        "_cancel_requested",
+        "_host",
+        "_on_done",
+        "_state",
+        "_task",
+        "args",
+        "error",
+        "fn",
+        "name",
+        "value",
+    )
+
+    def __init__(
+        self,
+        host: Host,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        on_done: Callable[[Call[T]], None],
+        name: str,
+    ) -> None:
+        self._host = host
+        self.fn = fn
+        self.args = args
+        self.name = name
+        self._on_done = on_done
+        self._state = _QUEUED
+        self._task: Task[None] | None = None
+        self._cancel_requested = False
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<Call {self.name} {('queued', 'running', 'done')[self._state]}>"
+
+    def done(self) -> bool:
+        return self._state == _DONE
+
+    def result(self) -> T:
+        """The value, or raise the exception (the very object, with its cause,
+        context and notes), the call finished with."""
+        if self._state != _DONE:
+            raise RuntimeError(f"{self!r} has not finished")
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+    def cancel(self) -> None:
+        """Cancel the call (safe from any thread; idempotent).
+
+        A call that has not started yet finishes with :class:`Cancelled` without
+        running; a running one gets :class:`Cancelled` thrown into its task, which
+        unwinds (its ``finally`` blocks and ``async with`` exits run) and then
+        finishes with whatever it ends with.
+        """
+        if self._cancel_requested or self._state == _DONE:
+            return
+        self._cancel_requested = True
+        with contextlib.suppress(RuntimeStoppedError):  # stopping cancels it anyway
+            self._host.post(self._deliver_cancel)
+
+    # -- on the SPDK thread --------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._state != _QUEUED:
+            return
+        if self._cancel_requested:
+            self._finish(None, Cancelled(f"call {self.name} was cancelled before it started"))
+            return
+        if not self._host._accepting:
+            self._finish(None, RuntimeStoppedError("the SPDK runtime stopped before the call ran"))
+            return
+        self._state = _RUNNING
+        self._task = current_loop().spawn(self._run(), self.name)
+        self._host._running.add(self)
+
+    async def _run(self) -> None:
+        try:
+            value = self.fn(*self.args)
+            if inspect.isawaitable(value):
+                value = await value
+        except GeneratorExit:  # closed unfinished at teardown (it ignored its cancellation)
+            self._finish(None, RuntimeStoppedError(f"call {self.name} was abandoned at stop"))
+            raise
+        except BaseException as exc:
+            self._finish(None, exc)
+        else:
+            self._finish(value, None)
+
+    def _deliver_cancel(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def _finish(self, value: Any, error: BaseException | None) -> None:
+        if self._state == _DONE:
+            return
+        self._state = _DONE
+        self.value, self.error = value, error
+        self._task = None
+        self._host.forget(self)
+        with contextlib.suppress(Exception):  # an adapter whose loop is gone: nobody to tell
+            self._on_done(self)
+
+
+class Host:
+    """An :class:`~spdk_io.env.Env` on a dedicated OS thread that serves :class:`Call` s.
+
+    Options and config are checked here, in the caller's thread, before anything
+    starts.  :meth:`start` starts the OS thread (at most once); the callbacks
+    given to it are run through ``deliver`` (the framework's own loop) with the
+    start error (or ``None``) and, at the end, the stop error (or ``None``).
+    After ``on_stopped``, :meth:`join` returns at once.
+    """
+
+    def __init__(
+        self,
+        options: env_mod.EnvOptions | None,
+        config: str | Path | Mapping[str, Any] | None,
+        stop_on_error: bool,
+        kwargs: Mapping[str, Any],
+        name: str,
+        idle_pause: float = IDLE_PAUSE,
+    ) -> None:
+        self.idle_pause = duration(idle_pause, "idle_pause")
+        if self.idle_pause > IDLE_SLEEP_MAX:
+            raise ValueError(f"idle_pause must be at most {IDLE_SLEEP_MAX} s, got {idle_pause}")
+        self.env = env_mod.Env(options, config=config, stop_on_error=stop_on_error, **kwargs)
+        self.name = name
+        self._lock = threading.Lock()
+        self._started = False
+        self._stop_requested = False
+        self._handle: ThreadHandle | None = None  # the app thread, while calls are accepted
+        self._courier: Courier | None = None
+        self._pending: set[Call[Any]] = set()  # not finished (guarded by _lock)
+        self._running: set[Call[Any]] = set()  # started tasks (SPDK thread only)
+        self._accepting = False  # SPDK thread only: calls may start tasks
+        self._stop_op: Op[None] | None = None
+        self._os_thread: threading.Thread | None = None
+        self._owner: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<Host {self.name} {'up' if self._handle is not None else 'down'}>"
+
+    @property
+    def up(self) -> bool:
+        """Whether calls are accepted now."""
+        return self._handle is not None and not self._stop_requested
+
+    def start(
+        self,
+        deliver: Callable[[Callable[[], None]], None],
+        on_started: Callable[[BaseException | None], None],
+        on_stopped: Callable[[BaseException | None], None],
+    ) -> None:
+        """Start the OS thread that brings SPDK up; return at once.
+
+        Raises ``RuntimeError`` (and starts nothing) if this host was started
+        before or if SPDK is already up in this process.
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError(f"runtime {self.name} was started already; make a new one")
+            if env_mod.is_up():
+                raise RuntimeError(
+                    "SPDK is already up in this process (an Env, spdk_io.run or an App): "
+                    "a runtime brings up its own; use that one or stop it first"
+                )
+            self._started = True
+        self._owner = threading.current_thread()
+        thread = threading.Thread(
+            target=self._main, args=(deliver, on_started, on_stopped), name=self.name
+        )
+        self._os_thread = thread
+        thread.start()
+
+    def stop(self) -> None:
+        """Ask the runtime to stop (safe from any thread; idempotent, returns at once).
+
+        New calls are refused from now on; calls still running are cancelled.
+        """
+        with self._lock:
+            if self._stop_requested:
+                return
+            self._stop_requested = True
+            courier = self._courier
+        if courier is not None:
+            with contextlib.suppress(Exception):  # the thread is stopping already
+                courier.post(self._stop_now)
+
+    def join(self, timeout: float = JOIN_TIMEOUT) -> None:
+        """Wait for the OS thread to end (it ends right after ``on_stopped``)."""
+        thread = self._os_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        on_done: Callable[[Call[T]], None],
+        name: str | None = None,
+    ) -> Call[T]:
+        """Run ``fn(*args)`` as a task on the SPDK thread; ``on_done`` gets the outcome.
+
+        ``fn`` is a coroutine function (or a plain function, whose return value is
+        the result).  Raises ``TypeError`` for a non-callable and
+        :class:`RuntimeStoppedError` when the runtime does not accept calls; then
+        nothing was sent.
+        """
+        if inspect.iscoroutine(fn):
+            fn.close()  # never run: close it so Python does not warn
+            raise TypeError("fn must be a coroutine function, not a coroutine: pass fn, *args")
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        label = name if name is not None else str(getattr(fn, "__qualname__", "call"))
+        call: Call[T] = Call(self, fn, args, on_done, label)
+        with self._lock:
+            self._refuse_unless_up()
+            self._pending.add(call)
+        self.post(call._start)
+        return call
+
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], name: str | None = None
+    ) -> concurrent.futures.Future[Any]:
+        """:meth:`call`, with a :class:`concurrent.futures.Future` for its outcome.
+
+        Cancelling the future cancels the call (without waiting for it to unwind);
+        a call cancelled on the SPDK side cancels the future.
+        """
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def done(call: Call[Any]) -> None:
+            err = call.error
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
+                if err is None:
+                    future.set_result(call.value)
+                elif isinstance(err, Cancelled):
+                    future.cancel()
+                else:
+                    future.set_exception(err)
+
+        call = self.call(fn, args, done, name)
+        future.add_done_callback(lambda f: call.cancel() if f.cancelled() else None)
+        return future
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the SPDK thread soon; :class:`RuntimeStoppedError` if it is gone."""
+        courier = self._courier
+        if courier is None:
+            raise RuntimeStoppedError(f"runtime {self.name} is not running")
+        try:
+            courier.post(fn)
+        except Exception as exc:  # ThreadExitedError: the app thread is exiting
+            raise RuntimeStoppedError(f"runtime {self.name} is not running") from exc
+
+    def forget(self, call: Call[Any]) -> None:
+        """A call finished: it no longer needs an answer at shutdown."""
+        self._running.discard(call)
+        with self._lock:
+            self._pending.discard(call)
+
+    def _refuse_unless_up(self) -> None:
+        if self._handle is None or self._stop_requested:
+            state = "not running" if self._handle is None else "stopping"
+            raise RuntimeStoppedError(
+                f"runtime {self.name} is {state}: calls are accepted only inside its block"
+            )
+
+    # -- on the runtime's OS thread -------------------------------------------------------
+
+    def _main(
+        self,
+        deliver: Callable[[Callable[[], None]], None],
+        on_started: Callable[[BaseException | None], None],
+        on_stopped: Callable[[BaseException | None], None],
+    ) -> None:
+        env = self.env
+        try:
+            env.start()
+        except BaseException as exc:
+            _tell(deliver, on_started, exc)
+            _tell(deliver, on_stopped, None)
+            return
+        error: BaseException | None = None
+        try:
+            assert env.thread is not None  # started
+            env.thread.loop.set_idle_pause(self.idle_pause, IDLE_TURNS)
+            env.block_on(self._serve(deliver, on_started))
+        except BaseException as exc:
+            error = exc
+        finally:
+            with self._lock:
+                self._handle = None
+                self._courier = None
+                self._stop_requested = True
+            try:
+                env.stop()
+            except BaseException as exc:
+                if error is None:
+                    error = exc
+            with self._lock:
+                left, self._pending = list(self._pending), set()
+            for call in left:  # sent but never run: SPDK is gone
+                call._finish(None, RuntimeStoppedError("the SPDK runtime stopped first"))
+            _tell(deliver, on_stopped, error)
+
+    async def _serve(
+        self,
+        deliver: Callable[[Callable[[], None]], None],
+        on_started: Callable[[BaseException | None], None],
+    ) -> None:
+        """Serve calls until :meth:`stop` (or the starting thread ended); then cancel
+        the calls still running and let them unwind."""
+        assert self.env.thread is not None
+        handle = self.env.thread.handle()
+        self._stop_op = Op(f"runtime {self.name} stop")
+        self._accepting = True
+        with self._lock:
+            self._handle = handle
+            self._courier = Courier(handle.send)
+            stopping = self._stop_requested
+        _tell(deliver, on_started, None)
+        if not stopping:
+            with Poller(self._watch, period_us=WATCH_PERIOD_US, name="runtime watch"):
+                await self._stop_op
+        self._accepting = False
+        tasks = []
+        for call in list(self._running):
+            task = call._task
+            if task is not None:
+                task.cancel(Cancelled(f"runtime {self.name} stopped while call {call.name} ran"))
+                tasks.append(task)
+        if tasks:
+            with contextlib.suppress(TimeoutError):  # Env.stop abandons what is left
+                await wait_for(wait(tasks), UNWIND_TIMEOUT)
+
+    def _stop_now(self) -> None:
+        op = self._stop_op
+        if op is not None and not op.done():
+            op.set_result(None)
+
+    def _watch(self) -> bool:
+        """Stop if the thread that started the runtime has ended without stopping it
+        (the interpreter is exiting: it joins this non-daemon thread next)."""
+        owner = self._owner
+        if owner is not None and not owner.is_alive():
+            with self._lock:
+                self._stop_requested = True
+            self._stop_now()
+            return True
+        return False
+
+
+def _tell(
+    deliver: Callable[[Callable[[], None]], None],
+    fn: Callable[[BaseException | None], None],
+    exc: BaseException | None,
+) -> None:
+    """``deliver(lambda: fn(exc))``; a framework loop that is gone is not an error here."""
+    with contextlib.suppress(Exception):
+        deliver(lambda: fn(exc))

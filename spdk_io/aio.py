@@ -1,0 +1,224 @@
+"""spdk_io from asyncio: SPDK on its own OS thread, its coroutines awaited from asyncio.
+
+    async with spdk_io.aio.Runtime(mem_size_mb=512) as rt:
+        version = await rt.run(get_version)          # an spdk_io coroutine function
+        future = rt.submit(get_version)              # concurrent.futures.Future
+
+:class:`Runtime` starts SPDK (an :class:`~spdk_io.env.Env`) with its loop on a
+dedicated OS thread and stops it when the block ends, also when the block raises
+or is cancelled.  Neither loop ever waits for the other: requests and results
+cross in batches (an SPDK message one way, ``call_soon_threadsafe`` the other).
+
+Cancellation crosses in both directions.  Cancelling the asyncio task that awaits
+:meth:`Runtime.run` throws :class:`~spdk_io.errors.Cancelled` into the spdk_io
+task; the awaiter gets ``CancelledError`` once that task has unwound (its
+``finally`` blocks ran).  An spdk_io task that ends with ``Cancelled`` on the SPDK
+side (cancelled there, or by the runtime stopping) gives its awaiter
+``asyncio.CancelledError`` (its cause is the ``Cancelled``); any other exception
+is raised in the awaiter as the very object, with its cause, context and notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from spdk_io._runtime import IDLE_PAUSE, Call, Courier, Host, RuntimeStoppedError
+from spdk_io.env import EnvOptions
+from spdk_io.errors import Cancelled
+
+if TYPE_CHECKING:  # typing_extensions is only needed by the type checker (Python < 3.12)
+    from typing_extensions import Unpack
+
+    from spdk_io.env import EnvKwargs
+
+__all__ = ["Runtime", "RuntimeStoppedError"]
+
+T = TypeVar("T")
+
+
+class Runtime:
+    """SPDK on a dedicated OS thread, for one asyncio event loop: ``async with``.
+
+    Options are an :class:`~spdk_io.env.EnvOptions` or its fields as keywords,
+    plus a JSON ``config`` as for :class:`~spdk_io.env.Env`; they are checked
+    here, before anything starts.  Entering starts SPDK without blocking the
+    event loop and raises what the start raised; it refuses with ``RuntimeError``
+    if SPDK is already up in this process.  Leaving cancels the calls still
+    running, tears SPDK down and joins its OS thread; a teardown failure is
+    raised (or added as a note to the exception leaving the block).  If the
+    thread that entered ends without leaving (the interpreter exits), SPDK stops
+    by itself and the interpreter joins its thread.  A runtime is used once.
+
+    ``idle_pause`` (seconds, at most 1 ms; 0 spins) is how long SPDK's loop sleeps
+    when idle, so that asyncio's thread gets the GIL (see
+    :meth:`~spdk_io.loop.Loop.set_idle_pause`); ``thread_name`` names its OS thread.
+    """
+
+    def __init__(
+        self,
+        options: EnvOptions | None = None,
+        *,
+        config: str | Path | Mapping[str, Any] | None = None,
+        stop_on_error: bool = True,
+        thread_name: str = "spdk_io-aio",
+        idle_pause: float = IDLE_PAUSE,
+        **kwargs: Unpack[EnvKwargs],
+    ) -> None:
+        self._host = Host(options, config, stop_on_error, kwargs, thread_name, idle_pause)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._courier: Courier | None = None
+        self._stopped: asyncio.Future[BaseException | None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<spdk_io.aio.Runtime {'up' if self._host.up else 'down'}>"
+
+    @property
+    def options(self) -> EnvOptions:
+        """The environment options, resolved for this machine."""
+        return self._host.env.options
+
+    async def __aenter__(self) -> Runtime:
+        loop = asyncio.get_running_loop()
+        courier = Courier(loop.call_soon_threadsafe)
+        started: asyncio.Future[BaseException | None] = loop.create_future()
+        stopped: asyncio.Future[BaseException | None] = loop.create_future()
+        self._host.start(courier.post, _setter(started), _setter(stopped))
+        self._loop, self._courier, self._stopped = loop, courier, stopped
+        try:
+            error = await asyncio.shield(started)
+        except asyncio.CancelledError:
+            self._host.stop()  # cancelled while SPDK came up: take it down again
+            await self._wait_stopped()
+            raise
+        if error is not None:
+            await self._wait_stopped()
+            raise error
+        return self
+
+    async def __aexit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._host.stop()
+        error = await self._wait_stopped()
+        if error is not None:
+            if ev is None:
+                raise error
+            ev.add_note(f"stopping SPDK failed too: {error!r}")
+
+    async def _wait_stopped(self) -> BaseException | None:
+        """Wait until SPDK is down and its OS thread has ended; cancelling this wait
+        does not cut the (time-bounded) teardown short: it is raised afterwards."""
+        stopped = self._stopped
+        assert stopped is not None
+        cancelled: asyncio.CancelledError | None = None
+        while not stopped.done():
+            try:
+                await asyncio.shield(stopped)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        self._host.join()
+        if cancelled is not None:
+            raise cancelled
+        return stopped.result()
+
+    @overload
+    async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T: ...
+
+    @overload
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``await fn(*args)`` as a task on SPDK's app thread; return its result here
+        (a plain function's return value as it is).
+
+        Must be awaited on the event loop that entered the runtime.  Exceptions
+        are raised as the very objects the spdk_io task raised; cancellation
+        crosses in both directions (see the module's documentation).  Raises
+        :class:`RuntimeStoppedError` outside the runtime's block.
+        """
+        loop, courier = self._check_loop()
+        waiter = _Waiter(loop.create_future())
+        call: Call[Any] = self._host.call(fn, args, lambda _c: courier.post(waiter.wake))
+        try:
+            await waiter.fut
+        except asyncio.CancelledError:
+            call.cancel()
+            while not waiter.woken:  # the spdk_io task unwinds first; then we are cancelled
+                waiter.fut = loop.create_future()  # asyncio cancelled the one awaited
+                try:
+                    await waiter.fut
+                except asyncio.CancelledError:
+                    continue
+            raise
+        return _outcome(call)
+
+    @overload
+    def submit(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> concurrent.futures.Future[T]: ...
+
+    @overload
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]: ...
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Start ``await fn(*args)`` on SPDK's app thread; return a
+        :class:`concurrent.futures.Future` of its result, for synchronous callers.
+
+        Safe from any thread while the runtime runs.  Cancelling the future
+        cancels the spdk_io task (without waiting for it to unwind); a task
+        cancelled on the SPDK side cancels the future.
+        """
+        return self._host.submit(fn, args)
+
+    def _check_loop(self) -> tuple[asyncio.AbstractEventLoop, Courier]:
+        loop, courier = self._loop, self._courier
+        if loop is None or courier is None:
+            raise RuntimeStoppedError("the runtime is not running: use it inside `async with`")
+        if asyncio.get_running_loop() is not loop:
+            raise RuntimeError(
+                "Runtime.run must be awaited on the event loop that entered the runtime; "
+                "from elsewhere use asyncio.wrap_future(rt.submit(...))"
+            )
+        return loop, courier
+
+
+class _Waiter:
+    """Wakes the task awaiting a call (on asyncio's thread, once the call finished)."""
+
+    __slots__ = ("fut", "woken")
+
+    def __init__(self, fut: asyncio.Future[None]) -> None:
+        self.fut = fut
+        self.woken = False
+
+    def wake(self) -> None:
+        self.woken = True
+        if not self.fut.done():
+            self.fut.set_result(None)
+
+
+def _setter(
+    fut: asyncio.Future[BaseException | None],
+) -> Callable[[BaseException | None], None]:
+    def set_(value: BaseException | None) -> None:
+        if not fut.done():
+            fut.set_result(value)
+
+    return set_
+
+
+def _outcome(call: Call[T]) -> T:
+    """The call's result in asyncio's terms: an spdk_io ``Cancelled`` becomes
+    ``asyncio.CancelledError`` (caused by it); anything else is raised as it is."""
+    err = call.error
+    if isinstance(err, Cancelled):
+        raise asyncio.CancelledError(f"the spdk_io task was cancelled: {err}") from err
+    return call.result()
