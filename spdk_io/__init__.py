@@ -73,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "SpdkVersionError": "errors",
 }
 _SUBMODULES = {
+    "aio",
     "app",
     "env",
     "loop",
@@ -112,6 +113,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit re-exports)
+    from spdk_io import aio as aio
     from spdk_io import app as app
     from spdk_io import bdev as bdev
     from spdk_io import bdev_modules as bdev_modules

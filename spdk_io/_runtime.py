@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from spdk_io import env as env_mod
 from spdk_io._validate import duration
-from spdk_io.errors import Cancelled
+from spdk_io.errors import Cancelled, RuntimeStoppedError
 from spdk_io.loop import IDLE_SLEEP_MAX, Op, Task, current_loop, wait, wait_for
 from spdk_io.thread import Poller, ThreadHandle
 
@@ -45,10 +45,6 @@ JOIN_TIMEOUT = 5.0
 IDLE_PAUSE = 0.0001
 #: ... after this many idle turns (a loop alone on its thread waits longer: 64).
 IDLE_TURNS = 8
-
-
-class RuntimeStoppedError(RuntimeError):
-    """The runtime was not running (not started yet, stopping, or stopped)."""
 
 
 class Courier:

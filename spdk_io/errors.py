@@ -29,6 +29,7 @@ __all__ = [
     "InvalidStateError",
     "NvmeError",
     "RpcError",
+    "RuntimeStoppedError",
     "SpdkError",
     "SpdkNotFoundError",
     "SpdkVersionError",
@@ -212,6 +213,11 @@ class EnvUnusableError(RuntimeError):
 
 class InvalidStateError(RuntimeError):
     """An ``Op``'s result was read before it finished, or it was finished twice."""
+
+
+class RuntimeStoppedError(RuntimeError):
+    """A bridge runtime (:mod:`spdk_io.aio`, :mod:`spdk_io.trio`) was not running: not
+    started yet, stopping, or stopped."""
 
 
 class WrongThreadError(RuntimeError):

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import trio
 
-from spdk_io._runtime import IDLE_PAUSE, Call, Courier, Host, RuntimeStoppedError
+from spdk_io._runtime import IDLE_PAUSE, Call, Courier, Host
 from spdk_io.env import EnvOptions
-from spdk_io.errors import Cancelled
+from spdk_io.errors import Cancelled, RuntimeStoppedError
 
 if TYPE_CHECKING:  # typing_extensions is only needed by the type checker (Python < 3.12)
     from typing_extensions import Unpack
