@@ -20,6 +20,7 @@ from spdk_io.dma import DmaBuf
 from spdk_io.stats import IoStat, bucket_bounds
 from spdk_io.stats.model import ticks_to_ns
 from spdk_io.thread import SpdkThread
+from tests.conftest import run_py
 
 Run = Callable[[Awaitable[Any]], Any]
 _KINDS = (("read", "read"), ("write", "written"), ("unmap", "unmapped"), ("copy", "copied"))
@@ -352,3 +353,51 @@ def test_a_histogram_with_spdk_rpc_chosen_granularity_reads_back(run: Run) -> No
     lo, hi, _ = h.buckets[-1]
     assert lo <= b.io.write.max_latency_ns <= hi  # the bounds follow granularity 5
     assert all(a[1] <= b2[0] for a, b2 in zip(h.buckets, h.buckets[1:], strict=False))
+
+
+def test_off_an_spdk_thread_the_bdev_calls_raise_and_the_process_lives() -> None:
+    """From a plain OS thread (here under asyncio) SPDK would abort the process."""
+    done = run_py(
+        """
+        import asyncio, threading
+        import spdk_io
+        from spdk_io import rpc, stats
+
+        CALLS = {
+            "enable_histogram": lambda: stats.enable_histogram("OffM0"),
+            "disable_histogram": lambda: stats.disable_histogram("OffM0"),
+            "bdev_histogram": lambda: stats.bdev_histogram("OffM0"),
+            "bdev_stats": lambda: stats.bdev_stats("OffM0"),
+            "all bdev_stats": lambda: stats.bdev_stats(),
+        }
+
+        def off_thread(results: list[str]) -> None:
+            for what, call in CALLS.items():
+                try:
+                    asyncio.run(call())
+                    results.append(f"{what}: no error")
+                except RuntimeError as exc:
+                    results.append(f"{what}: RuntimeError: {exc}")
+
+        async def main() -> list[str]:
+            params = {"name": "OffM0", "num_blocks": 64, "block_size": 512}
+            await rpc.call("bdev_malloc_create", params)
+            results: list[str] = []
+            t = threading.Thread(target=off_thread, args=(results,))
+            t.start()
+            while t.is_alive():
+                await spdk_io.sleep(0.001)
+            await stats.enable_histogram("OffM0")  # SPDK is fine on its own thread
+            return results
+
+        for line in spdk_io.run(main()):
+            print(line)
+        print("alive")
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "alive", done.stdout
+    assert len(lines) == 6, done.stdout
+    for line in lines[:-1]:
+        assert "RuntimeError: this OS thread polls no SPDK thread" in line, line

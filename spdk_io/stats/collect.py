@@ -89,6 +89,10 @@ def _new_stat() -> tuple[g.struct_spdk_bdev_io_stat, ctypes.Array[ctypes.c_uint3
 
 
 def _bdev_ptr(name: str) -> Any:
+    # Every bdev call here goes through this lookup first.  Off an SPDK thread, SPDK
+    # would abort the process (its spinlocks and iterations need spdk_get_thread()):
+    # refuse with the RuntimeError every spdk_io call raises there instead.
+    current_thread()
     ptr = g.spdk_bdev_get_by_name(name.encode())
     if not ptr:
         raise LookupError(f"no bdev named {name!r}")
