@@ -37,7 +37,16 @@ from spdk_io._loader import fast
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 
-__all__ = ["forget", "once", "once_at", "persistent", "sgl_at", "status_op", "submit"]
+__all__ = [
+    "forget",
+    "once",
+    "once_at",
+    "pending",
+    "persistent",
+    "sgl_at",
+    "status_op",
+    "submit",
+]
 
 Entry = tuple[Callable[..., Any], "Op[Any] | None"]
 
@@ -74,6 +83,13 @@ def forget(key: int) -> None:
     """Drop a registration (a one-shot whose C call failed, or a persistent one)."""
     _once.pop(key, None)
     _persistent.pop(key, None)
+
+
+def pending() -> int:
+    """How many registrations wait for their callback (one-shot and persistent): a
+    number that must come back to where it was once what was started has finished
+    (a leak check)."""
+    return len(_once) + len(_persistent)
 
 
 # --------------------------------------------------------------------------- status completions

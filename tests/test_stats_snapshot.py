@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import spdk_io
-from spdk_io import rpc, stats
+from spdk_io import _bridge, rpc, stats
 from spdk_io.bdev import BdevDesc
 from spdk_io.dma import DmaBuf
 from spdk_io.stats import IoStat, bucket_bounds
@@ -401,3 +401,40 @@ def test_off_an_spdk_thread_the_bdev_calls_raise_and_the_process_lives() -> None
     assert len(lines) == 6, done.stdout
     for line in lines[:-1]:
         assert "RuntimeError: this OS thread polls no SPDK thread" in line, line
+
+
+def test_a_bdev_deleted_between_listing_and_reading_leaves_no_bridge_entry(run: Run) -> None:
+    """A worker thread holds a channel of the first bdev and does not poll, so the
+    snapshot waits there; meanwhile the second bdev, already listed, is deleted."""
+
+    async def main() -> tuple[int, int, tuple[str, ...]]:
+        for name in ("StatsRaceA", "StatsRaceB"):  # B after A in SPDK's list
+            await rpc.call(
+                "bdev_malloc_create", {"name": name, "num_blocks": 64, "block_size": 512}
+            )
+        ready, go = threading.Event(), threading.Event()
+
+        async def worker() -> None:
+            with BdevDesc.open("StatsRaceA") as desc:
+                await desc.read_blocks(DmaBuf.alloc(512), 0, 1)  # a channel of A here
+                ready.set()
+                go.wait(30)  # not polling: SPDK's visits of A's channels wait here
+
+        before = _bridge.pending()
+        handle = SpdkThread.spawn(worker, name="stats-race")
+        try:
+            while not ready.is_set():
+                await spdk_io.sleep(0.001)
+            reading = spdk_io.spawn(stats.bdev_stats())
+            await spdk_io.sleep(0)  # it lists the bdevs, then waits for A's channels
+            await rpc.call("bdev_malloc_delete", {"name": "StatsRaceB"})
+        finally:
+            go.set()
+            await handle
+        got = await reading
+        await rpc.call("bdev_malloc_delete", {"name": "StatsRaceA"})
+        return before, _bridge.pending(), tuple(b.name for b in got)
+
+    before, after, names = run(main())
+    assert "StatsRaceA" in names and "StatsRaceB" not in names
+    assert after == before

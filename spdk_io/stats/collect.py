@@ -114,16 +114,16 @@ def _bdev_names(name: str | None) -> list[str]:
 
 async def _device_stat(name: str) -> IoStat:
     """The bdev's statistics over all its channels (``spdk_bdev_get_device_stat``)."""
+    ptr = _bdev_ptr(name)  # before the Op: a bdev that is gone registers nothing
     stat, errors = _new_stat()
-    op, key = _bridge.status_op("spdk_bdev_get_device_stat", name)
-    op.keep = (stat, errors)
-    g.spdk_bdev_get_device_stat(
-        _bdev_ptr(name),
-        ctypes.byref(stat),
-        g.SPDK_BDEV_RESET_STAT_NONE,
-        _bridge.device_stat_cb,
-        key,
+    op = _bridge.submit(
+        "spdk_bdev_get_device_stat",
+        name,
+        lambda key: g.spdk_bdev_get_device_stat(
+            ptr, ctypes.byref(stat), g.SPDK_BDEV_RESET_STAT_NONE, _bridge.device_stat_cb, key
+        ),
     )
+    op.keep = (stat, errors)
     await op
     return _io_stat(stat, errors)
 
@@ -199,9 +199,11 @@ async def disable_histogram(name: str) -> None:
 
 async def _histogram_switch(name: str, on: bool) -> None:
     ptr = _bdev_ptr(name)
-    op, key = _bridge.status_op("spdk_bdev_histogram_enable", name)
-    g.spdk_bdev_histogram_enable(ptr, _bridge.histogram_status_cb, key, on)
-    await op
+    await _bridge.submit(
+        "spdk_bdev_histogram_enable",
+        name,
+        lambda key: g.spdk_bdev_histogram_enable(ptr, _bridge.histogram_status_cb, key, on),
+    )
 
 
 def _range(value: int, granularity: int) -> int:
@@ -237,9 +239,12 @@ async def bdev_histogram(name: str) -> Histogram | None:
     h.max_range = _range(max(internal.histogram_max_val, 1) - 1, gran)
     buckets = (ctypes.c_uint64 * ((h.max_range - h.min_range + 1) << gran))()
     h.bucket = ctypes.cast(buckets, type(h.bucket))
-    op, key = _bridge.status_op("spdk_bdev_histogram_get", name)
+    op = _bridge.submit(
+        "spdk_bdev_histogram_get",
+        name,
+        lambda key: g.spdk_bdev_histogram_get(ptr, ctypes.byref(h), _bridge.histogram_data_cb, key),
+    )
     op.keep = (h, buckets)
-    g.spdk_bdev_histogram_get(ptr, ctypes.byref(h), _bridge.histogram_data_cb, key)
     await op
     hz = g.spdk_get_ticks_hz()
     mask = (1 << gran) - 1
