@@ -438,3 +438,51 @@ def test_a_bdev_deleted_between_listing_and_reading_leaves_no_bridge_entry(run: 
     before, after, names = run(main())
     assert "StatsRaceA" in names and "StatsRaceB" not in names
     assert after == before
+
+
+def test_what_a_channel_visit_raises_past_the_iteration_reaches_its_loop() -> None:
+    """Not only ``-EIO``: the BaseException itself stops the visited thread's loop."""
+    done = run_py(
+        """
+        import spdk_io
+        from spdk_io import _bridge, raw, rpc
+        from spdk_io.bdev import BdevDesc
+        from spdk_io.dma import DmaBuf
+
+        class Boom(BaseException):
+            pass
+
+        def visit(channel: int) -> None:
+            raise Boom("raised in a channel visit")
+
+        async def main() -> None:
+            params = {"name": "VisitM0", "num_blocks": 64, "block_size": 512}
+            await rpc.call("bdev_malloc_create", params)
+            with BdevDesc.open("VisitM0") as desc:
+                await desc.read_blocks(DmaBuf.alloc(512), 0, 1)  # a channel here
+                bdev = raw.spdk_bdev_get_by_name(b"VisitM0")
+                try:
+                    await _bridge.iterate(
+                        "a test iteration",
+                        visit,
+                        lambda key: raw.spdk_bdev_for_each_channel(
+                            bdev, _bridge.each_channel_cb, key, _bridge.each_channel_done_cb
+                        ),
+                    )
+                except spdk_io.SpdkError as exc:
+                    print("iteration ended:", exc.errno, flush=True)
+                for _ in range(100):
+                    await spdk_io.sleep(0.001)
+            print("main returned", flush=True)
+
+        try:
+            spdk_io.run(main())
+        except BaseException as exc:
+            print("run raised:", type(exc).__name__, exc)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "iteration ended: 5" in done.stdout, done.stdout  # EIO
+    assert "run raised: CallbackError" in done.stdout, done.stdout
+    assert "raised in a channel visit" in done.stdout, done.stdout
+    assert "main returned" not in done.stdout, done.stdout

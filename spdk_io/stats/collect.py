@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Callable
 from typing import Any
 
 from spdk_io import _bridge, rpc
 from spdk_io import _generated as g
 from spdk_io._loader import fast
 from spdk_io._validate import text
-from spdk_io.loop import Loop, Op, current_loop
+from spdk_io.loop import Loop, current_loop
 from spdk_io.stats.model import (
     BdevStats,
     ChannelStats,
@@ -145,7 +144,7 @@ async def _channel_stats(name: str) -> tuple[ChannelStats, ...]:
         thread, thread_id = _thread_ident()
         found.append(ChannelStats(name, thread, thread_id, _io_stat(stat, errors)))
 
-    await _iterate(
+    await _bridge.iterate(
         "spdk_bdev_for_each_channel",
         visit,
         lambda key: g.spdk_bdev_for_each_channel(
@@ -158,30 +157,6 @@ async def _channel_stats(name: str) -> tuple[ChannelStats, ...]:
 _get_io_stat = fast(
     "spdk_bdev_get_io_stat", None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
 )
-
-
-async def _iterate(what: str, visit: Callable[..., None], start: Callable[[int], object]) -> None:
-    """Run an SPDK iteration with a persistent bridge entry: ``visit`` on each item,
-    then the end finishes the ``Op``.  ``visit`` may run on other OS threads: its
-    errors are kept and raised here, once the iteration is over."""
-    errors: list[BaseException] = []
-
-    def guarded(*args: Any) -> None:
-        try:
-            visit(*args)
-        except Exception as exc:
-            errors.append(exc)
-
-    op: Op[None] = Op(what)
-    key = _bridge.persistent(guarded, op)
-    try:
-        start(key)
-    except BaseException:
-        _bridge.forget(key)
-        raise
-    await op
-    if errors:
-        raise errors[0]
 
 
 # -------------------------------------------------------------------------- histograms
@@ -363,7 +338,7 @@ async def _visit_threads() -> tuple[tuple[ThreadStats, ...], tuple[LoopStats, ..
         )
 
     current_thread()
-    await _iterate(
+    await _bridge.iterate(
         "spdk_for_each_thread",
         visit,
         lambda key: g.spdk_for_each_thread(
