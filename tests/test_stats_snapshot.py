@@ -486,3 +486,30 @@ def test_what_a_channel_visit_raises_past_the_iteration_reaches_its_loop() -> No
     assert "run raised: CallbackError" in done.stdout, done.stdout
     assert "raised in a channel visit" in done.stdout, done.stdout
     assert "main returned" not in done.stdout, done.stdout
+
+
+def test_under_spdk_io_app_the_loop_counts_its_turns() -> None:
+    """App drives the loop from an SPDK poller: every drive is a turn."""
+    done = run_py(
+        """
+        import spdk_io
+        from spdk_io import stats
+
+        async def main() -> tuple[int, int, int]:
+            first = stats.loop_stats()
+            for _ in range(20):
+                await spdk_io.sleep(0.001)
+            second = stats.loop_stats()
+            snap = await stats.snapshot(nvmf=False)
+            (loop,) = [lo for lo in snap.loops if lo.name == second.name]
+            return first.turns, second.turns, loop.turns
+
+        first, second, snapped = spdk_io.App(name="stats_app").run(main())
+        print("turns", first, second, snapped)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("turns ")]
+    first, second, snapped = map(int, line.split()[1:])
+    assert second - first >= 20  # one turn at least per sleep
+    assert snapped >= second
