@@ -5,6 +5,8 @@ nvmf_get_stats) taken around them."""
 from __future__ import annotations
 
 import base64
+import ctypes
+import errno
 import json
 import struct
 import threading
@@ -15,6 +17,7 @@ import pytest
 
 import spdk_io
 from spdk_io import _bridge, rpc, stats
+from spdk_io import raw as spdk_raw
 from spdk_io.bdev import BdevDesc
 from spdk_io.dma import DmaBuf
 from spdk_io.stats import IoStat, bucket_bounds
@@ -513,3 +516,71 @@ def test_under_spdk_io_app_the_loop_counts_its_turns() -> None:
     first, second, snapped = map(int, line.split()[1:])
     assert second - first >= 20  # one turn at least per sleep
     assert snapped >= second
+
+
+def test_a_histogram_spdk_fails_to_read_counts_as_none(run: Run) -> None:
+    """SPDK marks a histogram enabled before its channels have one.  Enabled with a range
+    no channel can allocate (min == max), it stays "enabled" with none until the enabling
+    thread takes the failure: here the app thread, held while a worker reads."""
+
+    async def main() -> tuple[dict[str, Any], list[int]]:
+        await rpc.call(
+            "bdev_malloc_create", {"name": "StatsF0", "num_blocks": 64, "block_size": 512}
+        )
+        ready, go, done = threading.Event(), threading.Event(), threading.Event()
+        got: dict[str, Any] = {}
+
+        async def worker() -> None:
+            try:
+                with BdevDesc.open("StatsF0") as desc:
+                    await desc.read_blocks(DmaBuf.alloc(512), 0, 1)  # the only channel
+                    got["thread"] = spdk_io.current_thread().id
+                    ready.set()
+                    while not go.is_set():
+                        await spdk_io.sleep(0.001)
+                    try:  # behind the enabling's visit here, which failed to allocate
+                        await stats.bdev_histogram("StatsF0")
+                    except spdk_io.SpdkError as exc:
+                        got["histogram"] = exc
+                    got["stats"] = await stats.bdev_stats("StatsF0")
+            except BaseException as exc:
+                got["stats"] = exc
+            finally:
+                done.set()
+
+        handle = SpdkThread.spawn(worker, name="stats-efault")
+        try:
+            while not ready.is_set():
+                await spdk_io.sleep(0.001)
+            # The app thread must hold none of its channels (SPDK would visit it here).
+            while [c["thread_id"] for c in (await iostat("StatsF0", True))["channels"]] != [
+                got["thread"]
+            ]:
+                await spdk_io.sleep(0.001)
+            hz = spdk_raw.spdk_get_ticks_hz()
+            nsec = 1000
+            while (nsec * hz // 10**9).bit_count() == 1:  # a range of one bucket row
+                nsec += 1
+            opts = spdk_raw.struct_spdk_bdev_enable_histogram_opts()
+            spdk_raw.spdk_bdev_enable_histogram_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+            opts.min_nsec = opts.max_nsec = nsec
+            statuses: list[int] = []
+            cb = spdk_raw.spdk_bdev_histogram_status_cb(lambda ctx, status: statuses.append(status))
+            bdev = spdk_raw.spdk_bdev_get_by_name(b"StatsF0")
+            spdk_raw.spdk_bdev_histogram_enable_ext(bdev, cb, None, True, ctypes.byref(opts))
+            go.set()
+            assert done.wait(30)  # not polling: SPDK's answer to the enabling waits
+            while not statuses:
+                await spdk_io.sleep(0.001)
+        finally:
+            go.set()
+            await handle
+            await rpc.call("bdev_malloc_delete", {"name": "StatsF0"})
+        return got, statuses
+
+    got, statuses = run(main())
+    assert statuses == [-errno.ENOMEM]  # no channel could allocate it
+    assert isinstance(got["histogram"], spdk_io.SpdkError)
+    assert got["histogram"].errno == errno.EFAULT  # SPDK's answer meanwhile
+    (b,) = got["stats"]
+    assert b.name == "StatsF0" and b.histogram is None and b.io.read.ops >= 1

@@ -10,6 +10,8 @@ owns what is read, as SPDK's RPCs do it.  Reading changes nothing (no counter is
 from __future__ import annotations
 
 import ctypes
+import errno
+import logging
 import time
 from typing import Any
 
@@ -17,6 +19,7 @@ from spdk_io import _bridge, rpc
 from spdk_io import _generated as g
 from spdk_io._loader import fast
 from spdk_io._validate import text
+from spdk_io.errors import SpdkError
 from spdk_io.loop import Loop, current_loop
 from spdk_io.stats.model import (
     BdevStats,
@@ -45,6 +48,7 @@ __all__ = [
     "thread_stats",
 ]
 
+_log = logging.getLogger("spdk_io")
 _U64_MAX = (1 << 64) - 1
 #: ``struct spdk_bdev_io_error_stat`` counts failures by status: entry ``-status - 1``
 #: for SPDK_BDEV_IO_STATUS_FAILED (-1) down to SPDK_MIN_BDEV_IO_STATUS (-8).
@@ -201,7 +205,8 @@ async def bdev_histogram(name: str) -> Histogram | None:
 
     Read with the bdev's own histogram parameters (an RPC may have chosen them); values
     SPDK clamped into the first or last bucket (outside ``min_nsec``/``max_nsec``)
-    count there."""
+    count there.  ``SpdkError`` if SPDK fails to read it (``EFAULT``: a channel has
+    none yet, while it is being enabled or after that failed)."""
     name = text(name, "name")
     ptr = _bdev_ptr(name)
     internal = ptr.contents.internal  # struct spdk_bdev (bdev_module.h), as SPDK's RPC reads it
@@ -212,7 +217,10 @@ async def bdev_histogram(name: str) -> Histogram | None:
     h.granularity = gran
     h.min_range = _range(internal.histogram_min_val, gran)
     h.max_range = _range(max(internal.histogram_max_val, 1) - 1, gran)
-    buckets = (ctypes.c_uint64 * ((h.max_range - h.min_range + 1) << gran))()
+    try:  # parameters no channel could allocate either (SPDK's RPC fails the same way)
+        buckets = (ctypes.c_uint64 * ((h.max_range - h.min_range + 1) << gran))()
+    except (MemoryError, OverflowError, ValueError) as exc:
+        raise SpdkError(errno.ENOMEM, "spdk_bdev_histogram_get", name, str(exc)) from None
     h.bucket = ctypes.cast(buckets, type(h.bucket))
     op = _bridge.submit(
         "spdk_bdev_histogram_get",
@@ -236,19 +244,33 @@ async def bdev_stats(
 ) -> tuple[BdevStats, ...]:
     """The bdev ``name``'s statistics (every bdev's if ``None``), with each channel's
     (``channels``) and the latency histogram where one is enabled (``histograms``).
-    ``LookupError`` for a ``name`` that is no bdev."""
+    ``LookupError`` for a ``name`` that is no bdev.
+
+    A histogram SPDK fails to read (``EFAULT`` while it is being enabled, or after it
+    failed to be) counts as none.  Reading every bdev, a bdev that is deleted meanwhile
+    or whose statistics SPDK fails to read is left out (logged at debug level): one
+    bdev does not fail the whole answer."""
     out = []
     for n in _bdev_names(name):
         try:
             io = await _device_stat(n)
             chans = await _channel_stats(n) if channels else ()
-            hist = await bdev_histogram(n) if histograms else None
-        except LookupError:
+            hist = await _histogram_or_none(n) if histograms else None
+        except (LookupError, SpdkError) as exc:
             if name is not None:
                 raise
-            continue  # deleted meanwhile
+            _log.debug("spdk_io.stats: bdev %s left out: %s", n, exc)
+            continue
         out.append(BdevStats(n, io, chans, hist))
     return tuple(out)
+
+
+async def _histogram_or_none(name: str) -> Histogram | None:
+    try:
+        return await bdev_histogram(name)
+    except SpdkError as exc:
+        _log.debug("spdk_io.stats: bdev %s's histogram left out: %s", name, exc)
+        return None
 
 
 # ----------------------------------------------------------------------- threads, loops
