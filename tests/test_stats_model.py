@@ -55,6 +55,10 @@ def test_a_percentile_is_the_top_of_the_exact_samples_bucket(samples: list[int],
     assert got == bucket_bounds(bucket_index(exact))[1]
     assert exact <= got <= exact + exact // 128 + 1  # never under, under 1 % over
     assert h.count == len(samples)
+    # The estimated sum: within half a bucket of each sample (and a unit per bucket).
+    half_widths = sum((hi - lo) * c for lo, hi, c in h.buckets) / 2
+    assert abs(h.sum_ns - sum(samples)) <= half_widths + len(h.buckets)
+    assert abs(h.sum_ns - sum(samples)) <= sum(samples) / 256 + len(h.buckets)
 
 
 @settings(max_examples=100, deadline=None)
@@ -178,6 +182,16 @@ def test_the_collector_serves_the_latest_snapshot_in_prometheus_text() -> None:
     assert v("spdk_bdev_io_latency_seconds_bucket", bdev="Malloc0", le="+Inf") == 4
     assert v("spdk_bdev_io_latency_seconds_bucket", bdev="Malloc0", le="5e-06") == 3
     assert v("spdk_bdev_io_latency_seconds_bucket", bdev="Malloc0", le="0.001") == 4
+    # _count and _sum: the samples, and their estimated sum (between the buckets' ends).
+    hist = snap.bdevs[0].histogram
+    assert hist is not None
+    assert v("spdk_bdev_io_latency_seconds_count", bdev="Malloc0") == 4 == hist.count
+    total = v("spdk_bdev_io_latency_seconds_sum", bdev="Malloc0")
+    assert total == pytest.approx(hist.sum_ns * 1e-9)
+    low = sum(lo * c for lo, _, c in hist.buckets) * 1e-9
+    high = sum(hi * c for _, hi, c in hist.buckets) * 1e-9
+    assert low <= total <= high
+    assert total == pytest.approx((1500 + 2500 + 2600 + 900_000) * 1e-9, rel=1 / 256)
     les = [k for (n, k) in samples if n == "spdk_bdev_io_latency_seconds_bucket"]
     assert len(les) == len(HISTOGRAM_BOUNDS_NS) + 1
     assert (

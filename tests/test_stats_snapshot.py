@@ -178,6 +178,13 @@ def test_histogram_matches_bdev_get_histogram_and_brackets_the_max(run: Run) -> 
         lo, hi, _ = h.buckets[-1]
         assert lo <= b.io.write.max_latency_ns <= hi
         assert h.percentile(0) == h.buckets[0][1]
+        # Its samples are exactly the writes (enabled on a bdev that had none): SPDK's
+        # exact sum of their latencies lies within the buckets, and the estimate near it.
+        exact = b.io.write.latency_ns
+        assert sum(lo * c for lo, _, c in h.buckets) <= exact
+        assert exact <= sum((hi + 1) * c for _, hi, c in h.buckets)  # (+1: ns rounding)
+        half_widths = sum((hi + 1 - lo) * c for lo, hi, c in h.buckets) / 2
+        assert abs(h.sum_ns - exact) <= half_widths + len(h.buckets)
 
     run(main())
 

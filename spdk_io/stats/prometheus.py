@@ -12,7 +12,8 @@ thread keeps that snapshot fresh (:meth:`SnapshotCollector.keep_fresh`)::
 
 ``python -m spdk_io serve --metrics-port N`` does this.  Times are in seconds, as
 Prometheus prefers; labels name the ``bdev``, ``thread``, ``poller``, ``loop``,
-``target`` and ``poll_group``.
+``target`` and ``poll_group``.  The latency histogram's ``_sum`` is an estimate from
+its buckets (:attr:`~spdk_io.stats.Histogram.sum_ns`: SPDK's histogram keeps no sum).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _bdev_metrics(snap: Snapshot) -> Iterator[Metric]:
                 (_le(bound), n) for bound, n in b.histogram.cumulative(HISTOGRAM_BOUNDS_NS)
             ]
             buckets.append(("+Inf", b.histogram.count))
-            hist.add_metric([b.name], buckets, None)
+            hist.add_metric([b.name], buckets, b.histogram.sum_ns * _S)
     yield from (ops, nbytes, lat, worst, errors, ch_ops, ch_bytes, hist)
 
 
