@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import os
 import signal
 import sys
@@ -483,6 +484,7 @@ def current_loop() -> Loop:
 
 
 _local = threading.local()
+_loop_ids = itertools.count(1).__next__
 
 #: The longest an idle loop sleeps before polling again, in seconds.  SPDK threads
 #: that are woken only through SPDK's own message rings are noticed this late.
@@ -519,6 +521,8 @@ class Loop:
         name: str = "loop",
     ) -> None:
         self.name = name
+        #: A number no other loop of this process has (names may repeat).
+        self.id = _loop_ids()
         self._call_later = call_later if call_later is not None else _no_timers
         self._ready: deque[Task[Any]] = deque()
         self._cpoll = poll

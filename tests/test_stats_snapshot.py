@@ -591,3 +591,63 @@ def test_a_histogram_spdk_fails_to_read_counts_as_none(run: Run) -> None:
     assert got["histogram"].errno == errno.EFAULT  # SPDK's answer meanwhile
     (b,) = got["stats"]
     assert b.name == "StatsF0" and b.histogram is None and b.io.read.ops >= 1
+
+
+def test_two_threads_of_one_name_are_distinct_series(run: Run) -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from spdk_io.stats.prometheus import SnapshotCollector
+
+    async def main() -> Any:
+        ready = [threading.Event(), threading.Event()]
+        stop = threading.Event()
+
+        async def worker(i: int) -> None:
+            with BdevDesc.open("StatsTwin0") as desc:
+                await desc.read_blocks(DmaBuf.alloc(512), 0, 1)  # a channel each
+                ready[i].set()
+                while not stop.is_set():
+                    await spdk_io.sleep(0.005)
+
+        await rpc.call(
+            "bdev_malloc_create", {"name": "StatsTwin0", "num_blocks": 64, "block_size": 512}
+        )
+        handles = [SpdkThread.spawn(lambda i=i: worker(i), name="twin") for i in range(2)]
+        try:
+            while not all(r.is_set() for r in ready):
+                await spdk_io.sleep(0.001)
+            snap = await stats.snapshot(nvmf=False)
+        finally:
+            stop.set()
+            for h in handles:
+                await h
+            await rpc.call("bdev_malloc_delete", {"name": "StatsTwin0"})
+        return snap
+
+    snap = run(main())
+    twins = [t for t in snap.threads if t.name == "twin"]
+    assert len(twins) == 2 and twins[0].id != twins[1].id
+    assert len({t.loop_id for t in twins}) == 2
+    assert len([lo for lo in snap.loops if lo.name == "twin"]) == 2
+    collector = SnapshotCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    collector.update(snap)
+    seen: list[tuple[str, tuple[tuple[str, str], ...]]] = [
+        (s.name, tuple(sorted(s.labels.items())))
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    ]
+    assert len(seen) == len(set(seen)), "a series appears twice"
+
+    def series(name: str, **labels: str) -> set[tuple[tuple[str, str], ...]]:
+        return {k for n, k in seen if n == name and set(labels.items()) <= set(k)}
+
+    assert len(series("spdk_thread_busy_seconds_total", thread="twin")) == 2
+    assert len(series("spdk_io_loop_turns_total", loop="twin")) == 2
+    reads = series("spdk_bdev_channel_ops_total", bdev="StatsTwin0", thread="twin", op="read")
+    assert len(reads) == 2
+    ids = {str(t.id) for t in twins}
+    assert {dict(k)["thread_id"] for k in reads} == ids

@@ -324,7 +324,7 @@ def _pollers(thread: int, hz: int) -> tuple[PollerStats, ...]:
 
 
 def _loop_stats(loop: Loop) -> LoopStats:
-    return LoopStats(loop.name, loop.turns, loop.tasks_run, loop.ready_high_water)
+    return LoopStats(loop.name, loop.turns, loop.tasks_run, loop.ready_high_water, loop.id)
 
 
 def _this_loop() -> Loop | None:
@@ -346,7 +346,7 @@ async def _visit_threads() -> tuple[tuple[ThreadStats, ...], tuple[LoopStats, ..
         name, tid = _thread_ident()
         loop = _this_loop()
         if loop is not None:
-            loops[id(loop)] = _loop_stats(loop)
+            loops[loop.id] = _loop_stats(loop)
         addr = ctypes.cast(t, ctypes.c_void_p).value
         threads.append(
             ThreadStats(
@@ -356,6 +356,7 @@ async def _visit_threads() -> tuple[tuple[ThreadStats, ...], tuple[LoopStats, ..
                 idle_ns=ticks_to_ns(tstats.idle_tsc, hz),
                 pollers=_pollers(addr or 0, hz),
                 loop=loop.name if loop is not None else "",
+                loop_id=loop.id if loop is not None else 0,
             )
         )
 

@@ -215,8 +215,9 @@ class PollerStats(_Dict):
 
 @dataclass(frozen=True, slots=True)
 class ThreadStats(_Dict):
-    """One SPDK thread: time spent polling with and without work (ns), its pollers, and
-    the name of the spdk_io loop of the OS thread that polls it (``""`` if none)."""
+    """One SPDK thread (``id`` is SPDK's thread id; names may repeat): time spent polling
+    with and without work (ns), its pollers, and the name and id of the spdk_io loop of
+    the OS thread that polls it (``""`` and 0 if none)."""
 
     name: str
     id: int
@@ -224,17 +225,20 @@ class ThreadStats(_Dict):
     idle_ns: int
     pollers: tuple[PollerStats, ...] = ()
     loop: str = ""
+    loop_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class LoopStats(_Dict):
     """An spdk_io loop's own counters: loop turns, task steps run, and the most tasks
-    that were ever ready at once."""
+    that were ever ready at once.  ``id`` tells loops apart (names may repeat): no other
+    loop of the process has it."""
 
     name: str
     turns: int
     tasks_run: int
     ready_high_water: int
+    id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
