@@ -133,6 +133,7 @@ def test_failed_io_is_counted_by_status_as_spdk_counts_it(run: Run) -> None:
     got, raw = run(main())
     assert got.io.errors == {"failed": 2}
     assert got.io.errors == raw["bdevs"][0]["io_error"]
+    assert got.channels and all(c.io.errors == {} for c in got.channels)  # per bdev only
 
 
 def rpc_histogram(answer: dict[str, Any], hz: int) -> tuple[tuple[int, int, int], ...]:

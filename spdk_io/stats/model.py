@@ -99,7 +99,10 @@ class IoStat(_Dict):
 
 @dataclass(frozen=True, slots=True)
 class ChannelStats(_Dict):
-    """The I/O statistics of one I/O channel of a bdev: the I/O one SPDK thread did."""
+    """The I/O statistics of one I/O channel of a bdev: the I/O one SPDK thread did.
+
+    ``io.errors`` is always empty: SPDK counts failed I/Os by status per bdev only
+    (:attr:`BdevStats.io`), not per channel."""
 
     bdev: str
     thread: str
@@ -112,10 +115,13 @@ class Histogram(_Dict):
     """A bdev's latency histogram, as SPDK keeps it (``spdk_bdev_histogram_get``).
 
     ``buckets`` holds ``(lowest_ns, highest_ns, count)`` of each non-empty bucket in
-    increasing order.  A bucket is at most 1/128 of its values wide (SPDK's default
-    granularity), so a percentile (the upper end of the bucket that holds the
-    nearest-rank sample) never under-reports, and over-reports by less than 1 % (plus
-    a tick)."""
+    increasing order.  A percentile is the upper end of the bucket that holds the
+    nearest-rank sample, so it never under-reports; how much it may over-report depends
+    on the bdev's histogram granularity ``g``: a bucket is at most ``2**-g`` of its
+    values wide, so by less than 1 % (plus a tick) at SPDK's default ``g`` of 7, but by
+    up to about 3 % at ``g`` 5 (which ``bdev_enable_histogram`` may choose).  Samples
+    SPDK clamped into the first or last bucket (outside the histogram's ``min_nsec`` and
+    ``max_nsec``) are not bounded by it."""
 
     buckets: tuple[tuple[int, int, int], ...]
 
