@@ -19,7 +19,18 @@ Ctrl-C cannot arrive inside a callback while a loop runs or teardown runs:
 the loop handles SIGINT as an event, see :mod:`spdk_io.loop`.)
 
 One-shot entries are removed when their callback fires; persistent entries
-(pollers, event callbacks) stay until :func:`forget` is called.
+(pollers, event callbacks, iterations) stay until :func:`forget` is called.
+
+SPDK's iterations (``spdk_for_each_thread``, ``spdk_bdev_for_each_channel``) call
+one function on every thread or channel, each on the thread visited, which may be
+another OS thread than the caller's (:func:`iterate` runs them).  Their visits have
+trampolines of their own, though ``spdk_for_each_thread``'s ``fn`` is an
+``spdk_msg_fn`` like :func:`_on_ctx`'s: a visit must neither take its entry (the
+iteration needs it for the next visit and its end) nor hand an exception to the
+entry's ``Op``, which belongs to the caller's loop on the caller's OS thread:
+finishing it from the visited thread would race with that loop.  A visit's own
+errors go to its OS thread's loop (:func:`~spdk_io.loop.callback_failed` with no
+``Op``); the end of the iteration, on the caller's thread, finishes the ``Op``.
 """
 
 from __future__ import annotations
@@ -37,7 +48,17 @@ from spdk_io._loader import fast
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 
-__all__ = ["forget", "once", "once_at", "persistent", "sgl_at", "status_op", "submit"]
+__all__ = [
+    "forget",
+    "iterate",
+    "once",
+    "once_at",
+    "pending",
+    "persistent",
+    "sgl_at",
+    "status_op",
+    "submit",
+]
 
 Entry = tuple[Callable[..., Any], "Op[Any] | None"]
 
@@ -74,6 +95,13 @@ def forget(key: int) -> None:
     """Drop a registration (a one-shot whose C call failed, or a persistent one)."""
     _once.pop(key, None)
     _persistent.pop(key, None)
+
+
+def pending() -> int:
+    """How many registrations wait for their callback (one-shot and persistent): a
+    number that must come back to where it was once what was started has finished
+    (a leak check)."""
+    return len(_once) + len(_persistent)
 
 
 # --------------------------------------------------------------------------- status completions
@@ -484,13 +512,43 @@ def _end_iteration(ctx: int | None, status: int, what: str) -> None:
         _fail(exc, what, entry[1] if entry is not None else None)
 
 
+async def iterate(what: str, visit: Callable[..., None], start: Callable[[int], object]) -> None:
+    """Run an SPDK iteration: ``start(key)`` starts it with the key of a persistent entry
+    (``spdk_for_each_thread(each_thread_cb, key, each_thread_done_cb)`` or
+    ``spdk_bdev_for_each_channel(bdev, each_channel_cb, key, each_channel_done_cb)``);
+    ``visit`` runs on each thread (``visit()``) or channel (``visit(channel_address)``),
+    on the thread visited; the end finishes the awaited ``Op``.  What ``visit`` raises
+    (an ``Exception``) is kept, the iteration goes on, and the first is raised here once
+    it is over.  Anything else a visit raises (``KeyboardInterrupt``) goes to the
+    visited thread's loop; a channel visit's also ends the iteration with ``-EIO``."""
+    errors: list[BaseException] = []
+
+    def guarded(*args: Any) -> None:
+        try:
+            visit(*args)
+        except Exception as exc:
+            errors.append(exc)
+
+    op: Op[None] = Op(what)
+    key = persistent(guarded, op)
+    try:
+        start(key)
+    except BaseException:
+        forget(key)
+        raise
+    await op
+    if errors:
+        raise errors[0]
+
+
 def _on_each_thread(ctx: int | None) -> None:
-    """``spdk_for_each_thread``'s ``fn`` (``spdk_msg_fn``): one visit."""
+    """``spdk_for_each_thread``'s ``fn`` (``spdk_msg_fn``): one visit (see the module's
+    docstring for why it is not :func:`_on_ctx`)."""
     try:
         entry = _persistent.get(ctx) if ctx is not None else None
         if entry is not None:
             entry[0]()
-    except BaseException as exc:  # fn records its own errors: this is a last resort
+    except BaseException as exc:
         _fail(exc, "spdk_for_each_thread visit")
 
 
@@ -504,14 +562,16 @@ _channel_continue = fast("spdk_bdev_for_each_channel_continue", None, [_VP, ctyp
 
 def _on_each_channel(i: int | None, bdev: Any, ch: int | None, ctx: int | None) -> None:
     """``spdk_bdev_for_each_channel_msg``: one visit, then on to the next channel (with
-    ``-EIO`` if ``fn`` raised, which ends the iteration with that status)."""
+    ``-EIO`` if ``fn`` raised, which ends the iteration with that status; what it raised
+    goes to this OS thread's loop, as from ``_on_each_thread``)."""
     status = 0
     try:
         entry = _persistent.get(ctx) if ctx is not None else None
         if entry is not None:
             entry[0](ch or 0)
-    except BaseException:
+    except BaseException as exc:
         status = -errno.EIO
+        _fail(exc, "spdk_bdev_for_each_channel visit")
     finally:
         _channel_continue(i, status)
 

@@ -160,7 +160,7 @@ def _on_start(state: _State, main: Coroutine[Any, Any, Any], options: env.EnvOpt
     state.task = task
 
     def drive() -> bool:
-        ran = loop.run_ready() + loop.poll_direct()
+        ran = loop.drive_once()
         if state.crash is None:
             state.crash = loop.take_crash()
             if state.crash is not None:

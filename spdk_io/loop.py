@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import os
 import signal
 import sys
@@ -483,6 +484,7 @@ def current_loop() -> Loop:
 
 
 _local = threading.local()
+_loop_ids = itertools.count(1).__next__
 
 #: The longest an idle loop sleeps before polling again, in seconds.  SPDK threads
 #: that are woken only through SPDK's own message rings are noticed this late.
@@ -519,6 +521,8 @@ class Loop:
         name: str = "loop",
     ) -> None:
         self.name = name
+        #: A number no other loop of this process has (names may repeat).
+        self.id = _loop_ids()
         self._call_later = call_later if call_later is not None else _no_timers
         self._ready: deque[Task[Any]] = deque()
         self._cpoll = poll
@@ -535,8 +539,9 @@ class Loop:
         self._running = False
         self._unobserved: list[Task[Any]] = []
         self.current: Task[Any] | None = None  # the task last stepped (the running one, in a task)
-        # The loop's own counters (spdk_io.stats reads them): turns driven, task steps run,
-        # and the most tasks ever ready at once.  While the loop runs they are published
+        # The loop's own counters (spdk_io.stats reads them): turns driven (here, or by a
+        # framework poller through drive_once), task steps run, and the most tasks ever
+        # ready at once.  While the loop runs they are published
         # every few turns (counted in locals in between, so the hot loop stays cheap).
         self.turns = 0
         self.tasks_run = 0
@@ -627,6 +632,13 @@ class Loop:
                 except BaseException as exc:
                     callback_failed(exc, "direct poll")
         return n
+
+    def drive_once(self) -> int:
+        """One turn for whoever drives the loop without :meth:`run_until_complete` (a
+        framework poller): the tasks ready now, then the direct polls; counted in
+        :attr:`turns`.  Returns the work done (tasks run plus what the polls did)."""
+        self.turns += 1
+        return self.run_ready() + self.poll_direct()
 
     def crash(self, exc: BaseException) -> None:
         """Stop ``run_until_complete`` with ``exc`` (used for errors nobody awaits)."""

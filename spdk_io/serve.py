@@ -19,6 +19,7 @@ Exit status: 0 after SIGINT/SIGTERM, 2 for bad arguments or a config SPDK refuse
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import types
@@ -34,6 +35,8 @@ from spdk_io.errors import SpdkError
 from spdk_io.loop import sleep, spawn
 
 __all__ = ["Metrics", "main", "serve"]
+
+_log = logging.getLogger("spdk_io")
 
 #: Memory of the served SPDK environment (``--mem-size``), MiB.
 DEFAULT_MEM_MIB = 1024
@@ -76,7 +79,10 @@ async def _serve(rpc_socket: str | None, metrics: Metrics | None = None) -> None
             http, collector = _start_metrics(metrics)
             from spdk_io.stats import snapshot
 
-            collector.update(await snapshot())  # the first scrape already has data
+            try:
+                collector.update(await snapshot())  # the first scrape already has data
+            except Exception:  # as keep_fresh does: the next period tries again
+                _log.warning("serve: taking the first metrics snapshot failed", exc_info=True)
             spawn(collector.keep_fresh(metrics.period), "metrics snapshots")
         print("READY", flush=True)
         await sleep(FOREVER)

@@ -55,6 +55,10 @@ def test_a_percentile_is_the_top_of_the_exact_samples_bucket(samples: list[int],
     assert got == bucket_bounds(bucket_index(exact))[1]
     assert exact <= got <= exact + exact // 128 + 1  # never under, under 1 % over
     assert h.count == len(samples)
+    # The estimated sum: within half a bucket of each sample (and a unit per bucket).
+    half_widths = sum((hi - lo) * c for lo, hi, c in h.buckets) / 2
+    assert abs(h.sum_ns - sum(samples)) <= half_widths + len(h.buckets)
+    assert abs(h.sum_ns - sum(samples)) <= sum(samples) / 256 + len(h.buckets)
 
 
 @settings(max_examples=100, deadline=None)
@@ -109,9 +113,10 @@ def a_snapshot() -> Snapshot:
                 1_000_000_000,
                 (PollerStats("rpc", 7, "active", "waiting", 100, 40, 0),),
                 "app_thread",
+                3,
             ),
         ),
-        loops=(LoopStats("app_thread", 1000, 250, 12),),
+        loops=(LoopStats("app_thread", 1000, 250, 12, 3),),
         nvmf=(
             NvmfTargetStats(
                 "nvmf_tgt",
@@ -174,23 +179,35 @@ def test_the_collector_serves_the_latest_snapshot_in_prometheus_text() -> None:
     assert v("spdk_bdev_bytes_total", bdev="Malloc0", op="write") == 5 * 4096
     assert v("spdk_bdev_latency_seconds_total", bdev="Malloc0", op="read") == pytest.approx(2e-5)
     assert v("spdk_bdev_io_errors_total", bdev="Malloc0", status="failed") == 2
-    assert v("spdk_bdev_channel_ops_total", bdev="Malloc0", thread="app_thread", op="read") == 10
+    app = {"thread": "app_thread", "thread_id": "1"}
+    assert v("spdk_bdev_channel_ops_total", bdev="Malloc0", op="read", **app) == 10
     assert v("spdk_bdev_io_latency_seconds_bucket", bdev="Malloc0", le="+Inf") == 4
     assert v("spdk_bdev_io_latency_seconds_bucket", bdev="Malloc0", le="5e-06") == 3
     assert v("spdk_bdev_io_latency_seconds_bucket", bdev="Malloc0", le="0.001") == 4
+    # _count and _sum: the samples, and their estimated sum (between the buckets' ends).
+    hist = snap.bdevs[0].histogram
+    assert hist is not None
+    assert v("spdk_bdev_io_latency_seconds_count", bdev="Malloc0") == 4 == hist.count
+    total = v("spdk_bdev_io_latency_seconds_sum", bdev="Malloc0")
+    assert total == pytest.approx(hist.sum_ns * 1e-9)
+    low = sum(lo * c for lo, _, c in hist.buckets) * 1e-9
+    high = sum(hi * c for _, hi, c in hist.buckets) * 1e-9
+    assert low <= total <= high
+    assert total == pytest.approx((1500 + 2500 + 2600 + 900_000) * 1e-9, rel=1 / 256)
     les = [k for (n, k) in samples if n == "spdk_bdev_io_latency_seconds_bucket"]
     assert len(les) == len(HISTOGRAM_BOUNDS_NS) + 1
     assert (
         "spdk_bdev_io_latency_seconds_bucket",
         (("bdev", "Null0"), ("le", "+Inf")),
     ) not in samples
-    assert v("spdk_thread_busy_seconds_total", thread="app_thread") == 3.0
-    assert v("spdk_thread_idle_seconds_total", thread="app_thread") == 1.0
-    assert v("spdk_poller_runs_total", thread="app_thread", poller="rpc", id="7") == 100
-    assert v("spdk_poller_busy_runs_total", thread="app_thread", poller="rpc", id="7") == 40
-    assert v("spdk_io_loop_turns_total", loop="app_thread") == 1000
-    assert v("spdk_io_loop_tasks_run_total", loop="app_thread") == 250
-    assert v("spdk_io_loop_ready_high_water", loop="app_thread") == 12
+    assert v("spdk_thread_busy_seconds_total", **app) == 3.0
+    assert v("spdk_thread_idle_seconds_total", **app) == 1.0
+    assert v("spdk_poller_runs_total", poller="rpc", id="7", **app) == 100
+    assert v("spdk_poller_busy_runs_total", poller="rpc", id="7", **app) == 40
+    loop = {"loop": "app_thread", "loop_id": "3"}
+    assert v("spdk_io_loop_turns_total", **loop) == 1000
+    assert v("spdk_io_loop_tasks_run_total", **loop) == 250
+    assert v("spdk_io_loop_ready_high_water", **loop) == 12
     pg = {"target": "nvmf_tgt", "poll_group": "pg0"}
     assert v("spdk_nvmf_completed_nvme_io_total", **pg) == 77
     assert v("spdk_nvmf_io_qpairs_total", **pg) == 2

@@ -151,9 +151,11 @@ def test_a_prometheus_scrape_sees_the_io_of_spdk_nvme_perf(tmp_path: Path) -> No
     assert sum(busy.values()) > sum(busy0.values())
     runs = matching(after, "spdk_poller_runs_total")
     assert any(v > matching(before, "spdk_poller_runs_total").get(k, 0) for k, v in runs.items())
-    assert delta("spdk_io_loop_turns_total", loop="app_thread") > 0
-    assert delta("spdk_io_loop_tasks_run_total", loop="app_thread") > 0
-    assert value(after, "spdk_io_loop_ready_high_water", loop="app_thread") >= 1
+    (app_loop,) = matching(after, "spdk_io_loop_turns_total", loop="app_thread")
+    loop = dict(app_loop)  # with its loop_id
+    assert delta("spdk_io_loop_turns_total", **loop) > 0
+    assert delta("spdk_io_loop_tasks_run_total", **loop) > 0
+    assert value(after, "spdk_io_loop_ready_high_water", **loop) >= 1
 
 
 def test_bad_metrics_options_exit_2_with_one_line() -> None:

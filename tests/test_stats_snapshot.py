@@ -5,6 +5,8 @@ nvmf_get_stats) taken around them."""
 from __future__ import annotations
 
 import base64
+import ctypes
+import errno
 import json
 import struct
 import threading
@@ -14,12 +16,14 @@ from typing import Any
 import pytest
 
 import spdk_io
-from spdk_io import rpc, stats
+from spdk_io import _bridge, rpc, stats
+from spdk_io import raw as spdk_raw
 from spdk_io.bdev import BdevDesc
 from spdk_io.dma import DmaBuf
 from spdk_io.stats import IoStat, bucket_bounds
 from spdk_io.stats.model import ticks_to_ns
 from spdk_io.thread import SpdkThread
+from tests.conftest import run_py
 
 Run = Callable[[Awaitable[Any]], Any]
 _KINDS = (("read", "read"), ("write", "written"), ("unmap", "unmapped"), ("copy", "copied"))
@@ -129,6 +133,7 @@ def test_failed_io_is_counted_by_status_as_spdk_counts_it(run: Run) -> None:
     got, raw = run(main())
     assert got.io.errors == {"failed": 2}
     assert got.io.errors == raw["bdevs"][0]["io_error"]
+    assert got.channels and all(c.io.errors == {} for c in got.channels)  # per bdev only
 
 
 def rpc_histogram(answer: dict[str, Any], hz: int) -> tuple[tuple[int, int, int], ...]:
@@ -174,6 +179,13 @@ def test_histogram_matches_bdev_get_histogram_and_brackets_the_max(run: Run) -> 
         lo, hi, _ = h.buckets[-1]
         assert lo <= b.io.write.max_latency_ns <= hi
         assert h.percentile(0) == h.buckets[0][1]
+        # Its samples are exactly the writes (enabled on a bdev that had none): SPDK's
+        # exact sum of their latencies lies within the buckets, and the estimate near it.
+        exact = b.io.write.latency_ns
+        assert sum(lo * c for lo, _, c in h.buckets) <= exact
+        assert exact <= sum((hi + 1) * c for _, hi, c in h.buckets)  # (+1: ns rounding)
+        half_widths = sum((hi + 1 - lo) * c for lo, hi, c in h.buckets) / 2
+        assert abs(h.sum_ns - exact) <= half_widths + len(h.buckets)
 
     run(main())
 
@@ -352,3 +364,291 @@ def test_a_histogram_with_spdk_rpc_chosen_granularity_reads_back(run: Run) -> No
     lo, hi, _ = h.buckets[-1]
     assert lo <= b.io.write.max_latency_ns <= hi  # the bounds follow granularity 5
     assert all(a[1] <= b2[0] for a, b2 in zip(h.buckets, h.buckets[1:], strict=False))
+
+
+def test_off_an_spdk_thread_the_bdev_calls_raise_and_the_process_lives() -> None:
+    """From a plain OS thread (here under asyncio) SPDK would abort the process."""
+    done = run_py(
+        """
+        import asyncio, threading
+        import spdk_io
+        from spdk_io import rpc, stats
+
+        CALLS = {
+            "enable_histogram": lambda: stats.enable_histogram("OffM0"),
+            "disable_histogram": lambda: stats.disable_histogram("OffM0"),
+            "bdev_histogram": lambda: stats.bdev_histogram("OffM0"),
+            "bdev_stats": lambda: stats.bdev_stats("OffM0"),
+            "all bdev_stats": lambda: stats.bdev_stats(),
+        }
+
+        def off_thread(results: list[str]) -> None:
+            for what, call in CALLS.items():
+                try:
+                    asyncio.run(call())
+                    results.append(f"{what}: no error")
+                except RuntimeError as exc:
+                    results.append(f"{what}: RuntimeError: {exc}")
+
+        async def main() -> list[str]:
+            params = {"name": "OffM0", "num_blocks": 64, "block_size": 512}
+            await rpc.call("bdev_malloc_create", params)
+            results: list[str] = []
+            t = threading.Thread(target=off_thread, args=(results,))
+            t.start()
+            while t.is_alive():
+                await spdk_io.sleep(0.001)
+            await stats.enable_histogram("OffM0")  # SPDK is fine on its own thread
+            return results
+
+        for line in spdk_io.run(main()):
+            print(line)
+        print("alive")
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "alive", done.stdout
+    assert len(lines) == 6, done.stdout
+    for line in lines[:-1]:
+        assert "RuntimeError: this OS thread polls no SPDK thread" in line, line
+
+
+def test_a_bdev_deleted_between_listing_and_reading_leaves_no_bridge_entry(run: Run) -> None:
+    """A worker thread holds a channel of the first bdev and does not poll, so the
+    snapshot waits there; meanwhile the second bdev, already listed, is deleted."""
+
+    async def main() -> tuple[int, int, tuple[str, ...]]:
+        for name in ("StatsRaceA", "StatsRaceB"):  # B after A in SPDK's list
+            await rpc.call(
+                "bdev_malloc_create", {"name": name, "num_blocks": 64, "block_size": 512}
+            )
+        ready, go = threading.Event(), threading.Event()
+
+        async def worker() -> None:
+            with BdevDesc.open("StatsRaceA") as desc:
+                await desc.read_blocks(DmaBuf.alloc(512), 0, 1)  # a channel of A here
+                ready.set()
+                go.wait(30)  # not polling: SPDK's visits of A's channels wait here
+
+        before = _bridge.pending()
+        handle = SpdkThread.spawn(worker, name="stats-race")
+        try:
+            while not ready.is_set():
+                await spdk_io.sleep(0.001)
+            reading = spdk_io.spawn(stats.bdev_stats())
+            await spdk_io.sleep(0)  # it lists the bdevs, then waits for A's channels
+            await rpc.call("bdev_malloc_delete", {"name": "StatsRaceB"})
+        finally:
+            go.set()
+            await handle
+        got = await reading
+        await rpc.call("bdev_malloc_delete", {"name": "StatsRaceA"})
+        return before, _bridge.pending(), tuple(b.name for b in got)
+
+    before, after, names = run(main())
+    assert "StatsRaceA" in names and "StatsRaceB" not in names
+    assert after == before
+
+
+def test_what_a_channel_visit_raises_past_the_iteration_reaches_its_loop() -> None:
+    """Not only ``-EIO``: the BaseException itself stops the visited thread's loop."""
+    done = run_py(
+        """
+        import spdk_io
+        from spdk_io import _bridge, raw, rpc
+        from spdk_io.bdev import BdevDesc
+        from spdk_io.dma import DmaBuf
+
+        class Boom(BaseException):
+            pass
+
+        def visit(channel: int) -> None:
+            raise Boom("raised in a channel visit")
+
+        async def main() -> None:
+            params = {"name": "VisitM0", "num_blocks": 64, "block_size": 512}
+            await rpc.call("bdev_malloc_create", params)
+            with BdevDesc.open("VisitM0") as desc:
+                await desc.read_blocks(DmaBuf.alloc(512), 0, 1)  # a channel here
+                bdev = raw.spdk_bdev_get_by_name(b"VisitM0")
+                try:
+                    await _bridge.iterate(
+                        "a test iteration",
+                        visit,
+                        lambda key: raw.spdk_bdev_for_each_channel(
+                            bdev, _bridge.each_channel_cb, key, _bridge.each_channel_done_cb
+                        ),
+                    )
+                except spdk_io.SpdkError as exc:
+                    print("iteration ended:", exc.errno, flush=True)
+                for _ in range(100):
+                    await spdk_io.sleep(0.001)
+            print("main returned", flush=True)
+
+        try:
+            spdk_io.run(main())
+        except BaseException as exc:
+            print("run raised:", type(exc).__name__, exc)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "iteration ended: 5" in done.stdout, done.stdout  # EIO
+    assert "run raised: CallbackError" in done.stdout, done.stdout
+    assert "raised in a channel visit" in done.stdout, done.stdout
+    assert "main returned" not in done.stdout, done.stdout
+
+
+def test_under_spdk_io_app_the_loop_counts_its_turns() -> None:
+    """App drives the loop from an SPDK poller: every drive is a turn."""
+    done = run_py(
+        """
+        import spdk_io
+        from spdk_io import stats
+
+        async def main() -> tuple[int, int, int]:
+            first = stats.loop_stats()
+            for _ in range(20):
+                await spdk_io.sleep(0.001)
+            second = stats.loop_stats()
+            snap = await stats.snapshot(nvmf=False)
+            (loop,) = [lo for lo in snap.loops if lo.name == second.name]
+            return first.turns, second.turns, loop.turns
+
+        first, second, snapped = spdk_io.App(name="stats_app").run(main())
+        print("turns", first, second, snapped)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("turns ")]
+    first, second, snapped = map(int, line.split()[1:])
+    assert second - first >= 20  # one turn at least per sleep
+    assert snapped >= second
+
+
+def test_a_histogram_spdk_fails_to_read_counts_as_none(run: Run) -> None:
+    """SPDK marks a histogram enabled before its channels have one.  Enabled with a range
+    no channel can allocate (min == max), it stays "enabled" with none until the enabling
+    thread takes the failure: here the app thread, held while a worker reads."""
+
+    async def main() -> tuple[dict[str, Any], list[int]]:
+        await rpc.call(
+            "bdev_malloc_create", {"name": "StatsF0", "num_blocks": 64, "block_size": 512}
+        )
+        ready, go, done = threading.Event(), threading.Event(), threading.Event()
+        got: dict[str, Any] = {}
+
+        async def worker() -> None:
+            try:
+                with BdevDesc.open("StatsF0") as desc:
+                    await desc.read_blocks(DmaBuf.alloc(512), 0, 1)  # the only channel
+                    got["thread"] = spdk_io.current_thread().id
+                    ready.set()
+                    while not go.is_set():
+                        await spdk_io.sleep(0.001)
+                    try:  # behind the enabling's visit here, which failed to allocate
+                        await stats.bdev_histogram("StatsF0")
+                    except spdk_io.SpdkError as exc:
+                        got["histogram"] = exc
+                    got["stats"] = await stats.bdev_stats("StatsF0")
+            except BaseException as exc:
+                got["stats"] = exc
+            finally:
+                done.set()
+
+        handle = SpdkThread.spawn(worker, name="stats-efault")
+        try:
+            while not ready.is_set():
+                await spdk_io.sleep(0.001)
+            # The app thread must hold none of its channels (SPDK would visit it here).
+            while [c["thread_id"] for c in (await iostat("StatsF0", True))["channels"]] != [
+                got["thread"]
+            ]:
+                await spdk_io.sleep(0.001)
+            hz = spdk_raw.spdk_get_ticks_hz()
+            nsec = 1000
+            while (nsec * hz // 10**9).bit_count() == 1:  # a range of one bucket row
+                nsec += 1
+            opts = spdk_raw.struct_spdk_bdev_enable_histogram_opts()
+            spdk_raw.spdk_bdev_enable_histogram_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+            opts.min_nsec = opts.max_nsec = nsec
+            statuses: list[int] = []
+            cb = spdk_raw.spdk_bdev_histogram_status_cb(lambda ctx, status: statuses.append(status))
+            bdev = spdk_raw.spdk_bdev_get_by_name(b"StatsF0")
+            spdk_raw.spdk_bdev_histogram_enable_ext(bdev, cb, None, True, ctypes.byref(opts))
+            go.set()
+            assert done.wait(30)  # not polling: SPDK's answer to the enabling waits
+            while not statuses:
+                await spdk_io.sleep(0.001)
+        finally:
+            go.set()
+            await handle
+            await rpc.call("bdev_malloc_delete", {"name": "StatsF0"})
+        return got, statuses
+
+    got, statuses = run(main())
+    assert statuses == [-errno.ENOMEM]  # no channel could allocate it
+    assert isinstance(got["histogram"], spdk_io.SpdkError)
+    assert got["histogram"].errno == errno.EFAULT  # SPDK's answer meanwhile
+    (b,) = got["stats"]
+    assert b.name == "StatsF0" and b.histogram is None and b.io.read.ops >= 1
+
+
+def test_two_threads_of_one_name_are_distinct_series(run: Run) -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from spdk_io.stats.prometheus import SnapshotCollector
+
+    async def main() -> Any:
+        ready = [threading.Event(), threading.Event()]
+        stop = threading.Event()
+
+        async def worker(i: int) -> None:
+            with BdevDesc.open("StatsTwin0") as desc:
+                await desc.read_blocks(DmaBuf.alloc(512), 0, 1)  # a channel each
+                ready[i].set()
+                while not stop.is_set():
+                    await spdk_io.sleep(0.005)
+
+        await rpc.call(
+            "bdev_malloc_create", {"name": "StatsTwin0", "num_blocks": 64, "block_size": 512}
+        )
+        handles = [SpdkThread.spawn(lambda i=i: worker(i), name="twin") for i in range(2)]
+        try:
+            while not all(r.is_set() for r in ready):
+                await spdk_io.sleep(0.001)
+            snap = await stats.snapshot(nvmf=False)
+        finally:
+            stop.set()
+            for h in handles:
+                await h
+            await rpc.call("bdev_malloc_delete", {"name": "StatsTwin0"})
+        return snap
+
+    snap = run(main())
+    twins = [t for t in snap.threads if t.name == "twin"]
+    assert len(twins) == 2 and twins[0].id != twins[1].id
+    assert len({t.loop_id for t in twins}) == 2
+    assert len([lo for lo in snap.loops if lo.name == "twin"]) == 2
+    collector = SnapshotCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    collector.update(snap)
+    seen: list[tuple[str, tuple[tuple[str, str], ...]]] = [
+        (s.name, tuple(sorted(s.labels.items())))
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    ]
+    assert len(seen) == len(set(seen)), "a series appears twice"
+
+    def series(name: str, **labels: str) -> set[tuple[tuple[str, str], ...]]:
+        return {k for n, k in seen if n == name and set(labels.items()) <= set(k)}
+
+    assert len(series("spdk_thread_busy_seconds_total", thread="twin")) == 2
+    assert len(series("spdk_io_loop_turns_total", loop="twin")) == 2
+    reads = series("spdk_bdev_channel_ops_total", bdev="StatsTwin0", thread="twin", op="read")
+    assert len(reads) == 2
+    ids = {str(t.id) for t in twins}
+    assert {dict(k)["thread_id"] for k in reads} == ids

@@ -10,15 +10,17 @@ owns what is read, as SPDK's RPCs do it.  Reading changes nothing (no counter is
 from __future__ import annotations
 
 import ctypes
+import errno
+import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from spdk_io import _bridge, rpc
 from spdk_io import _generated as g
 from spdk_io._loader import fast
 from spdk_io._validate import text
-from spdk_io.loop import Loop, Op, current_loop
+from spdk_io.errors import SpdkError
+from spdk_io.loop import Loop, current_loop
 from spdk_io.stats.model import (
     BdevStats,
     ChannelStats,
@@ -46,6 +48,7 @@ __all__ = [
     "thread_stats",
 ]
 
+_log = logging.getLogger("spdk_io")
 _U64_MAX = (1 << 64) - 1
 #: ``struct spdk_bdev_io_error_stat`` counts failures by status: entry ``-status - 1``
 #: for SPDK_BDEV_IO_STATUS_FAILED (-1) down to SPDK_MIN_BDEV_IO_STATUS (-8).
@@ -89,6 +92,10 @@ def _new_stat() -> tuple[g.struct_spdk_bdev_io_stat, ctypes.Array[ctypes.c_uint3
 
 
 def _bdev_ptr(name: str) -> Any:
+    # Every bdev call here goes through this lookup first.  Off an SPDK thread, SPDK
+    # would abort the process (its spinlocks and iterations need spdk_get_thread()):
+    # refuse with the RuntimeError every spdk_io call raises there instead.
+    current_thread()
     ptr = g.spdk_bdev_get_by_name(name.encode())
     if not ptr:
         raise LookupError(f"no bdev named {name!r}")
@@ -110,16 +117,16 @@ def _bdev_names(name: str | None) -> list[str]:
 
 async def _device_stat(name: str) -> IoStat:
     """The bdev's statistics over all its channels (``spdk_bdev_get_device_stat``)."""
+    ptr = _bdev_ptr(name)  # before the Op: a bdev that is gone registers nothing
     stat, errors = _new_stat()
-    op, key = _bridge.status_op("spdk_bdev_get_device_stat", name)
-    op.keep = (stat, errors)
-    g.spdk_bdev_get_device_stat(
-        _bdev_ptr(name),
-        ctypes.byref(stat),
-        g.SPDK_BDEV_RESET_STAT_NONE,
-        _bridge.device_stat_cb,
-        key,
+    op = _bridge.submit(
+        "spdk_bdev_get_device_stat",
+        name,
+        lambda key: g.spdk_bdev_get_device_stat(
+            ptr, ctypes.byref(stat), g.SPDK_BDEV_RESET_STAT_NONE, _bridge.device_stat_cb, key
+        ),
     )
+    op.keep = (stat, errors)
     await op
     return _io_stat(stat, errors)
 
@@ -141,7 +148,7 @@ async def _channel_stats(name: str) -> tuple[ChannelStats, ...]:
         thread, thread_id = _thread_ident()
         found.append(ChannelStats(name, thread, thread_id, _io_stat(stat, errors)))
 
-    await _iterate(
+    await _bridge.iterate(
         "spdk_bdev_for_each_channel",
         visit,
         lambda key: g.spdk_bdev_for_each_channel(
@@ -154,30 +161,6 @@ async def _channel_stats(name: str) -> tuple[ChannelStats, ...]:
 _get_io_stat = fast(
     "spdk_bdev_get_io_stat", None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
 )
-
-
-async def _iterate(what: str, visit: Callable[..., None], start: Callable[[int], object]) -> None:
-    """Run an SPDK iteration with a persistent bridge entry: ``visit`` on each item,
-    then the end finishes the ``Op``.  ``visit`` may run on other OS threads: its
-    errors are kept and raised here, once the iteration is over."""
-    errors: list[BaseException] = []
-
-    def guarded(*args: Any) -> None:
-        try:
-            visit(*args)
-        except Exception as exc:
-            errors.append(exc)
-
-    op: Op[None] = Op(what)
-    key = _bridge.persistent(guarded, op)
-    try:
-        start(key)
-    except BaseException:
-        _bridge.forget(key)
-        raise
-    await op
-    if errors:
-        raise errors[0]
 
 
 # -------------------------------------------------------------------------- histograms
@@ -195,9 +178,11 @@ async def disable_histogram(name: str) -> None:
 
 async def _histogram_switch(name: str, on: bool) -> None:
     ptr = _bdev_ptr(name)
-    op, key = _bridge.status_op("spdk_bdev_histogram_enable", name)
-    g.spdk_bdev_histogram_enable(ptr, _bridge.histogram_status_cb, key, on)
-    await op
+    await _bridge.submit(
+        "spdk_bdev_histogram_enable",
+        name,
+        lambda key: g.spdk_bdev_histogram_enable(ptr, _bridge.histogram_status_cb, key, on),
+    )
 
 
 def _range(value: int, granularity: int) -> int:
@@ -220,7 +205,8 @@ async def bdev_histogram(name: str) -> Histogram | None:
 
     Read with the bdev's own histogram parameters (an RPC may have chosen them); values
     SPDK clamped into the first or last bucket (outside ``min_nsec``/``max_nsec``)
-    count there."""
+    count there.  ``SpdkError`` if SPDK fails to read it (``EFAULT``: a channel has
+    none yet, while it is being enabled or after that failed)."""
     name = text(name, "name")
     ptr = _bdev_ptr(name)
     internal = ptr.contents.internal  # struct spdk_bdev (bdev_module.h), as SPDK's RPC reads it
@@ -231,11 +217,17 @@ async def bdev_histogram(name: str) -> Histogram | None:
     h.granularity = gran
     h.min_range = _range(internal.histogram_min_val, gran)
     h.max_range = _range(max(internal.histogram_max_val, 1) - 1, gran)
-    buckets = (ctypes.c_uint64 * ((h.max_range - h.min_range + 1) << gran))()
+    try:  # parameters no channel could allocate either (SPDK's RPC fails the same way)
+        buckets = (ctypes.c_uint64 * ((h.max_range - h.min_range + 1) << gran))()
+    except (MemoryError, OverflowError, ValueError) as exc:
+        raise SpdkError(errno.ENOMEM, "spdk_bdev_histogram_get", name, str(exc)) from None
     h.bucket = ctypes.cast(buckets, type(h.bucket))
-    op, key = _bridge.status_op("spdk_bdev_histogram_get", name)
+    op = _bridge.submit(
+        "spdk_bdev_histogram_get",
+        name,
+        lambda key: g.spdk_bdev_histogram_get(ptr, ctypes.byref(h), _bridge.histogram_data_cb, key),
+    )
     op.keep = (h, buckets)
-    g.spdk_bdev_histogram_get(ptr, ctypes.byref(h), _bridge.histogram_data_cb, key)
     await op
     hz = g.spdk_get_ticks_hz()
     mask = (1 << gran) - 1
@@ -252,19 +244,33 @@ async def bdev_stats(
 ) -> tuple[BdevStats, ...]:
     """The bdev ``name``'s statistics (every bdev's if ``None``), with each channel's
     (``channels``) and the latency histogram where one is enabled (``histograms``).
-    ``LookupError`` for a ``name`` that is no bdev."""
+    ``LookupError`` for a ``name`` that is no bdev.
+
+    A histogram SPDK fails to read (``EFAULT`` while it is being enabled, or after it
+    failed to be) counts as none.  Reading every bdev, a bdev that is deleted meanwhile
+    or whose statistics SPDK fails to read is left out (logged at debug level): one
+    bdev does not fail the whole answer."""
     out = []
     for n in _bdev_names(name):
         try:
             io = await _device_stat(n)
             chans = await _channel_stats(n) if channels else ()
-            hist = await bdev_histogram(n) if histograms else None
-        except LookupError:
+            hist = await _histogram_or_none(n) if histograms else None
+        except (LookupError, SpdkError) as exc:
             if name is not None:
                 raise
-            continue  # deleted meanwhile
+            _log.debug("spdk_io.stats: bdev %s left out: %s", n, exc)
+            continue
         out.append(BdevStats(n, io, chans, hist))
     return tuple(out)
+
+
+async def _histogram_or_none(name: str) -> Histogram | None:
+    try:
+        return await bdev_histogram(name)
+    except SpdkError as exc:
+        _log.debug("spdk_io.stats: bdev %s's histogram left out: %s", name, exc)
+        return None
 
 
 # ----------------------------------------------------------------------- threads, loops
@@ -318,7 +324,7 @@ def _pollers(thread: int, hz: int) -> tuple[PollerStats, ...]:
 
 
 def _loop_stats(loop: Loop) -> LoopStats:
-    return LoopStats(loop.name, loop.turns, loop.tasks_run, loop.ready_high_water)
+    return LoopStats(loop.name, loop.turns, loop.tasks_run, loop.ready_high_water, loop.id)
 
 
 def _this_loop() -> Loop | None:
@@ -340,7 +346,7 @@ async def _visit_threads() -> tuple[tuple[ThreadStats, ...], tuple[LoopStats, ..
         name, tid = _thread_ident()
         loop = _this_loop()
         if loop is not None:
-            loops[id(loop)] = _loop_stats(loop)
+            loops[loop.id] = _loop_stats(loop)
         addr = ctypes.cast(t, ctypes.c_void_p).value
         threads.append(
             ThreadStats(
@@ -350,11 +356,12 @@ async def _visit_threads() -> tuple[tuple[ThreadStats, ...], tuple[LoopStats, ..
                 idle_ns=ticks_to_ns(tstats.idle_tsc, hz),
                 pollers=_pollers(addr or 0, hz),
                 loop=loop.name if loop is not None else "",
+                loop_id=loop.id if loop is not None else 0,
             )
         )
 
     current_thread()
-    await _iterate(
+    await _bridge.iterate(
         "spdk_for_each_thread",
         visit,
         lambda key: g.spdk_for_each_thread(

@@ -99,7 +99,10 @@ class IoStat(_Dict):
 
 @dataclass(frozen=True, slots=True)
 class ChannelStats(_Dict):
-    """The I/O statistics of one I/O channel of a bdev: the I/O one SPDK thread did."""
+    """The I/O statistics of one I/O channel of a bdev: the I/O one SPDK thread did.
+
+    ``io.errors`` is always empty: SPDK counts failed I/Os by status per bdev only
+    (:attr:`BdevStats.io`), not per channel."""
 
     bdev: str
     thread: str
@@ -112,10 +115,13 @@ class Histogram(_Dict):
     """A bdev's latency histogram, as SPDK keeps it (``spdk_bdev_histogram_get``).
 
     ``buckets`` holds ``(lowest_ns, highest_ns, count)`` of each non-empty bucket in
-    increasing order.  A bucket is at most 1/128 of its values wide (SPDK's default
-    granularity), so a percentile (the upper end of the bucket that holds the
-    nearest-rank sample) never under-reports, and over-reports by less than 1 % (plus
-    a tick)."""
+    increasing order.  A percentile is the upper end of the bucket that holds the
+    nearest-rank sample, so it never under-reports; how much it may over-report depends
+    on the bdev's histogram granularity ``g``: a bucket is at most ``2**-g`` of its
+    values wide, so by less than 1 % (plus a tick) at SPDK's default ``g`` of 7, but by
+    up to about 3 % at ``g`` 5 (which ``bdev_enable_histogram`` may choose).  Samples
+    SPDK clamped into the first or last bucket (outside the histogram's ``min_nsec`` and
+    ``max_nsec``) are not bounded by it."""
 
     buckets: tuple[tuple[int, int, int], ...]
 
@@ -123,6 +129,18 @@ class Histogram(_Dict):
     def count(self) -> int:
         """The number of samples."""
         return sum(c for _, _, c in self.buckets)
+
+    @property
+    def sum_ns(self) -> int:
+        """An estimate of the samples' sum (ns): each bucket's count times its midpoint.
+
+        SPDK's histogram keeps counts only, and the bdev's exact latency sums
+        (:class:`OpStat`) count other I/O: since the bdev came, and only successful
+        reads, writes, unmaps and copies, where the histogram counts every I/O since it
+        was enabled.  Each sample is off by at most half its bucket's width (a
+        ``2**-(granularity + 1)`` part of it, under 0.4 % at SPDK's default granularity
+        7); a sample SPDK clamped into the first or last bucket counts at its midpoint."""
+        return sum((lo + hi) * c // 2 for lo, hi, c in self.buckets)
 
     def percentile(self, p: float) -> int:
         """The nearest-rank ``p``-th percentile in ns (``0 <= p <= 100``); 0 when empty."""
@@ -203,8 +221,9 @@ class PollerStats(_Dict):
 
 @dataclass(frozen=True, slots=True)
 class ThreadStats(_Dict):
-    """One SPDK thread: time spent polling with and without work (ns), its pollers, and
-    the name of the spdk_io loop of the OS thread that polls it (``""`` if none)."""
+    """One SPDK thread (``id`` is SPDK's thread id; names may repeat): time spent polling
+    with and without work (ns), its pollers, and the name and id of the spdk_io loop of
+    the OS thread that polls it (``""`` and 0 if none)."""
 
     name: str
     id: int
@@ -212,17 +231,20 @@ class ThreadStats(_Dict):
     idle_ns: int
     pollers: tuple[PollerStats, ...] = ()
     loop: str = ""
+    loop_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class LoopStats(_Dict):
     """An spdk_io loop's own counters: loop turns, task steps run, and the most tasks
-    that were ever ready at once."""
+    that were ever ready at once.  ``id`` tells loops apart (names may repeat): no other
+    loop of the process has it."""
 
     name: str
     turns: int
     tasks_run: int
     ready_high_water: int
+    id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

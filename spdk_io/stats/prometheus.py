@@ -12,7 +12,10 @@ thread keeps that snapshot fresh (:meth:`SnapshotCollector.keep_fresh`)::
 
 ``python -m spdk_io serve --metrics-port N`` does this.  Times are in seconds, as
 Prometheus prefers; labels name the ``bdev``, ``thread``, ``poller``, ``loop``,
-``target`` and ``poll_group``.
+``target`` and ``poll_group``, with ``thread_id`` and ``loop_id`` beside ``thread`` and
+``loop`` (names may repeat; a poller's ``id`` counts within its thread).  The latency
+histogram's ``_sum`` is an estimate from its buckets
+(:attr:`~spdk_io.stats.Histogram.sum_ns`: SPDK's histogram keeps no sum).
 """
 
 from __future__ import annotations
@@ -66,10 +69,9 @@ def _bdev_metrics(snap: Snapshot) -> Iterator[Metric]:
     lat = _counter("spdk_bdev_latency_seconds", "sum of I/O latencies", ["bdev", "op"])
     worst = _gauge("spdk_bdev_max_latency_seconds", "longest I/O latency", ["bdev", "op"])
     errors = _counter("spdk_bdev_io_errors", "failed I/Os by status", ["bdev", "status"])
-    ch_ops = _counter(
-        "spdk_bdev_channel_ops", "I/O operations per channel", ["bdev", "thread", "op"]
-    )
-    ch_bytes = _counter("spdk_bdev_channel_bytes", "bytes per channel", ["bdev", "thread", "op"])
+    ch_labels = ["bdev", "thread", "thread_id", "op"]
+    ch_ops = _counter("spdk_bdev_channel_ops", "I/O operations per channel", ch_labels)
+    ch_bytes = _counter("spdk_bdev_channel_bytes", "bytes per channel", ch_labels)
     hist = HistogramMetricFamily(
         "spdk_bdev_io_latency_seconds", "I/O latency (SPDK's bdev histogram)", labels=["bdev"]
     )
@@ -85,36 +87,40 @@ def _bdev_metrics(snap: Snapshot) -> Iterator[Metric]:
         for c in b.channels:
             for op in _OPS:
                 s = getattr(c.io, op)
-                ch_ops.add_metric([b.name, c.thread, op], s.ops)
-                ch_bytes.add_metric([b.name, c.thread, op], s.bytes)
+                ch_ops.add_metric([b.name, c.thread, str(c.thread_id), op], s.ops)
+                ch_bytes.add_metric([b.name, c.thread, str(c.thread_id), op], s.bytes)
         if b.histogram is not None:
             buckets: list[tuple[str, float]] = [
                 (_le(bound), n) for bound, n in b.histogram.cumulative(HISTOGRAM_BOUNDS_NS)
             ]
             buckets.append(("+Inf", b.histogram.count))
-            hist.add_metric([b.name], buckets, None)
+            hist.add_metric([b.name], buckets, b.histogram.sum_ns * _S)
     yield from (ops, nbytes, lat, worst, errors, ch_ops, ch_bytes, hist)
 
 
 def _thread_metrics(snap: Snapshot) -> Iterator[Metric]:
-    busy = _counter("spdk_thread_busy_seconds", "time polling with work", ["thread"])
-    idle = _counter("spdk_thread_idle_seconds", "time polling without work", ["thread"])
-    labels = ["thread", "poller", "id"]
+    thread = ["thread", "thread_id"]
+    busy = _counter("spdk_thread_busy_seconds", "time polling with work", thread)
+    idle = _counter("spdk_thread_idle_seconds", "time polling without work", thread)
+    labels = [*thread, "poller", "id"]
     runs = _counter("spdk_poller_runs", "times the poller ran", labels)
     busy_runs = _counter("spdk_poller_busy_runs", "runs that found work", labels)
     for t in snap.threads:
-        busy.add_metric([t.name], t.busy_ns * _S)
-        idle.add_metric([t.name], t.idle_ns * _S)
+        tid = [t.name, str(t.id)]
+        busy.add_metric(tid, t.busy_ns * _S)
+        idle.add_metric(tid, t.idle_ns * _S)
         for p in t.pollers:
-            runs.add_metric([t.name, p.name, str(p.id)], p.run_count)
-            busy_runs.add_metric([t.name, p.name, str(p.id)], p.busy_count)
-    turns = _counter("spdk_io_loop_turns", "loop turns", ["loop"])
-    ran = _counter("spdk_io_loop_tasks_run", "task steps run", ["loop"])
-    high = _gauge("spdk_io_loop_ready_high_water", "most tasks ready at once", ["loop"])
+            runs.add_metric([*tid, p.name, str(p.id)], p.run_count)
+            busy_runs.add_metric([*tid, p.name, str(p.id)], p.busy_count)
+    loop = ["loop", "loop_id"]
+    turns = _counter("spdk_io_loop_turns", "loop turns", loop)
+    ran = _counter("spdk_io_loop_tasks_run", "task steps run", loop)
+    high = _gauge("spdk_io_loop_ready_high_water", "most tasks ready at once", loop)
     for lo in snap.loops:
-        turns.add_metric([lo.name], lo.turns)
-        ran.add_metric([lo.name], lo.tasks_run)
-        high.add_metric([lo.name], lo.ready_high_water)
+        lid = [lo.name, str(lo.id)]
+        turns.add_metric(lid, lo.turns)
+        ran.add_metric(lid, lo.tasks_run)
+        high.add_metric(lid, lo.ready_high_water)
     yield from (busy, idle, runs, busy_runs, turns, ran, high)
 
 
