@@ -341,3 +341,167 @@ def test_python_flags_for_debug_mode(flags: list[str], value: str, on: bool) -> 
     child = run_py(args=[*flags, "-c", code], env={"SPDK_IO_DEBUG": value, "PYTHONDEVMODE": ""})
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == str(on)
+
+
+def test_an_error_from_another_thread_keeps_its_thread_and_notes_the_awaiter(run: Run) -> None:
+    """An error made on a worker thread where no task runs (a plain function run by
+    ``call``) is not given the origin's task: that task never ran on the worker.  Where
+    it was awaited is a note of its own, once however many awaits it passes through."""
+
+    def plain_fail() -> None:
+        raise ThreadExitedError("ctx-elsewhere", "plain")
+
+    async def task_fail() -> None:
+        raise SpdkError(5, "in a task", "ctx-obj")
+
+    async def main() -> tuple[SpdkError, SpdkError, str, str]:
+        box: list[ThreadHandle] = []
+        stop: list[bool] = []
+
+        async def server() -> None:
+            box.append(ThreadHandle.current())
+            while not stop:
+                await spdk_io.sleep(0.001)
+
+        joined = SpdkThread.spawn(server, name="ctx-server")
+        while not box:
+            await spdk_io.sleep(0.001)
+
+        async def relay() -> None:  # one more await on the origin: no second note
+            await box[0].call(plain_fail)
+
+        with pytest.raises(ThreadExitedError) as plain:
+            await spdk_io.spawn(relay(), "ctx-relay")
+        with pytest.raises(SpdkError) as in_task:
+            await box[0].call(task_fail)
+        stop.append(True)
+        await joined
+        return plain.value, in_task.value, current_thread().name, spdk_io.current_task().name
+
+    plain, in_task, thread, task = run(main())
+    assert (plain.thread, plain.task) == ("ctx-server", None)
+    assert str(plain).endswith("[thread ctx-server]")
+    assert notes(plain) == [
+        "operation: plain",
+        "object: ctx-elsewhere",
+        "SPDK thread: ctx-server",
+        f"awaited in task ctx-relay on SPDK thread {thread}",
+    ]
+    assert in_task.thread == "ctx-server" and in_task.task is not None
+    assert in_task.task.startswith("call from ")  # the worker's task that ran it
+    assert str(in_task).endswith(f"[thread ctx-server, task {in_task.task}]")
+    assert notes(in_task)[-1] == f"awaited in task {task} on SPDK thread {thread}"
+    assert sum(n.startswith("awaited in") for n in notes(in_task)) == 1
+
+
+def test_an_error_made_in_one_task_for_anothers_operation_names_the_awaiter(run: Run) -> None:
+    """A task that completes another task's operation inline (as freeing a queue pair
+    completes its aborted commands) only created the error: the awaiting task is its task."""
+
+    async def main() -> tuple[SpdkError, SpdkError, str]:
+        op: Op[None] = Op("waited")
+
+        async def waiter() -> None:
+            await op
+
+        w = spdk_io.spawn(waiter(), "ctx-waiter")
+        await spdk_io.sleep(0)  # it parks on the op
+        op.set_exception(SpdkError(5, "inline", "ctx-obj"))  # made in main
+        with pytest.raises(SpdkError) as moved:
+            await w
+        own: Op[None] = Op("own")  # not awaited yet: nothing tells whose it is
+        own.set_exception(SpdkError(5, "own", "ctx-obj"))
+        with pytest.raises(SpdkError) as kept:
+            await own
+        return moved.value, kept.value, spdk_io.current_task().name
+
+    with debug_mode(False):
+        moved, kept, me = run(main())
+    assert moved.task == "ctx-waiter"
+    assert str(moved).endswith(f"[thread {moved.thread}, task ctx-waiter]")
+    assert notes(moved) == [
+        "operation: inline",
+        "object: ctx-obj",
+        f"SPDK thread: {moved.thread}",
+        f"created in task {me}",
+        "task: ctx-waiter",
+    ]
+    assert kept.task == me and f"task: {me}" in notes(kept)
+
+
+def test_debug_mode_never_tells_one_ops_submission_to_another(run: Run) -> None:
+    """One exception object failing two Ops at once has no single submission site; an
+    Op made where no task runs (a message) has none; a task's own Op records nothing."""
+
+    async def main() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with debug_mode(True):
+            out["first_at"] = line()
+            first: Op[None] = Op("first")
+            second: Op[None] = Op("second")
+            shared = SpdkError(5, "shared")
+
+            def fail_both() -> None:  # a message: like a C callback failing many at once
+                first.set_exception(shared)
+                second.set_exception(shared)
+
+            ThreadHandle.current().send(fail_both)
+            for op in (first, second):
+                with pytest.raises(SpdkError) as info:
+                    await op
+                assert info.value is shared
+            out["shared"] = shared
+
+            made: list[Op[None]] = []
+            ThreadHandle.current().send(lambda: made.append(Op("in a message")))
+            while not made:
+                await spdk_io.sleep(0)
+            made[0].set_exception(SpdkError(5, "from a message"))
+            with pytest.raises(SpdkError) as info:
+                await made[0]
+            out["message"] = info.value
+
+            async def nothing() -> None:
+                pass
+
+            t = spdk_io.spawn(nothing())
+            out["task_done_recorded"] = hasattr(t._done, "_source")  # white box
+            await t
+        return out
+
+    out = run(main())
+    shared = out["shared"]
+    assert submitted(shared) == []
+    assert [n.splitlines()[0] for n in notes(shared) if "operations at once" in n] == [
+        "failed 2 operations at once (one exception object): no single submission site; "
+        f"the first was submitted at {HERE}:{out['first_at']} in main"
+    ]
+    assert submitted(out["message"]) == []
+    assert out["task_done_recorded"] is False
+
+
+def test_a_lost_rpc_connection_fails_each_call_with_its_own_error(run: Run) -> None:
+    """Every call in flight gets its own ConnectionError: its own traceback and, in debug
+    mode, the line that made that call."""
+
+    async def main() -> tuple[list[BaseException], list[int]]:
+        assert "version" in await rpc.call("spdk_get_version")  # the client exists
+        client = rpc._client  # white box: make SPDK drop the connection (test_rpc_robust)
+        assert client is not None and client.sock is not None
+        client.sock.send(b"}")
+        with debug_mode(True):
+            at = [line()]
+            one = rpc.call("spdk_get_version")
+            at.append(line())
+            two = rpc.call("spdk_get_version")
+            failed: list[BaseException] = []
+            for op in (one, two):
+                with pytest.raises(ConnectionError) as info:
+                    await op
+                failed.append(info.value)
+        return failed, at
+
+    (one, two), at = run(main())
+    assert one is not two
+    assert submitted(one) == [f"submitted at {HERE}:{at[0]} in main"]
+    assert submitted(two) == [f"submitted at {HERE}:{at[1]} in main"]
