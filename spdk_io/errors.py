@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # no runtime import: this module stays importable without SPDK or ctypes
     from spdk_io.nvme.status import NvmeStatus
@@ -183,12 +183,28 @@ class SpdkError(OSError):
             context.append(f"task {self.task}")
         return f"{self._message} [{', '.join(context)}]" if context else self._message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # OSError's would call cls(errno, message): not these constructors' arguments.
+        return _restore, (type(self), self.args, self.__dict__)
+
     @classmethod
     def check(cls, rc: int, op: str, obj: object = None) -> int:
         """Return ``rc`` if it is not negative, else raise for ``-rc``."""
         if rc < 0:
             raise cls(-rc, op, obj)
         return rc
+
+
+def _restore(cls: type[SpdkError], args: tuple[Any, ...], state: dict[str, Any]) -> SpdkError:
+    """An :class:`SpdkError` (any subclass) from :meth:`SpdkError.__reduce__`, without its
+    constructor (pickle, ``copy``); the copy gets its own list of notes."""
+    exc = cls.__new__(cls, *args)
+    OSError.__init__(exc, *args)  # errno, strerror, args
+    exc.__dict__.update(state)
+    notes = state.get("__notes__")
+    if isinstance(notes, list):
+        exc.__notes__ = list(notes)
+    return exc
 
 
 class RpcError(SpdkError):

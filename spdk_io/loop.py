@@ -196,6 +196,15 @@ class _Noted:
         self.note = note
         self.count = 1
 
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        # A traceback cannot be pickled: a pickled (or deep-copied) exception forgets
+        # which Op noted it, keeping the note.
+        return _forgotten, ()
+
+
+def _forgotten() -> None:
+    """What a pickled :class:`_Noted` becomes."""
+
 
 def _note_submission(exc: BaseException, source: _Source) -> None:
     """Add ``submitted at ...`` to ``exc`` if ``source`` is current and names a frame,

@@ -4,6 +4,8 @@ SPDK thread and task, in ``str()`` and as PEP 678 notes (each once); debug mode
 
 from __future__ import annotations
 
+import copy
+import pickle
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -18,6 +20,7 @@ from spdk_io.bdev import BdevDesc
 from spdk_io.blob import BlobId, Blobstore, BlobstoreOptions
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import (
+    BdevRemovedError,
     BlobNotFoundError,
     NvmeError,
     RpcError,
@@ -25,6 +28,7 @@ from spdk_io.errors import (
     ThreadExitedError,
 )
 from spdk_io.loop import Op
+from spdk_io.nvme.status import NvmeStatus
 from spdk_io.thread import SpdkThread, ThreadHandle, current_thread
 from tests.conftest import run_py
 from tests.test_nvme_io import exported
@@ -439,7 +443,10 @@ def test_debug_mode_never_tells_one_ops_submission_to_another(run: Run) -> None:
             out["first_at"] = line()
             first: Op[None] = Op("first")
             second: Op[None] = Op("second")
-            shared = SpdkError(5, "shared")
+            try:  # raised and caught first: it has a traceback when it fails the Ops
+                raise SpdkError(5, "shared")
+            except SpdkError as exc:
+                shared = exc
 
             def fail_both() -> None:  # a message: like a C callback failing many at once
                 first.set_exception(shared)
@@ -472,6 +479,7 @@ def test_debug_mode_never_tells_one_ops_submission_to_another(run: Run) -> None:
     out = run(main())
     shared = out["shared"]
     assert submitted(shared) == []
+    assert notes(pickle.loads(pickle.dumps(shared))) == notes(shared)
     assert [n.splitlines()[0] for n in notes(shared) if "operations at once" in n] == [
         "failed 2 operations at once (one exception object): no single submission site; "
         f"the first was submitted at {HERE}:{out['first_at']} in main"
@@ -505,3 +513,37 @@ def test_a_lost_rpc_connection_fails_each_call_with_its_own_error(run: Run) -> N
     assert one is not two
     assert submitted(one) == [f"submitted at {HERE}:{at[0]} in main"]
     assert submitted(two) == [f"submitted at {HERE}:{at[1]} in main"]
+    again = pickle.loads(pickle.dumps(one))  # what debug mode keeps on it pickles too
+    assert type(again) is ConnectionError and notes(again) == notes(one)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SpdkError(5, "spdk_bdev_read", "Malloc0", "detail"),
+        lambda: RpcError("bdev_get_bdevs", -19, "No such device", {"name": "x"}),
+        lambda: NvmeError(NvmeStatus(0, 0x80, dnr=True), "read", "ns 1"),
+        lambda: ThreadExitedError("worker-1", "call"),
+        lambda: BdevRemovedError("Malloc0"),
+        lambda: BlobNotFoundError("spdk_bs_open_blob", 7),
+    ],
+    ids=["SpdkError", "RpcError", "NvmeError", "ThreadExitedError", "BdevRemoved", "BlobNotFound"],
+)
+def test_errors_pickle_and_copy_with_their_context(make: Callable[[], SpdkError]) -> None:
+    exc = make()
+    exc.add_context("app_thread", "main")
+    exc.add_note("a note of the caller's")
+    for again in (pickle.loads(pickle.dumps(exc)), copy.copy(exc), copy.deepcopy(exc)):
+        assert type(again) is type(exc) and str(again) == str(exc)
+        assert (again.errno, again.args, again.op, again.obj) == (
+            exc.errno,
+            exc.args,
+            exc.op,
+            exc.obj,
+        )
+        assert vars(again).keys() == vars(exc).keys()
+        assert notes(again) == notes(exc) and again.__notes__ is not exc.__notes__
+        again.add_context("elsewhere", "other")  # its own context: the first values stay
+        assert str(again) == str(exc)
+        again.add_note("only on the copy")
+        assert "only on the copy" not in notes(exc)
