@@ -130,13 +130,15 @@ _Source = tuple[int, _Frames]
 def debug(enabled: bool | None = None) -> bool:
     """Turn debug mode on or off (``debug()`` only asks); return whether it is on.
 
-    In debug mode each :class:`Op` records where it was submitted (created or
-    rearmed), and an exception it fails with gets the note ``submitted at
+    In debug mode each :class:`Op` a task submits (creates or rearms) records
+    where, and an exception it fails with gets the note ``submitted at
     file:line in function`` with the submission traceback, so a failure a C
     callback reports points at the line that started the operation.  Only
     failures of Ops submitted since debug mode was last turned on get the note
-    (turning it off forgets what Ops recorded).  Per interpreter; the
-    environment variable ``SPDK_IO_DEBUG=1`` turns it on at import.
+    (turning it off forgets what Ops recorded), once per exception object: one
+    object failing several Ops at once gets ``failed N operations at once ...``
+    instead.  Per interpreter; the environment variable ``SPDK_IO_DEBUG=1``
+    turns it on at import.
     """
     global _debug, _debug_period
     if enabled is not None:
@@ -185,15 +187,18 @@ def _submitter() -> _Source:
 
 class _Noted:
     """What :func:`_note_submission` remembers on an exception it noted (as the attribute
-    ``_spdk_io_noted``): the Op's record, the exception's traceback then, the note, and
-    how many Ops have failed with the exception since, unraised."""
+    ``_spdk_io_noted``): the Op's record, the exception's traceback then, the note, where
+    that Op was submitted, and how many Ops have failed with the exception, unraised."""
 
-    __slots__ = ("count", "note", "source", "tb")
+    __slots__ = ("count", "note", "site", "source", "tb")
 
-    def __init__(self, source: _Source, tb: types.TracebackType | None, note: str) -> None:
+    def __init__(
+        self, source: _Source, tb: types.TracebackType | None, note: str, site: str
+    ) -> None:
         self.source = source
         self.tb = tb
         self.note = note
+        self.site = site
         self.count = 1
 
     def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
@@ -224,10 +229,9 @@ def _note_submission(exc: BaseException, source: _Source) -> None:
         if noted.source is source or noted.tb is not exc.__traceback__ or not notes:
             return  # this Op's own record, or the exception came out of that failure
         noted.count += 1
-        first = noted.note.split("\n", 1)[0].removeprefix("submitted at ")
         shared = (
             f"failed {noted.count} operations at once (one exception object): "
-            f"no single submission site; the first was submitted at {first}"
+            f"no single submission site; the first was submitted at {noted.site}"
         )
         for i, n in enumerate(notes):
             if n is noted.note:
@@ -238,12 +242,13 @@ def _note_submission(exc: BaseException, source: _Source) -> None:
     stack = traceback.StackSummary.from_list(
         [traceback.FrameSummary(f, n, fn) for f, n, fn in reversed(frames)]
     )
+    site = f"{filename}:{line} in {function}"
     note = (
-        f"submitted at {filename}:{line} in {function}\n"
+        f"submitted at {site}\n"
         "submission traceback (most recent call last):\n" + "".join(stack.format()).rstrip()
     )
     try:
-        exc._spdk_io_noted = _Noted(source, exc.__traceback__, note)  # type: ignore[attr-defined]
+        exc._spdk_io_noted = _Noted(source, exc.__traceback__, note, site)  # type: ignore[attr-defined]
     except (AttributeError, TypeError):
         return  # cannot be marked: better no note than one that may be another Op's
     exc.add_note(note)
@@ -356,8 +361,8 @@ class Op(Generic[T]):
             return cast(T, self._value)
         if self._state == _FAILED:
             exc = self._value
-            if isinstance(exc, SpdkError):  # made in a C callback (no task ran): this task
-                exc.add_context(*error_context())  # (or another thread's: where it is awaited)
+            if isinstance(exc, SpdkError):  # its thread and task where unknown (made in a
+                exc.add_context(*error_context())  # C callback: this task), or noted awaited
             raise exc
         return self.result()
 

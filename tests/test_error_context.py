@@ -434,7 +434,7 @@ def test_an_error_made_in_one_task_for_anothers_operation_names_the_awaiter(run:
 
 
 def test_debug_mode_never_tells_one_ops_submission_to_another(run: Run) -> None:
-    """One exception object failing two Ops at once has no single submission site; an
+    """One exception object failing several Ops at once has no single submission site; an
     Op made where no task runs (a message) has none; a task's own Op records nothing."""
 
     async def main() -> dict[str, Any]:
@@ -443,17 +443,19 @@ def test_debug_mode_never_tells_one_ops_submission_to_another(run: Run) -> None:
             out["first_at"] = line()
             first: Op[None] = Op("first")
             second: Op[None] = Op("second")
+            third: Op[None] = Op("third")
             try:  # raised and caught first: it has a traceback when it fails the Ops
                 raise SpdkError(5, "shared")
             except SpdkError as exc:
                 shared = exc
 
-            def fail_both() -> None:  # a message: like a C callback failing many at once
+            def fail_all() -> None:  # a message: like a C callback failing many at once
                 first.set_exception(shared)
                 second.set_exception(shared)
+                third.set_exception(shared)
 
-            ThreadHandle.current().send(fail_both)
-            for op in (first, second):
+            ThreadHandle.current().send(fail_all)
+            for op in (first, second, third):
                 with pytest.raises(SpdkError) as info:
                     await op
                 assert info.value is shared
@@ -481,7 +483,7 @@ def test_debug_mode_never_tells_one_ops_submission_to_another(run: Run) -> None:
     assert submitted(shared) == []
     assert notes(pickle.loads(pickle.dumps(shared))) == notes(shared)
     assert [n.splitlines()[0] for n in notes(shared) if "operations at once" in n] == [
-        "failed 2 operations at once (one exception object): no single submission site; "
+        "failed 3 operations at once (one exception object): no single submission site; "
         f"the first was submitted at {HERE}:{out['first_at']} in main"
     ]
     assert submitted(out["message"]) == []
