@@ -219,7 +219,11 @@ def _note_submission(exc: BaseException, source: _Source) -> None:
     to several Ops at once: its traceback is unchanged), no single line submitted it:
     the note becomes ``failed N operations at once ...``.  If it was raised since, it
     came out of the first Op's failure (through a task, a join, a call): that note
-    stays, the origin's."""
+    stays, the origin's.
+
+    An exception raised in code outside spdk_io before it fails an Op (a spawned
+    thread's outcome that joins deliver, a function ``call`` ran) gets no note: like a
+    task's failure, its traceback says where it comes from."""
     period, frames = source
     if period != _debug_period or not frames:
         return  # recorded before debug mode was turned off (or no task submitted it)
@@ -238,6 +242,11 @@ def _note_submission(exc: BaseException, source: _Source) -> None:
                 notes[i] = noted.note = shared
                 break
         return
+    tb = exc.__traceback__
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            return  # raised outside spdk_io: not an SPDK failure of this Op's
+        tb = tb.tb_next
     filename, line, function = frames[0]
     stack = traceback.StackSummary.from_list(
         [traceback.FrameSummary(f, n, fn) for f, n, fn in reversed(frames)]

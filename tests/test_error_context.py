@@ -444,10 +444,7 @@ def test_debug_mode_never_tells_one_ops_submission_to_another(run: Run) -> None:
             first: Op[None] = Op("first")
             second: Op[None] = Op("second")
             third: Op[None] = Op("third")
-            try:  # raised and caught first: it has a traceback when it fails the Ops
-                raise SpdkError(5, "shared")
-            except SpdkError as exc:
-                shared = exc
+            shared = SpdkError(5, "shared")
 
             def fail_all() -> None:  # a message: like a C callback failing many at once
                 first.set_exception(shared)
@@ -549,3 +546,48 @@ def test_errors_pickle_and_copy_with_their_context(make: Callable[[], SpdkError]
         assert str(again) == str(exc)
         again.add_note("only on the copy")
         assert "only on the copy" not in notes(exc)
+
+
+def test_joiners_of_a_failed_thread_get_no_submission_note(run: Run) -> None:
+    """A spawned thread's exception, raised in its code, reaches every joiner as one
+    object: no joiner's line is its submission site (its traceback says where it was
+    raised; each joiner's says where it awaited)."""
+
+    async def main() -> list[BaseException]:
+        go: list[bool] = []
+
+        async def fails() -> None:
+            while not go:
+                await spdk_io.sleep(0.001)
+            raise LookupError("in the spawned thread")
+
+        async def joiner(h: Any) -> BaseException:
+            with pytest.raises(LookupError) as info:
+                await h
+            return info.value
+
+        with debug_mode(True):
+            h = SpdkThread.spawn(fails, name="ctx-fails")
+            joiners = [spdk_io.spawn(joiner(h), f"ctx-joiner-{i}") for i in range(2)]
+            await spdk_io.sleep(0)  # both wait on the join
+            go.append(True)
+            return list(await spdk_io.gather(*joiners))
+
+    one, two = run(main())
+    assert one is two  # the thread's outcome, as raised there
+    assert notes(one) == []
+
+
+def test_a_noted_exceptions_traceback_does_not_stop_it_pickling() -> None:
+    """What debug mode keeps on a noted exception may hold a traceback (an exception that
+    spdk_io raised and caught before failing the Op): pickled, it is forgotten."""
+    from spdk_io.loop import _Noted  # white box: the mark itself
+
+    try:
+        raise SpdkError(5, "raised")
+    except SpdkError as exc:
+        caught = exc
+    caught._spdk_io_noted = _Noted((0, ()), caught.__traceback__, "submitted at x", "x")  # type: ignore[attr-defined]
+    caught.add_note("submitted at x")
+    again = pickle.loads(pickle.dumps(caught))
+    assert notes(again) == notes(caught) and again._spdk_io_noted is None
