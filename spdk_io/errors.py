@@ -102,7 +102,8 @@ class SpdkError(OSError):
     ``str()`` reads ``spdk_bdev_read(Malloc0) failed: EIO (Input/output error)
     [thread app_thread, task main]``; the notes (``__notes__``, PEP 678) say
     ``operation: ...``, ``object: ...``, ``SPDK thread: ...`` and ``task: ...``,
-    each once however many layers the error passes through.
+    each once however many layers the error passes through.  Every subclass pickles
+    and copies (``copy.copy`` gives it its own list of notes).
     """
 
     thread: str | None = None
