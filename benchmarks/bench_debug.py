@@ -1,4 +1,4 @@
-"""What debug mode costs: Op creation and bdev I/O with ``spdk_io.debug`` off, on, and before it.
+"""What debug mode costs: Op creation, failure and bdev I/O, ``spdk_io.debug`` off, on, before it.
 
     PYTHONPATH=. python benchmarks/bench_debug.py [--seconds 0.3] [--repeat 5] [--json]
 
@@ -8,9 +8,12 @@ process on a real SPDK app thread:
 
 * ``op_*``: an ``Op`` created and completed (``Op(what)``, ``set_result``), the cost
   of every one-shot operation; ``before`` is a verbatim copy of ``Op`` as it was before
-  debug mode (its ``__init__``, ``set_result`` and ``rearm``), the baseline;
+  debug mode (its methods used here), the baseline;
 * ``rearm_*``: a reused ``Op`` completed and rearmed, what the hot I/O paths
   (``IoSlot``, ``NvmeSlot``) do per I/O, against the same copy;
+* ``fail_*``: the failure path: an ``Op`` created, failed (``set_exception`` with a new
+  ``OSError``) and awaited (its ``__await__`` driven until it raises), against the same
+  copy (its ``set_exception`` and ``__await__`` too);
 * ``slot_read_*``: 4 KiB reads at queue depth 1 on a null bdev through an
   :class:`~spdk_io.bdev.IoSlot` (a rearmed ``Op`` per I/O), debug off and on;
 * ``desc_read_*``: the same through :meth:`BdevDesc.read_blocks` (a new ``Op`` per I/O).
@@ -18,10 +21,11 @@ process on a real SPDK app thread:
 Samples alternate (off, on, before, then the next measurement; the order rotates every
 repeat) so noise hits every variant alike; medians are reported, in ns of the thread's
 CPU time per operation (wall time suffers more from a shared core), with the ratios
-``off/before`` (the target: 1.00 within noise), ``on/off`` (what debug mode costs when
-it is on), and ``off_added_share_of_*_read``: what ``off`` adds to an ``Op`` over
-``before``, as a share of the I/O that uses it (the target: well under 1 %, below what
-an I/O measurement resolves).  Exit status: 0, 2 on bad arguments.
+``off/before`` (the target: 1.00 within noise; ``fail`` also pays what every failure
+costs since error context, ``isinstance`` tests of the exception), ``on/off`` (what
+debug mode costs when it is on), and ``off_added_share_of_*_read``: what ``off`` adds
+to an ``Op`` over ``before``, as a share of the I/O that uses it (the target: well
+under 1 %, below what an I/O measurement resolves).  Exit status: 0, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Generator
+from typing import Any, Generic, TypeVar, cast
 
 import spdk_io
 from spdk_io import bdev_modules as bm
@@ -46,6 +50,7 @@ T = TypeVar("T")
 _clock = time.thread_time
 _PENDING = 0  # as spdk_io.loop has them: the copy below reads globals as the original does
 _DONE = 1
+_FAILED = 2
 BLOCK = 4096
 NULL_BLOCKS = 1 << 16
 BDEV = "BenchDebug0"
@@ -77,12 +82,41 @@ class OpBefore(Generic[T]):
             waiter._op = None
             waiter._loop._ready.append(waiter)
 
+    def set_exception(self, exc: BaseException) -> None:
+        self._finish(_FAILED, exc)
+
     def rearm(self) -> None:
         if self._state == _PENDING:
             raise InvalidStateError(f"{self!r} is still pending")
         self._state = _PENDING
         self._value = None
         self._abort = None
+
+    def _finish(self, state: int, value: object) -> None:
+        if self._state != _PENDING:
+            raise InvalidStateError(f"{self!r} finished twice")
+        self._state = state
+        self._value = value
+        self.keep = None
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter._op = None
+            waiter._loop._ready.append(waiter)
+
+    def result(self) -> T:
+        if self._state == _DONE:
+            return cast(T, self._value)
+        if self._state == _FAILED:
+            raise cast(BaseException, self._value)
+        raise InvalidStateError(f"{self!r} has not finished")
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if self._state == _PENDING:
+            yield self
+        if self._state == _DONE:
+            return cast(T, self._value)
+        return self.result()
 
 
 def _timed(seconds: float, chunk: Callable[[], int]) -> float:
@@ -113,6 +147,20 @@ def rearm_ns(cls: Callable[[str], Any], seconds: float) -> float:
         for _ in range(10_000):
             op.set_result(None)
             op.rearm()
+        return 10_000
+
+    return _timed(seconds, chunk)
+
+
+def fail_ns(cls: Callable[[str], Any], seconds: float) -> float:
+    def chunk() -> int:
+        for _ in range(10_000):
+            op = cls("bench")
+            op.set_exception(OSError(5, "bench"))  # a new one each time, as in real failures
+            try:  # noqa: SIM105  # contextlib.suppress would cost more than what is measured
+                op.__await__().send(None)  # finished: raises without suspending
+            except OSError:
+                pass
         return 10_000
 
     return _timed(seconds, chunk)
@@ -164,6 +212,7 @@ async def measure(seconds: float, repeat: int) -> dict[str, list[float]]:
                     cls: Callable[[str], Any] = OpBefore if v == "before" else Op
                     add(f"op_{v}_ns", op_ns(cls, seconds))
                     add(f"rearm_{v}_ns", rearm_ns(cls, seconds))
+                    add(f"fail_{v}_ns", fail_ns(cls, seconds))
                 for v in variants:
                     if v == "before":
                         continue  # the I/O paths use spdk_io's Op: no copy to swap in
@@ -190,11 +239,11 @@ def main() -> None:
     spdk_io.debug(was)
     med = {k: statistics.median(v) for k, v in samples.items()}
     results: dict[str, Any] = {k: round(v, 1) for k, v in med.items()}
-    for what in ("op", "rearm"):
+    for what in ("op", "rearm", "fail"):
         results[f"{what}_off_over_before"] = round(
             med[f"{what}_off_ns"] / med[f"{what}_before_ns"], 3
         )
-    for what in ("op", "rearm", "slot_read", "desc_read"):
+    for what in ("op", "rearm", "fail", "slot_read", "desc_read"):
         results[f"{what}_on_over_off"] = round(med[f"{what}_on_ns"] / med[f"{what}_off_ns"], 3)
     # What debug mode, off, adds to an I/O: the Op's extra cost over the copy from before,
     # as a share of the I/O (a slot rearms an Op per I/O, a descriptor creates one).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # no runtime import: this module stays importable without SPDK or ctypes
     from spdk_io.nvme.status import NvmeStatus
@@ -92,16 +92,23 @@ class SpdkError(OSError):
     ``thread`` and ``task`` name the SPDK thread and the task it happened in
     (``None`` if unknown): those the error is created in, or for a failure that
     a C callback reports (no task runs then), the task that awaits the failed
-    operation (:meth:`add_context`).
+    operation (:meth:`add_context`).  An error created on one SPDK thread and
+    awaited on another keeps its own thread and gets the note ``awaited in task T
+    on SPDK thread X``.  An error made while one task runs but failing another
+    task's operation (completions run inline, such as aborts when a queue pair
+    is freed) names the awaiting task and gets the note ``created in task T``,
+    if that task already waits on the operation when it fails.
 
     ``str()`` reads ``spdk_bdev_read(Malloc0) failed: EIO (Input/output error)
     [thread app_thread, task main]``; the notes (``__notes__``, PEP 678) say
     ``operation: ...``, ``object: ...``, ``SPDK thread: ...`` and ``task: ...``,
-    each once however many layers the error passes through.
+    each once however many layers the error passes through.  Every subclass pickles
+    and copies (``copy.copy`` gives it its own list of notes).
     """
 
     thread: str | None = None
     task: str | None = None
+    _awaited_elsewhere = False  # noted "awaited in task ... on SPDK thread ..."
     _own_notes = 0  # how many of the first notes are this error's facts
 
     def __init__(self, err: int, op: str, obj: object = None, detail: str | None = None) -> None:
@@ -138,13 +145,36 @@ class SpdkError(OSError):
         The first value of each wins (the error's origin), so an error that passes
         through several layers keeps its context and gets each note once.  The
         loop calls this when a failed operation is delivered to the task awaiting it.
+
+        A task on another thread than the error's never ran with it: it is not the
+        error's task but the note ``awaited in task T on SPDK thread X`` (the first
+        such await only; ``str()`` keeps the error's own thread).
         """
         if thread is not None and self.thread is None:
             self.thread = thread
             self._note(f"SPDK thread: {thread}")
-        if task is not None and self.task is None:
+        if task is None:
+            return
+        if thread is not None and thread != self.thread:
+            if not self._awaited_elsewhere:
+                self._awaited_elsewhere = True
+                self._note(f"awaited in task {task} on SPDK thread {thread}")
+        elif self.task is None:
             self.task = task
             self._note(f"task: {task}")
+
+    def _created_elsewhere(self) -> None:
+        """The task recorded at creation only made the error, completing another task's
+        operation (the loop tells): it becomes the note ``created in task T``, and the
+        task that awaits the operation is recorded when it does."""
+        task, self.task = self.task, None
+        notes = getattr(self, "__notes__", None)
+        if task is None or not isinstance(notes, list):
+            return
+        for i in range(min(self._own_notes, len(notes))):
+            if notes[i] == f"task: {task}":
+                notes[i] = f"created in task {task}"
+                break
 
     def __str__(self) -> str:
         context = []
@@ -154,12 +184,28 @@ class SpdkError(OSError):
             context.append(f"task {self.task}")
         return f"{self._message} [{', '.join(context)}]" if context else self._message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # OSError's would call cls(errno, message): not these constructors' arguments.
+        return _restore, (type(self), self.args, self.__dict__)
+
     @classmethod
     def check(cls, rc: int, op: str, obj: object = None) -> int:
         """Return ``rc`` if it is not negative, else raise for ``-rc``."""
         if rc < 0:
             raise cls(-rc, op, obj)
         return rc
+
+
+def _restore(cls: type[SpdkError], args: tuple[Any, ...], state: dict[str, Any]) -> SpdkError:
+    """An :class:`SpdkError` (any subclass) from :meth:`SpdkError.__reduce__`, without its
+    constructor (pickle, ``copy``); the copy gets its own list of notes."""
+    exc = cls.__new__(cls, *args)
+    OSError.__init__(exc, *args)  # errno, strerror, args
+    exc.__dict__.update(state)
+    notes = state.get("__notes__")
+    if isinstance(notes, list):
+        exc.__notes__ = list(notes)
+    return exc
 
 
 class RpcError(SpdkError):

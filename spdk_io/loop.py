@@ -131,13 +131,15 @@ _Source = tuple[int, _Frames]
 def debug(enabled: bool | None = None) -> bool:
     """Turn debug mode on or off (``debug()`` only asks); return whether it is on.
 
-    In debug mode each :class:`Op` records where it was submitted (created or
-    rearmed), and an exception it fails with gets the note ``submitted at
+    In debug mode each :class:`Op` a task submits (creates or rearms) records
+    where, and an exception it fails with gets the note ``submitted at
     file:line in function`` with the submission traceback, so a failure a C
     callback reports points at the line that started the operation.  Only
     failures of Ops submitted since debug mode was last turned on get the note
-    (turning it off forgets what Ops recorded).  Per interpreter; the
-    environment variable ``SPDK_IO_DEBUG=1`` turns it on at import.
+    (turning it off forgets what Ops recorded), once per exception object: one
+    object failing several Ops at once gets ``failed N operations at once ...``
+    instead.  Per interpreter; the environment variable ``SPDK_IO_DEBUG=1``
+    turns it on at import.
     """
     global _debug, _debug_period
     if enabled is not None:
@@ -149,10 +151,28 @@ def debug(enabled: bool | None = None) -> bool:
     return _debug
 
 
+def _running_task() -> Task[Any] | None:
+    """The task running now on this OS thread's loop, or ``None`` (between tasks: a C
+    callback, a poller, a message, or no loop)."""
+    loop: Loop | None = getattr(_local, "loop", None)
+    if loop is None:
+        return None
+    task = loop.current  # the task last stepped: is it running now?
+    if task is not None and (
+        getattr(task._coro, "cr_running", False) or getattr(task._coro, "gi_running", False)
+    ):
+        return task
+    return None
+
+
 def _submitter() -> _Source:
     """What an Op records in debug mode: the frames that submit it (the innermost outside
     spdk_io, and its callers up to the next spdk_io frame: the loop that runs the task).
+    Nothing when no task runs (a poller or a message made the Op: the first frame outside
+    spdk_io is then whatever started the loop, not a submission site).
     Called by Op's methods only."""
+    if _running_task() is None:
+        return _debug_period, ()
     f: types.FrameType | None = sys._getframe(2)  # past this function and the Op method
     while f is not None and f.f_code.co_filename.startswith(_PACKAGE_DIR):
         f = f.f_back
@@ -166,23 +186,82 @@ def _submitter() -> _Source:
     return _debug_period, tuple(frames)
 
 
+class _Noted:
+    """What :func:`_note_submission` remembers on an exception it noted (as the attribute
+    ``_spdk_io_noted``): the Op's record, the exception's traceback then, the note, where
+    that Op was submitted, and how many Ops have failed with the exception, unraised."""
+
+    __slots__ = ("count", "note", "site", "source", "tb")
+
+    def __init__(
+        self, source: _Source, tb: types.TracebackType | None, note: str, site: str
+    ) -> None:
+        self.source = source
+        self.tb = tb
+        self.note = note
+        self.site = site
+        self.count = 1
+
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        # A traceback cannot be pickled: a pickled (or deep-copied) exception forgets
+        # which Op noted it, keeping the note.
+        return _forgotten, ()
+
+
+def _forgotten() -> None:
+    """What a pickled :class:`_Noted` becomes."""
+
+
 def _note_submission(exc: BaseException, source: _Source) -> None:
     """Add ``submitted at ...`` to ``exc`` if ``source`` is current and names a frame,
-    unless an earlier Op noted where ``exc`` came from."""
+    unless another Op noted this exception object already.
+
+    If that Op failed with it and it was not raised since (one exception object handed
+    to several Ops at once: its traceback is unchanged), no single line submitted it:
+    the note becomes ``failed N operations at once ...``.  If it was raised since, it
+    came out of the first Op's failure (through a task, a join, a call): that note
+    stays, the origin's.
+
+    An exception raised in code outside spdk_io before it fails an Op (a spawned
+    thread's outcome that joins deliver, a function ``call`` ran) gets no note: like a
+    task's failure, its traceback says where it comes from."""
     period, frames = source
     if period != _debug_period or not frames:
-        return  # recorded before debug mode was turned off (or nothing outside spdk_io)
-    notes = getattr(exc, "__notes__", None)
-    if notes and any(isinstance(n, str) and n.startswith("submitted at ") for n in notes):
+        return  # recorded before debug mode was turned off (or no task submitted it)
+    noted = getattr(exc, "_spdk_io_noted", None)
+    if isinstance(noted, _Noted):
+        notes = getattr(exc, "__notes__", None)
+        if noted.source is source or noted.tb is not exc.__traceback__ or not notes:
+            return  # this Op's own record, or the exception came out of that failure
+        noted.count += 1
+        shared = (
+            f"failed {noted.count} operations at once (one exception object): "
+            f"no single submission site; the first was submitted at {noted.site}"
+        )
+        for i, n in enumerate(notes):
+            if n is noted.note:
+                notes[i] = noted.note = shared
+                break
         return
+    tb = exc.__traceback__
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            return  # raised outside spdk_io: not an SPDK failure of this Op's
+        tb = tb.tb_next
     filename, line, function = frames[0]
     stack = traceback.StackSummary.from_list(
         [traceback.FrameSummary(f, n, fn) for f, n, fn in reversed(frames)]
     )
-    exc.add_note(
-        f"submitted at {filename}:{line} in {function}\n"
+    site = f"{filename}:{line} in {function}"
+    note = (
+        f"submitted at {site}\n"
         "submission traceback (most recent call last):\n" + "".join(stack.format()).rstrip()
     )
+    try:
+        exc._spdk_io_noted = _Noted(source, exc.__traceback__, note, site)  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return  # cannot be marked: better no note than one that may be another Op's
+    exc.add_note(note)
 
 
 class Op(Generic[T]):
@@ -237,10 +316,18 @@ class Op(Generic[T]):
             waiter._loop._ready.append(waiter)
 
     def set_exception(self, exc: BaseException) -> None:
+        waiter = self._waiter
         self._finish(_FAILED, exc)
-        source = getattr(self, "_source", None)  # debug mode: where it was submitted
-        if source is not None:
-            _note_submission(exc, source)
+        if isinstance(exc, SpdkError) and exc.task is not None and waiter is not None:
+            # Made in a task that completes another task's Op (an abort completing
+            # inline, a synchronous poll): that task only created it.
+            running = _running_task()
+            if running is not None and running is not waiter and exc.task == running.name:
+                exc._created_elsewhere()
+        if _debug:  # off, a record made before is stale (and reading an unset slot raises)
+            source = getattr(self, "_source", None)  # where it was submitted
+            if source is not None:
+                _note_submission(exc, source)
 
     def rearm(self) -> None:
         """Make a finished ``Op`` pending again, for a hot path that reuses one
@@ -284,8 +371,8 @@ class Op(Generic[T]):
             return cast(T, self._value)
         if self._state == _FAILED:
             exc = self._value
-            if isinstance(exc, SpdkError):  # made in a C callback (no task ran): this task
-                exc.add_context(*error_context())
+            if isinstance(exc, SpdkError):  # its thread and task where unknown (made in a
+                exc.add_context(*error_context())  # C callback: this task), or noted awaited
             raise exc
         return self.result()
 
@@ -324,7 +411,14 @@ class _TaskDone(Op[T]):
     __slots__ = ("callbacks", "task")
 
     def __init__(self, task: Task[T]) -> None:
-        super().__init__(f"task {task.name}")
+        # Op.__init__ without debug mode's record: a task's failure is never noted with a
+        # submission site (its traceback says where), so recording one is wasted.
+        self._state = _PENDING
+        self._value: Any = None
+        self._waiter: Task[Any] | None = None
+        self._abort: Callable[[], None] | None = None
+        self.keep: object = None
+        self.what = f"task {task.name}"
         self.task = task
         #: Called with the task once it has finished (followers, ``gather``); they only
         #: record and complete Ops, like every completion.
@@ -1209,12 +1303,8 @@ def _error_context() -> tuple[str | None, str | None]:
     loop: Loop | None = getattr(_local, "loop", None)
     if loop is None:
         return None, None
-    task = loop.current  # the task last stepped: is it running now?
-    if task is not None and (
-        getattr(task._coro, "cr_running", False) or getattr(task._coro, "gi_running", False)
-    ):
-        return loop.name, task.name
-    return loop.name, None
+    task = _running_task()
+    return loop.name, None if task is None else task.name
 
 
 set_context_provider(_error_context)

@@ -590,25 +590,25 @@ class _Client(Resource):
         self.out.clear()
         self.inbuf.clear()
         self._fail_all(
-            ConnectionError(
-                f"the RPC connection to SPDK was lost ({why}); a call in flight may or may "
-                "not have run, the next call reconnects"
-            )
+            f"the RPC connection to SPDK was lost ({why}); a call in flight may or may "
+            "not have run, the next call reconnects"
         )
         if self.poller is not None and not self.poller.paused:
             self.poller.pause()
 
-    def _fail_all(self, exc: BaseException) -> None:
+    def _fail_all(self, why: str) -> None:
+        """Fail every call in flight with a ``ConnectionError(why)``, one per call: each
+        awaiting task gets its own traceback, notes and context."""
         pending, self.pending = self.pending, {}
         for _, op in pending.values():
             if not op.done():
-                op.set_exception(exc)
+                op.set_exception(ConnectionError(why))
 
     def _release(self) -> None:
         """Fail what is in flight, hang up, remove the private directory (the server and
         the poller, children, are closed already)."""
         global _client
-        self._fail_all(ConnectionError("the RPC connection was closed: SPDK is shutting down"))
+        self._fail_all("the RPC connection was closed: SPDK is shutting down")
         self.poller = None
         if self.sock is not None:
             self.sock.close()

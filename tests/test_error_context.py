@@ -4,6 +4,8 @@ SPDK thread and task, in ``str()`` and as PEP 678 notes (each once); debug mode
 
 from __future__ import annotations
 
+import copy
+import pickle
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -18,6 +20,7 @@ from spdk_io.bdev import BdevDesc
 from spdk_io.blob import BlobId, Blobstore, BlobstoreOptions
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import (
+    BdevRemovedError,
     BlobNotFoundError,
     NvmeError,
     RpcError,
@@ -25,6 +28,7 @@ from spdk_io.errors import (
     ThreadExitedError,
 )
 from spdk_io.loop import Op
+from spdk_io.nvme.status import NvmeStatus
 from spdk_io.thread import SpdkThread, ThreadHandle, current_thread
 from tests.conftest import run_py
 from tests.test_nvme_io import exported
@@ -341,3 +345,249 @@ def test_python_flags_for_debug_mode(flags: list[str], value: str, on: bool) -> 
     child = run_py(args=[*flags, "-c", code], env={"SPDK_IO_DEBUG": value, "PYTHONDEVMODE": ""})
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == str(on)
+
+
+def test_an_error_from_another_thread_keeps_its_thread_and_notes_the_awaiter(run: Run) -> None:
+    """An error made on a worker thread where no task runs (a plain function run by
+    ``call``) is not given the origin's task: that task never ran on the worker.  Where
+    it was awaited is a note of its own, once however many awaits it passes through."""
+
+    def plain_fail() -> None:
+        raise ThreadExitedError("ctx-elsewhere", "plain")
+
+    async def task_fail() -> None:
+        raise SpdkError(5, "in a task", "ctx-obj")
+
+    async def main() -> tuple[SpdkError, SpdkError, str, str]:
+        box: list[ThreadHandle] = []
+        stop: list[bool] = []
+
+        async def server() -> None:
+            box.append(ThreadHandle.current())
+            while not stop:
+                await spdk_io.sleep(0.001)
+
+        joined = SpdkThread.spawn(server, name="ctx-server")
+        while not box:
+            await spdk_io.sleep(0.001)
+
+        async def relay() -> None:  # one more await on the origin: no second note
+            await box[0].call(plain_fail)
+
+        with pytest.raises(ThreadExitedError) as plain:
+            await spdk_io.spawn(relay(), "ctx-relay")
+        with pytest.raises(SpdkError) as in_task:
+            await box[0].call(task_fail)
+        stop.append(True)
+        await joined
+        return plain.value, in_task.value, current_thread().name, spdk_io.current_task().name
+
+    plain, in_task, thread, task = run(main())
+    assert (plain.thread, plain.task) == ("ctx-server", None)
+    assert str(plain).endswith("[thread ctx-server]")
+    assert notes(plain) == [
+        "operation: plain",
+        "object: ctx-elsewhere",
+        "SPDK thread: ctx-server",
+        f"awaited in task ctx-relay on SPDK thread {thread}",
+    ]
+    assert in_task.thread == "ctx-server" and in_task.task is not None
+    assert in_task.task.startswith("call from ")  # the worker's task that ran it
+    assert str(in_task).endswith(f"[thread ctx-server, task {in_task.task}]")
+    assert notes(in_task)[-1] == f"awaited in task {task} on SPDK thread {thread}"
+    assert sum(n.startswith("awaited in") for n in notes(in_task)) == 1
+
+
+def test_an_error_made_in_one_task_for_anothers_operation_names_the_awaiter(run: Run) -> None:
+    """A task that completes another task's operation inline (as freeing a queue pair
+    completes its aborted commands) only created the error: the awaiting task is its task."""
+
+    async def main() -> tuple[SpdkError, SpdkError, str]:
+        op: Op[None] = Op("waited")
+
+        async def waiter() -> None:
+            await op
+
+        w = spdk_io.spawn(waiter(), "ctx-waiter")
+        await spdk_io.sleep(0)  # it parks on the op
+        op.set_exception(SpdkError(5, "inline", "ctx-obj"))  # made in main
+        with pytest.raises(SpdkError) as moved:
+            await w
+        own: Op[None] = Op("own")  # not awaited yet: nothing tells whose it is
+        own.set_exception(SpdkError(5, "own", "ctx-obj"))
+        with pytest.raises(SpdkError) as kept:
+            await own
+        return moved.value, kept.value, spdk_io.current_task().name
+
+    with debug_mode(False):
+        moved, kept, me = run(main())
+    assert moved.task == "ctx-waiter"
+    assert str(moved).endswith(f"[thread {moved.thread}, task ctx-waiter]")
+    assert notes(moved) == [
+        "operation: inline",
+        "object: ctx-obj",
+        f"SPDK thread: {moved.thread}",
+        f"created in task {me}",
+        "task: ctx-waiter",
+    ]
+    assert kept.task == me and f"task: {me}" in notes(kept)
+
+
+def test_debug_mode_never_tells_one_ops_submission_to_another(run: Run) -> None:
+    """One exception object failing several Ops at once has no single submission site; an
+    Op made where no task runs (a message) has none; a task's own Op records nothing."""
+
+    async def main() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with debug_mode(True):
+            out["first_at"] = line()
+            first: Op[None] = Op("first")
+            second: Op[None] = Op("second")
+            third: Op[None] = Op("third")
+            shared = SpdkError(5, "shared")
+
+            def fail_all() -> None:  # a message: like a C callback failing many at once
+                first.set_exception(shared)
+                second.set_exception(shared)
+                third.set_exception(shared)
+
+            ThreadHandle.current().send(fail_all)
+            for op in (first, second, third):
+                with pytest.raises(SpdkError) as info:
+                    await op
+                assert info.value is shared
+            out["shared"] = shared
+
+            made: list[Op[None]] = []
+            ThreadHandle.current().send(lambda: made.append(Op("in a message")))
+            while not made:
+                await spdk_io.sleep(0)
+            made[0].set_exception(SpdkError(5, "from a message"))
+            with pytest.raises(SpdkError) as info:
+                await made[0]
+            out["message"] = info.value
+
+            async def nothing() -> None:
+                pass
+
+            t = spdk_io.spawn(nothing())
+            out["task_done_recorded"] = hasattr(t._done, "_source")  # white box
+            await t
+        return out
+
+    out = run(main())
+    shared = out["shared"]
+    assert submitted(shared) == []
+    assert notes(pickle.loads(pickle.dumps(shared))) == notes(shared)
+    assert [n.splitlines()[0] for n in notes(shared) if "operations at once" in n] == [
+        "failed 3 operations at once (one exception object): no single submission site; "
+        f"the first was submitted at {HERE}:{out['first_at']} in main"
+    ]
+    assert submitted(out["message"]) == []
+    assert out["task_done_recorded"] is False
+
+
+def test_a_lost_rpc_connection_fails_each_call_with_its_own_error(run: Run) -> None:
+    """Every call in flight gets its own ConnectionError: its own traceback and, in debug
+    mode, the line that made that call."""
+
+    async def main() -> tuple[list[BaseException], list[int]]:
+        assert "version" in await rpc.call("spdk_get_version")  # the client exists
+        client = rpc._client  # white box: make SPDK drop the connection (test_rpc_robust)
+        assert client is not None and client.sock is not None
+        client.sock.send(b"}")
+        with debug_mode(True):
+            at = [line()]
+            one = rpc.call("spdk_get_version")
+            at.append(line())
+            two = rpc.call("spdk_get_version")
+            failed: list[BaseException] = []
+            for op in (one, two):
+                with pytest.raises(ConnectionError) as info:
+                    await op
+                failed.append(info.value)
+        return failed, at
+
+    (one, two), at = run(main())
+    assert one is not two
+    assert submitted(one) == [f"submitted at {HERE}:{at[0]} in main"]
+    assert submitted(two) == [f"submitted at {HERE}:{at[1]} in main"]
+    again = pickle.loads(pickle.dumps(one))  # what debug mode keeps on it pickles too
+    assert type(again) is ConnectionError and notes(again) == notes(one)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SpdkError(5, "spdk_bdev_read", "Malloc0", "detail"),
+        lambda: RpcError("bdev_get_bdevs", -19, "No such device", {"name": "x"}),
+        lambda: NvmeError(NvmeStatus(0, 0x80, dnr=True), "read", "ns 1"),
+        lambda: ThreadExitedError("worker-1", "call"),
+        lambda: BdevRemovedError("Malloc0"),
+        lambda: BlobNotFoundError("spdk_bs_open_blob", 7),
+    ],
+    ids=["SpdkError", "RpcError", "NvmeError", "ThreadExitedError", "BdevRemoved", "BlobNotFound"],
+)
+def test_errors_pickle_and_copy_with_their_context(make: Callable[[], SpdkError]) -> None:
+    exc = make()
+    exc.add_context("app_thread", "main")
+    exc.add_note("a note of the caller's")
+    for again in (pickle.loads(pickle.dumps(exc)), copy.copy(exc), copy.deepcopy(exc)):
+        assert type(again) is type(exc) and str(again) == str(exc)
+        assert (again.errno, again.args, again.op, again.obj) == (
+            exc.errno,
+            exc.args,
+            exc.op,
+            exc.obj,
+        )
+        assert vars(again).keys() == vars(exc).keys()
+        assert notes(again) == notes(exc) and again.__notes__ is not exc.__notes__
+        again.add_context("elsewhere", "other")  # its own context: the first values stay
+        assert str(again) == str(exc)
+        again.add_note("only on the copy")
+        assert "only on the copy" not in notes(exc)
+
+
+def test_joiners_of_a_failed_thread_get_no_submission_note(run: Run) -> None:
+    """A spawned thread's exception, raised in its code, reaches every joiner as one
+    object: no joiner's line is its submission site (its traceback says where it was
+    raised; each joiner's says where it awaited)."""
+
+    async def main() -> list[BaseException]:
+        go: list[bool] = []
+
+        async def fails() -> None:
+            while not go:
+                await spdk_io.sleep(0.001)
+            raise LookupError("in the spawned thread")
+
+        async def joiner(h: Any) -> BaseException:
+            with pytest.raises(LookupError) as info:
+                await h
+            return info.value
+
+        with debug_mode(True):
+            h = SpdkThread.spawn(fails, name="ctx-fails")
+            joiners = [spdk_io.spawn(joiner(h), f"ctx-joiner-{i}") for i in range(2)]
+            await spdk_io.sleep(0)  # both wait on the join
+            go.append(True)
+            return list(await spdk_io.gather(*joiners))
+
+    one, two = run(main())
+    assert one is two  # the thread's outcome, as raised there
+    assert notes(one) == []
+
+
+def test_a_noted_exceptions_traceback_does_not_stop_it_pickling() -> None:
+    """What debug mode keeps on a noted exception may hold a traceback (an exception that
+    spdk_io raised and caught before failing the Op): pickled, it is forgotten."""
+    from spdk_io.loop import _Noted  # white box: the mark itself
+
+    try:
+        raise SpdkError(5, "raised")
+    except SpdkError as exc:
+        caught = exc
+    caught._spdk_io_noted = _Noted((0, ()), caught.__traceback__, "submitted at x", "x")  # type: ignore[attr-defined]
+    caught.add_note("submitted at x")
+    again = pickle.loads(pickle.dumps(caught))
+    assert notes(again) == notes(caught) and again._spdk_io_noted is None
