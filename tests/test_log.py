@@ -66,8 +66,14 @@ def test_component_names_come_from_the_library_that_logged(
     caplog.set_level(logging.DEBUG, logger="spdk")
 
     async def main() -> None:
-        with pytest.raises(RpcError):  # refused by lib/nvmf/tcp.c
-            await spdk_io.rpc.call("nvmf_create_transport", {"trtype": "TCP", "sock_priority": 99})
+        # A target of its own: the session's default target may have a TCP transport already.
+        await spdk_io.rpc.call("nvmf_create_target", {"name": "log_test"})
+        try:
+            with pytest.raises(RpcError):  # refused by lib/nvmf/tcp.c
+                params = {"trtype": "TCP", "tgt_name": "log_test", "sock_priority": 99}
+                await spdk_io.rpc.call("nvmf_create_transport", params)
+        finally:
+            await spdk_io.rpc.call("nvmf_delete_target", {"name": "log_test"})
         with pytest.raises(LookupError):  # lib/bdev/bdev.c, at NOTICE
             spdk_io.BdevDesc.open("NoSuchBdev0")
 
