@@ -446,7 +446,8 @@ class Host:
         """:meth:`call`, with a :class:`concurrent.futures.Future` for its outcome.
 
         Cancelling the future cancels the call (without waiting for it to unwind);
-        a call cancelled on the SPDK side cancels the future.
+        a call cancelled on the SPDK side cancels the future; one the runtime stops
+        fails it with :class:`RuntimeStoppedError`.
         """
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 

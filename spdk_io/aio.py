@@ -213,7 +213,8 @@ class Runtime:
 
         Safe from any thread while the runtime runs.  Cancelling the future
         cancels the spdk_io task (without waiting for it to unwind); a task
-        cancelled on the SPDK side cancels the future.
+        cancelled on the SPDK side cancels the future; a call the runtime stops
+        fails it with :class:`RuntimeStoppedError`.
         """
         return self._host.submit(fn, args)
 
