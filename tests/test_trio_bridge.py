@@ -261,7 +261,6 @@ def test_finished_calls_beat_cancels_stubborn_tasks_are_bounded_and_stops_are_no
         """
         import warnings
         import spdk_io._runtime
-        spdk_io._runtime.UNWIND_TIMEOUT = 0.2  # keep the test short
         release = threading.Event()
         log = []
 
@@ -309,6 +308,7 @@ def test_finished_calls_beat_cancels_stubborn_tasks_are_bounded_and_stops_are_no
                             scope.cancel()
                     print("finished first:", got, scope.cancelled_caught, flush=True)
                     # 2. a task that ignores its cancellation holds the awaiter only so long
+                    spdk_io._runtime.UNWIND_TIMEOUT = 0.2  # (read at use) keep the test short
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
                         with trio.CancelScope() as scope:
