@@ -397,6 +397,12 @@ class Host:
             with contextlib.suppress(Exception):  # the thread is stopping already
                 courier.post(self._stop_now)
 
+    @property
+    def thread_alive(self) -> bool:
+        """Whether the runtime's OS thread still runs (it may, briefly, after ``on_stopped``)."""
+        thread = self._os_thread
+        return thread is not None and thread.is_alive()
+
     def join(self, timeout: float = JOIN_TIMEOUT) -> None:
         """Wait for the OS thread to end (it ends right after ``on_stopped``): a
         blocking wait, for a worker thread, not for an event loop's."""

@@ -138,6 +138,8 @@ class Runtime:
                     await asyncio.shield(stopped)
                     continue
                 if joined is None:
+                    if not self._host.thread_alive:
+                        break
                     joined = loop.run_in_executor(None, self._host.join)
                 await asyncio.shield(joined)
             except asyncio.CancelledError as exc:

@@ -145,7 +145,8 @@ class Runtime:
     async def _wait_stopped(self) -> BaseException | None:
         with trio.CancelScope(shield=True):
             await self._stopped.event.wait()
-            await trio.to_thread.run_sync(self._host.join)
+            if self._host.thread_alive:
+                await trio.to_thread.run_sync(self._host.join)
         return self._stopped.value
 
     @overload
