@@ -317,11 +317,13 @@ def test_finished_calls_beat_cancels_stubborn_tasks_are_bounded_and_stops_are_no
                                 while "started" not in await rt.run(lambda: list(log)):
                                     await trio.sleep(0.001)
                                 scope.cancel()
-                    print("cancelled anyway:", log, scope.cancelled_caught, flush=True)
+                    # (whether SPDK's side has seen its Cancelled yet is a matter of timing)
+                    print("cancelled anyway:", scope.cancelled_caught, flush=True)
                     print("warned:", [str(w.message) for w in caught], flush=True)
                     release.set()
                     while "finished late" not in await rt.run(lambda: list(log)):
                         await trio.sleep(0.001)
+                    print("the task:", log, flush=True)
                     # 3. the runtime stopping (leaving its block) ends a call in flight with
                     # RuntimeStoppedError: nobody cancelled its awaiter
                     outer.start_soon(in_flight, rt)
@@ -333,7 +335,8 @@ def test_finished_calls_beat_cancels_stubborn_tasks_are_bounded_and_stops_are_no
         """
     )
     assert "finished first: ['descriptor'] True" in out
-    assert "cancelled anyway: ['started', 'ignores Cancelled'] True" in out
+    assert "cancelled anyway: True" in out
+    assert "the task: ['started', 'ignores Cancelled', 'finished late']" in out
     assert "warned: ['spdk_io task stubborn did not unwind within 0.2 s" in out
     assert (
         "stopping stopped it: runtime spdk_io-trio stopped while call sleeper ran Cancelled" in out
