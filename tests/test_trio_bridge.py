@@ -264,8 +264,18 @@ def test_finished_calls_beat_cancels_stubborn_tasks_are_bounded_and_stops_are_no
         release = threading.Event()
         log = []
 
+        gate = threading.Event()
+        returned = []
+
         async def opened():
+            while not gate.is_set():
+                await spdk_io.sleep(0.001)
+            returned.append(1)  # in the step that returns and posts the result
             return "descriptor"
+
+        async def after_opened():
+            while not returned:
+                await spdk_io.sleep(0.001)
 
         async def stubborn():
             log.append("started")
@@ -302,9 +312,10 @@ def test_finished_calls_beat_cancels_stubborn_tasks_are_bounded_and_stops_are_no
                                 got.append("not reached")
                             nursery.start_soon(user)
                             await trio.testing.wait_all_tasks_blocked()  # user's call is sent
-                            # block trio's thread until SPDK has run a later call: the first
-                            # has finished too, and its result waits in trio's queue
-                            rt.submit(lambda: None).result(timeout=30)
+                            # let it finish, blocking trio's thread until its result has
+                            # been posted: that result waits in trio's queue
+                            gate.set()
+                            rt.submit(after_opened).result(timeout=30)
                             scope.cancel()
                     print("finished first:", got, scope.cancelled_caught, flush=True)
                     # 2. a task that ignores its cancellation holds the awaiter only so long
