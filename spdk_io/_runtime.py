@@ -28,16 +28,18 @@ from typing import Any, Generic, TypeVar, cast
 from spdk_io import env as env_mod
 from spdk_io._validate import duration
 from spdk_io.errors import Cancelled, RuntimeStoppedError
-from spdk_io.loop import IDLE_SLEEP_MAX, Op, Task, current_loop, wait, wait_for
-from spdk_io.thread import Poller, ThreadHandle
+from spdk_io.loop import IDLE_SLEEP_MAX, Op, Task, current_loop, sleep, wait, wait_for
+from spdk_io.thread import RELEASE_TIMEOUT, Poller, ThreadHandle
 
 T = TypeVar("T")
 
 #: How often (in microseconds) the SPDK thread checks that the thread which started
 #: it is still alive; if it has ended without stopping the runtime, SPDK stops.
 WATCH_PERIOD_US = 50_000
-#: Seconds the calls still running at stop may take to unwind after being cancelled.
-UNWIND_TIMEOUT = 10.0
+#: Seconds a cancelled call may take to unwind: the calls still running at stop (as
+#: an SPDK thread's served calls at its exit), and the wait of a cancelled awaiter
+#: for its spdk_io task (after which the awaiter is cancelled anyway).  Read at use.
+UNWIND_TIMEOUT = RELEASE_TIMEOUT
 #: Seconds a framework waits for the runtime's OS thread to end once it said it stopped.
 JOIN_TIMEOUT = 5.0
 #: How long SPDK's loop sleeps when idle while pollers keep it spinning, by default: the
@@ -50,12 +52,18 @@ IDLE_TURNS = 8
 class Courier:
     """Carries callables to one consumer thread, in batches, without blocking.
 
-    ``schedule(drain)`` must run ``drain()`` soon on the consumer thread (asyncio's
-    ``call_soon_threadsafe``, trio's ``run_sync_soon``, an SPDK message).  It is
-    called once per batch: while a drain is pending, :meth:`post` only appends.
-    Callables run in the order they were posted; if one raises, the rest still run
-    and the first error is raised from the drain afterwards.  If ``schedule`` raises
-    (the consumer is gone), the batch is dropped and :meth:`post` raises.
+    ``schedule(drain)`` must arrange for ``drain()`` to run soon on the consumer
+    thread (asyncio's ``call_soon_threadsafe``, trio's ``run_sync_soon``, an SPDK
+    message) or raise.  :meth:`post` calls it for the first item of a batch only:
+    while a drain is pending, posting just appends.  Callables run in the order they
+    were posted; if one raises, the rest still run and the first error is raised
+    from the drain afterwards.
+
+    If ``schedule`` raises, only the item of the :meth:`post` that called it is
+    dropped (the error is raised to that caller); items other threads appended
+    meanwhile stay queued, and scheduling is tried once more for them (failing
+    that, the next post tries again).  An interrupted drain (``KeyboardInterrupt``
+    before it took its batch) leaves the batch queued and reschedules it the same way.
     """
 
     __slots__ = ("_items", "_lock", "_schedule", "_scheduled")
@@ -67,24 +75,52 @@ class Courier:
         self._scheduled = False
 
     def post(self, fn: Callable[[], None]) -> None:
-        """Run ``fn()`` on the consumer thread soon (safe from any thread)."""
-        with self._lock:
-            self._items.append(fn)
-            if self._scheduled:
-                return
-            self._scheduled = True
+        """Run ``fn()`` on the consumer thread soon (safe from any thread); if this
+        raises, ``fn`` was not posted."""
+        scheduling = False
         try:
+            with self._lock:
+                self._items.append(fn)
+                if self._scheduled:
+                    return
+                self._scheduled = scheduling = True
             self._schedule(self._drain)
         except BaseException:
             with self._lock:
-                self._items.clear()
-                self._scheduled = False
+                for i in range(len(self._items) - 1, -1, -1):  # this caller's item only
+                    if self._items[i] is fn:
+                        del self._items[i]
+                        break
+            if scheduling:
+                self._reschedule()
             raise
 
-    def _drain(self) -> None:
+    def _reschedule(self) -> None:
+        """After a failed or interrupted scheduling: schedule a drain for the items
+        still queued, if any (once; failing that, the next post tries again)."""
         with self._lock:
-            items, self._items = self._items, deque()
-            self._scheduled = False
+            self._scheduled = bool(self._items)
+            if not self._scheduled:
+                return
+        try:
+            self._schedule(self._drain)
+        except Exception:
+            with self._lock:
+                self._scheduled = False
+
+    def _drain(self) -> None:
+        items: deque[Callable[[], None]] | None = None
+        try:
+            with self._lock:
+                items, self._items = self._items, deque()
+                self._scheduled = False
+        except BaseException:  # interrupted around the swap: keep the batch, drain it soon
+            with self._lock:
+                if items is not None:
+                    items.extend(self._items)
+                    self._items = items
+            self._reschedule()
+            raise
         first: BaseException | None = None
         for fn in items:  # one failing callable does not drop the rest of the batch
             try:
@@ -99,13 +135,22 @@ _QUEUED = 0
 _RUNNING = 1
 _DONE = 2
 
+#: ``Call._stopped_by`` while SPDK's loop unwinds after a crash whose error is not known yet
+_CRASHED = object()
+
 
 class Call(Generic[T]):
     """One call of ``fn(*args)`` on the host's SPDK thread, and its outcome.
 
-    ``on_done(call)`` is called exactly once, on the SPDK thread (or on the host's
-    OS thread when the runtime stopped before the call ran), after which
-    :attr:`value`/:attr:`error` hold the outcome.
+    ``on_done(call)`` is called exactly once, on the host's OS thread (the SPDK
+    thread, or teardown after it), after which :attr:`value`/:attr:`error` hold the
+    outcome and :attr:`cancel_delivered` tells whether :meth:`cancel` reached the
+    call before it finished (else it finished on its own, or the runtime stopped it).
+
+    A call the runtime stops (it stops, or crashes, while the call runs or before it
+    ran) finishes with :class:`RuntimeStoppedError`, caused by the runtime's error
+    (if it crashed) or by the ``Cancelled`` the task got; ``Cancelled`` is left for
+    calls cancelled through :meth:`cancel` or by code on the SPDK side.
     """
 
     __slots__ = (
@@ -113,8 +158,10 @@ class Call(Generic[T]):
         "_host",
         "_on_done",
         "_state",
+        "_stopped_by",
         "_task",
         "args",
+        "cancel_delivered",
         "error",
         "fn",
         "name",
@@ -137,6 +184,10 @@ class Call(Generic[T]):
         self._state = _QUEUED
         self._task: Task[None] | None = None
         self._cancel_requested = False
+        self.cancel_delivered = False
+        # set when the runtime stops the call: the runtime itself, or its crash error
+        # (_CRASHED until it is known)
+        self._stopped_by: object = None
         self.value: T | None = None
         self.error: BaseException | None = None
 
@@ -175,6 +226,7 @@ class Call(Generic[T]):
         if self._state != _QUEUED:
             return
         if self._cancel_requested:
+            self.cancel_delivered = True
             self._finish(None, Cancelled(f"call {self.name} was cancelled before it started"))
             return
         if not self._host._accepting:
@@ -192,14 +244,52 @@ class Call(Generic[T]):
         except GeneratorExit:  # closed unfinished at teardown (it ignored its cancellation)
             self._finish(None, RuntimeStoppedError(f"call {self.name} was abandoned at stop"))
             raise
+        except Cancelled as exc:
+            cancelled = exc
         except BaseException as exc:
             self._finish(None, exc)
+            return
         else:
             self._finish(value, None)
+            return
+        if not self.cancel_delivered and self._stopped_by is None:
+            # Cancelled by code on SPDK's side, or by SPDK's loop unwinding after a crash:
+            # then the runtime's serving task, cancelled with this one, marks its calls
+            # as stopped by the runtime when it runs, which it does before this resumes.
+            try:
+                await sleep(0)
+            except Cancelled:
+                pass
+            except GeneratorExit:
+                self._finish(None, self._stop_error(cancelled))
+                raise
+        self._finish(None, self._stop_error(cancelled))
+
+    def _stop_error(self, cancelled: Cancelled) -> BaseException:
+        """The error for a task that ended with ``cancelled``: :class:`RuntimeStoppedError`
+        if the runtime stopped it (and nobody cancelled it before), else ``cancelled``."""
+        by = self._stopped_by
+        if by is None or self.cancel_delivered:
+            return cancelled
+        how = f"crashed ({by!r})" if isinstance(by, BaseException) else "stopped"
+        err = RuntimeStoppedError(f"runtime {self._host.name} {how} while call {self.name} ran")
+        err.__cause__ = by if isinstance(by, BaseException) else cancelled
+        return err
+
+    def _stop(self, by: BaseException | Host) -> Task[None] | None:
+        """The runtime stops: cancel the task (return it, to wait for)."""
+        task = self._task
+        if task is None or task.done():
+            return None
+        if self._stopped_by is None:
+            self._stopped_by = by
+        task.cancel(Cancelled(f"runtime {self._host.name} stopped while call {self.name} ran"))
+        return task
 
     def _deliver_cancel(self) -> None:
         task = self._task
-        if task is not None and not task.done():
+        if task is not None and not task.done() and self._stopped_by is None:
+            self.cancel_delivered = True
             task.cancel()
 
     def _finish(self, value: Any, error: BaseException | None) -> None:
@@ -209,6 +299,12 @@ class Call(Generic[T]):
         self.value, self.error = value, error
         self._task = None
         self._host.forget(self)
+        if self._stopped_by is _CRASHED and isinstance(error, RuntimeStoppedError):
+            self._host._crashed.append(self)  # told once the crash's error is known
+            return
+        self._tell()
+
+    def _tell(self) -> None:
         with contextlib.suppress(Exception):  # an adapter whose loop is gone: nobody to tell
             self._on_done(self)
 
@@ -245,6 +341,7 @@ class Host:
         self._pending: set[Call[Any]] = set()  # not finished (guarded by _lock)
         self._running: set[Call[Any]] = set()  # started tasks (SPDK thread only)
         self._accepting = False  # SPDK thread only: calls may start tasks
+        self._crashed: list[Call[Any]] = []  # stopped by a crash, told after it (OS thread)
         self._stop_op: Op[None] | None = None
         self._os_thread: threading.Thread | None = None
         self._owner: threading.Thread | None = None
@@ -287,7 +384,9 @@ class Host:
     def stop(self) -> None:
         """Ask the runtime to stop (safe from any thread; idempotent, returns at once).
 
-        New calls are refused from now on; calls still running are cancelled.
+        New calls are refused from now on; calls still running are cancelled.  The
+        request is posted to the SPDK thread, and its watch poller also notices it
+        (within :data:`WATCH_PERIOD_US`), so stopping never depends on one message.
         """
         with self._lock:
             if self._stop_requested:
@@ -298,8 +397,15 @@ class Host:
             with contextlib.suppress(Exception):  # the thread is stopping already
                 courier.post(self._stop_now)
 
+    @property
+    def thread_alive(self) -> bool:
+        """Whether the runtime's OS thread still runs (it may, briefly, after ``on_stopped``)."""
+        thread = self._os_thread
+        return thread is not None and thread.is_alive()
+
     def join(self, timeout: float = JOIN_TIMEOUT) -> None:
-        """Wait for the OS thread to end (it ends right after ``on_stopped``)."""
+        """Wait for the OS thread to end (it ends right after ``on_stopped``): a
+        blocking wait, for a worker thread, not for an event loop's."""
         thread = self._os_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -316,7 +422,9 @@ class Host:
         ``fn`` is a coroutine function (or a plain function, whose return value is
         the result).  Raises ``TypeError`` for a non-callable and
         :class:`RuntimeStoppedError` when the runtime does not accept calls; then
-        nothing was sent.
+        nothing was sent and ``on_done`` is never called.  Otherwise ``on_done`` is
+        called exactly once (with :class:`RuntimeStoppedError` if the runtime stops
+        first): every call has exactly one outcome, raised here or delivered there.
         """
         if inspect.iscoroutine(fn):
             fn.close()  # never run: close it so Python does not warn
@@ -328,7 +436,14 @@ class Host:
         with self._lock:
             self._refuse_unless_up()
             self._pending.add(call)
-        self.post(call._start)
+        try:
+            self.post(call._start)
+        except BaseException as exc:
+            with self._lock:
+                mine = call in self._pending  # else teardown took it and answers it
+                self._pending.discard(call)
+            if mine or not isinstance(exc, RuntimeStoppedError):
+                raise
         return call
 
     def submit(
@@ -337,7 +452,8 @@ class Host:
         """:meth:`call`, with a :class:`concurrent.futures.Future` for its outcome.
 
         Cancelling the future cancels the call (without waiting for it to unwind);
-        a call cancelled on the SPDK side cancels the future.
+        a call cancelled on the SPDK side cancels the future; one the runtime stops
+        fails it with :class:`RuntimeStoppedError`.
         """
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
@@ -401,20 +517,35 @@ class Host:
         except BaseException as exc:
             error = exc
         finally:
+            self._accepting = False  # also after a crash: teardown runs no new calls
             with self._lock:
                 self._handle = None
                 self._courier = None
                 self._stop_requested = True
+            by: BaseException | Host = error if error is not None else self
+            for call in list(self._running):  # teardown cancels them: the runtime stops them
+                if call._stopped_by is None or call._stopped_by is _CRASHED:
+                    call._stopped_by = by
+            crashed, self._crashed = self._crashed, []
+            for call in crashed:  # those that unwound already, with the crash
+                call._stopped_by = by
+                assert isinstance(call.error, RuntimeStoppedError)
+                call.error = call._stop_error(cast(Cancelled, call.error.__cause__))
+                call._tell()
             try:
                 env.stop()
             except BaseException as exc:
                 if error is None:
                     error = exc
-            with self._lock:
-                left, self._pending = list(self._pending), set()
-            for call in left:  # sent but never run: SPDK is gone
-                call._finish(None, RuntimeStoppedError("the SPDK runtime stopped first"))
+            self._abandon_pending()
             _tell(deliver, on_stopped, error)
+
+    def _abandon_pending(self) -> None:
+        """Answer the calls sent but never run with :class:`RuntimeStoppedError`."""
+        with self._lock:
+            left, self._pending = list(self._pending), set()
+        for call in left:
+            call._finish(None, RuntimeStoppedError("the SPDK runtime stopped first"))
 
     async def _serve(
         self,
@@ -427,21 +558,26 @@ class Host:
         handle = self.env.thread.handle()
         self._stop_op = Op(f"runtime {self.name} stop")
         self._accepting = True
+
+        def schedule(drain: Callable[[], None]) -> None:
+            handle.send(drain, dropped=self._abandon_pending)  # SPDK forced its exit
+
         with self._lock:
             self._handle = handle
-            self._courier = Courier(handle.send)
+            self._courier = Courier(schedule)
             stopping = self._stop_requested
         _tell(deliver, on_started, None)
         if not stopping:
-            with Poller(self._watch, period_us=WATCH_PERIOD_US, name="runtime watch"):
-                await self._stop_op
+            try:
+                with Poller(self._watch, period_us=WATCH_PERIOD_US, name="runtime watch"):
+                    await self._stop_op
+            except BaseException:  # SPDK's loop crashed: it cancels every task, ours too
+                for call in list(self._running):
+                    if call._stopped_by is None:
+                        call._stopped_by = _CRASHED
+                raise
         self._accepting = False
-        tasks = []
-        for call in list(self._running):
-            task = call._task
-            if task is not None:
-                task.cancel(Cancelled(f"runtime {self.name} stopped while call {call.name} ran"))
-                tasks.append(task)
+        tasks = [t for t in (call._stop(self) for call in list(self._running)) if t is not None]
         if tasks:
             with contextlib.suppress(TimeoutError):  # Env.stop abandons what is left
                 await wait_for(wait(tasks), UNWIND_TIMEOUT)
@@ -452,10 +588,11 @@ class Host:
             op.set_result(None)
 
     def _watch(self) -> bool:
-        """Stop if the thread that started the runtime has ended without stopping it
-        (the interpreter is exiting: it joins this non-daemon thread next)."""
+        """Stop when asked to (a backstop: the posted request may have been lost) or
+        when the thread that started the runtime has ended without stopping it (the
+        interpreter is exiting: it joins this non-daemon thread next)."""
         owner = self._owner
-        if owner is not None and not owner.is_alive():
+        if self._stop_requested or (owner is not None and not owner.is_alive()):
             with self._lock:
                 self._stop_requested = True
             self._stop_now()

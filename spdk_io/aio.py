@@ -12,21 +12,31 @@ cross in batches (an SPDK message one way, ``call_soon_threadsafe`` the other).
 Cancellation crosses in both directions.  Cancelling the asyncio task that awaits
 :meth:`Runtime.run` throws :class:`~spdk_io.errors.Cancelled` into the spdk_io
 task; the awaiter gets ``CancelledError`` once that task has unwound (its
-``finally`` blocks ran).  An spdk_io task that ends with ``Cancelled`` on the SPDK
-side (cancelled there, or by the runtime stopping) gives its awaiter
-``asyncio.CancelledError`` (its cause is the ``Cancelled``); any other exception
-is raised in the awaiter as the very object, with its cause, context and notes.
+``finally`` blocks ran), or after :data:`spdk_io._runtime.UNWIND_TIMEOUT` seconds
+if it does not (with a ``RuntimeWarning`` and a note: it still runs).  If the
+spdk_io task had already finished when the cancellation reached it, the finished
+call wins: its result is returned (or its exception raised) and the cancellation
+stays pending, raised at the awaiter's next ``await`` (as trio does), so that a
+result such as an open descriptor is never lost.  An spdk_io task cancelled on the
+SPDK side gives its awaiter ``asyncio.CancelledError`` (its cause is the
+``Cancelled``).  A call the runtime stops (leaving the block with calls running,
+or SPDK's loop crashing) raises :class:`~spdk_io.errors.RuntimeStoppedError`
+(caused by the crash, or by the ``Cancelled`` its task got), not
+``CancelledError``: nobody cancelled the awaiter.  Any other exception is raised
+in the awaiter as the very object, with its cause, context and notes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from spdk_io import _runtime
 from spdk_io._runtime import IDLE_PAUSE, Call, Courier, Host
 from spdk_io.env import EnvOptions
 from spdk_io.errors import Cancelled, RuntimeStoppedError
@@ -114,17 +124,26 @@ class Runtime:
             ev.add_note(f"stopping SPDK failed too: {error!r}")
 
     async def _wait_stopped(self) -> BaseException | None:
-        """Wait until SPDK is down and its OS thread has ended; cancelling this wait
-        does not cut the (time-bounded) teardown short: it is raised afterwards."""
+        """Wait until SPDK is down and its OS thread has ended (joined in a worker
+        thread: the event loop never blocks); cancelling this wait does not cut the
+        (time-bounded) teardown short: it is raised afterwards."""
         stopped = self._stopped
-        assert stopped is not None
+        loop = self._loop
+        assert stopped is not None and loop is not None
         cancelled: asyncio.CancelledError | None = None
-        while not stopped.done():
+        joined: asyncio.Future[None] | None = None
+        while joined is None or not joined.done():
             try:
-                await asyncio.shield(stopped)
+                if not stopped.done():
+                    await asyncio.shield(stopped)
+                    continue
+                if joined is None:
+                    if not self._host.thread_alive:
+                        break
+                    joined = loop.run_in_executor(None, self._host.join)
+                await asyncio.shield(joined)
             except asyncio.CancelledError as exc:
                 cancelled = exc
-        self._host.join()
         if cancelled is not None:
             raise cancelled
         return stopped.result()
@@ -142,22 +161,44 @@ class Runtime:
         Must be awaited on the event loop that entered the runtime.  Exceptions
         are raised as the very objects the spdk_io task raised; cancellation
         crosses in both directions (see the module's documentation).  Raises
-        :class:`RuntimeStoppedError` outside the runtime's block.
+        :class:`RuntimeStoppedError` outside the runtime's block, and when the
+        runtime stops the call.
         """
         loop, courier = self._check_loop()
         waiter = _Waiter(loop.create_future())
         call: Call[Any] = self._host.call(fn, args, lambda _c: courier.post(waiter.wake))
         try:
             await waiter.fut
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancel:
             call.cancel()
-            while not waiter.woken:  # the spdk_io task unwinds first; then we are cancelled
-                waiter.fut = loop.create_future()  # asyncio cancelled the one awaited
+            if not waiter.woken:  # the spdk_io task unwinds first (for a bounded time)
+                timeout = _runtime.UNWIND_TIMEOUT
+                timer = loop.call_later(timeout, waiter.expire)
                 try:
-                    await waiter.fut
-                except asyncio.CancelledError:
-                    continue
-            raise
+                    while not waiter.woken and not waiter.expired:
+                        waiter.fut = loop.create_future()  # asyncio cancelled the one awaited
+                        try:
+                            await waiter.fut
+                        except asyncio.CancelledError:
+                            continue
+                finally:
+                    timer.cancel()
+                if not waiter.woken:
+                    msg = (
+                        f"spdk_io task {call.name} did not unwind within {timeout} s of its "
+                        "cancellation: the awaiter is cancelled, the task still runs"
+                    )
+                    cancel.add_note(msg)
+                    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                    raise
+            if call.cancel_delivered:
+                raise
+            # The call had finished before the cancellation reached it: its outcome wins,
+            # the cancellation stays pending for the next await.
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel(*cancel.args[:1])
+            task.uncancel()  # re-armed, not requested twice (asyncio.timeout counts them)
         return _outcome(call)
 
     @overload
@@ -174,7 +215,8 @@ class Runtime:
 
         Safe from any thread while the runtime runs.  Cancelling the future
         cancels the spdk_io task (without waiting for it to unwind); a task
-        cancelled on the SPDK side cancels the future.
+        cancelled on the SPDK side cancels the future; a call the runtime stops
+        fails it with :class:`RuntimeStoppedError`.
         """
         return self._host.submit(fn, args)
 
@@ -193,14 +235,20 @@ class Runtime:
 class _Waiter:
     """Wakes the task awaiting a call (on asyncio's thread, once the call finished)."""
 
-    __slots__ = ("fut", "woken")
+    __slots__ = ("expired", "fut", "woken")
 
     def __init__(self, fut: asyncio.Future[None]) -> None:
         self.fut = fut
         self.woken = False
+        self.expired = False
 
     def wake(self) -> None:
         self.woken = True
+        if not self.fut.done():
+            self.fut.set_result(None)
+
+    def expire(self) -> None:
+        self.expired = True
         if not self.fut.done():
             self.fut.set_result(None)
 
@@ -216,8 +264,9 @@ def _setter(
 
 
 def _outcome(call: Call[T]) -> T:
-    """The call's result in asyncio's terms: an spdk_io ``Cancelled`` becomes
-    ``asyncio.CancelledError`` (caused by it); anything else is raised as it is."""
+    """The call's result in asyncio's terms: an spdk_io ``Cancelled`` (the task was
+    cancelled on the SPDK side) becomes ``asyncio.CancelledError`` (caused by it);
+    anything else is raised as it is."""
     err = call.error
     if isinstance(err, Cancelled):
         raise asyncio.CancelledError(f"the spdk_io task was cancelled: {err}") from err

@@ -835,8 +835,8 @@ class Loop:
         """Let the loop sleep up to ``seconds`` once it has been idle for ``after_turns``
         turns, even while SPDK keeps it spinning (active pollers, direct polls);
         :meth:`wake` ends the sleep early.  ``seconds=0`` (the default) spins;
-        ``seconds`` is at most :data:`IDLE_SLEEP_MAX`.  Takes effect at the next
-        :meth:`run_until_complete`.
+        ``seconds`` is at most :data:`IDLE_SLEEP_MAX`.  ``seconds`` takes effect at
+        once, ``after_turns`` at the next :meth:`run_until_complete`.
 
         For a loop that shares its process with other Python threads (:mod:`spdk_io.aio`):
         a spinning loop holds the GIL, and they wait up to Python's switch interval

@@ -545,16 +545,22 @@ class ThreadHandle:
     def current() -> ThreadHandle:
         return current_thread().handle()
 
-    def send(self, fn: Callable[[], object]) -> None:
+    def send(
+        self, fn: Callable[[], object], *, dropped: Callable[[], None] | None = None
+    ) -> None:
         """Run ``fn()`` on this SPDK thread soon (fire and forget).
 
         An exception from ``fn`` stops the target thread's loop with a
         :class:`~spdk_io.errors.CallbackError`.  Raises :class:`ThreadExitedError`
-        if the thread has exited, ``TypeError`` if ``fn`` is not a plain function
-        (use :meth:`call` to run a coroutine function there).
+        if the thread has exited, ``TypeError`` if ``fn`` (or ``dropped``) is not a
+        plain function (use :meth:`call` to run a coroutine function there).
+        ``dropped()``, if given, runs instead of ``fn`` (on the target's OS thread)
+        if the message is never run: SPDK forced the thread out with it still queued.
         """
         _check_callable(fn, plain=True)
-        self._post(fn, None)
+        if dropped is not None:
+            _check_callable(dropped, "dropped", plain=True)
+        self._post(fn, dropped)
 
     def _post(self, fn: Callable[[], object], dropped: Callable[[], None] | None) -> None:
         """Send ``fn`` as an SPDK message, or raise :class:`ThreadExitedError`.

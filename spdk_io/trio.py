@@ -7,16 +7,22 @@
 The same mechanism as :mod:`spdk_io.aio` (see there), with trio's terms for
 cancellation.  A cancelled trio scope around :meth:`Runtime.run` throws
 :class:`~spdk_io.errors.Cancelled` into the spdk_io task; once that task has
-unwound (its ``finally`` blocks ran) the awaiter gets ``trio.Cancelled``.  An
-spdk_io task that ends with ``Cancelled`` on the SPDK side (cancelled there, or
-by the runtime stopping) raises that :class:`~spdk_io.errors.Cancelled` in the
-awaiter (trio has no cancellation without a cancel scope); any other exception is
-raised as the very object, with its cause, context and notes.
+unwound (its ``finally`` blocks ran) the awaiter gets ``trio.Cancelled`` (or after
+:data:`spdk_io._runtime.UNWIND_TIMEOUT` seconds if it does not, with a
+``RuntimeWarning``: it still runs).  If the spdk_io task had already finished when
+the cancellation reached it, the finished call wins (trio's own convention): its
+result is returned (or its exception raised), and the scope, still cancelled,
+raises ``trio.Cancelled`` at the next checkpoint.  An spdk_io task cancelled on the
+SPDK side raises that :class:`~spdk_io.errors.Cancelled` in the awaiter (trio has
+no cancellation without a cancel scope); a call the runtime stops (or that its
+crash ends) raises :class:`~spdk_io.errors.RuntimeStoppedError`; any other
+exception is raised as the very object, with its cause, context and notes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import trio
 
+from spdk_io import _runtime
 from spdk_io._runtime import IDLE_PAUSE, Call, Courier, Host
 from spdk_io.env import EnvOptions
 from spdk_io.errors import Cancelled, RuntimeStoppedError
@@ -51,6 +58,26 @@ class _Signal:
             self.event.set()
 
 
+class _Waiter:
+    """Wakes the task awaiting a call (on trio's thread, once the call finished): it
+    reschedules the task while parked, else sets an event a cancelled awaiter waits on."""
+
+    __slots__ = ("event", "task", "woken")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task: trio.lowlevel.Task | None = task
+        self.event: trio.Event | None = None  # made once the awaiter is cancelled
+        self.woken = False
+
+    def wake(self) -> None:
+        self.woken = True
+        task, self.task = self.task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+        elif self.event is not None:
+            self.event.set()
+
+
 class Runtime:
     """SPDK on a dedicated OS thread, for one ``trio.run``: ``async with``.
 
@@ -58,7 +85,8 @@ class Runtime:
     starts SPDK without blocking trio (refusing with ``RuntimeError`` if SPDK is
     already up in this process); leaving cancels the calls still running, tears
     SPDK down (shielded from cancellation: it is bounded in time) and joins its
-    OS thread.  A runtime is used once.  ``idle_pause`` and ``thread_name`` as there.
+    OS thread (in a worker thread: trio's never blocks).  A runtime is used once.
+    ``idle_pause`` and ``thread_name`` as there.
     """
 
     def __init__(
@@ -117,7 +145,8 @@ class Runtime:
     async def _wait_stopped(self) -> BaseException | None:
         with trio.CancelScope(shield=True):
             await self._stopped.event.wait()
-        self._host.join()
+            if self._host.thread_alive:
+                await trio.to_thread.run_sync(self._host.join)
         return self._stopped.value
 
     @overload
@@ -131,27 +160,40 @@ class Runtime:
         (a plain function's return value as it is).
 
         Must be awaited in the ``trio.run`` that entered the runtime.  Raises
-        :class:`RuntimeStoppedError` outside the runtime's block.
+        :class:`RuntimeStoppedError` outside the runtime's block, and when the
+        runtime stops the call.
         """
         courier = self._check_token()
         await trio.lowlevel.checkpoint_if_cancelled()
-        task = trio.lowlevel.current_task()
-        call: Call[Any] = self._host.call(
-            fn, args, lambda _c: courier.post(lambda: trio.lowlevel.reschedule(task))
-        )
-        aborted = False
+        waiter = _Waiter(trio.lowlevel.current_task())
+        call: Call[Any] = self._host.call(fn, args, lambda _c: courier.post(waiter.wake))
 
         def abort(raise_cancel: object) -> trio.lowlevel.Abort:
-            nonlocal aborted
-            aborted = True
+            waiter.task = None  # no longer parked: wake() now sets the event
             call.cancel()
-            return trio.lowlevel.Abort.FAILED  # woken once the spdk_io task has unwound
+            return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        if aborted:
-            # Our scope is still cancelled: this raises trio.Cancelled, whatever the
-            # spdk_io task ended with after it was told to stop.
-            await trio.lowlevel.checkpoint()
+        try:
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        except trio.Cancelled:
+            if not waiter.woken:  # the spdk_io task unwinds first (for a bounded time)
+                timeout = _runtime.UNWIND_TIMEOUT
+                waiter.event = trio.Event()
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + timeout
+                    await waiter.event.wait()
+                if not waiter.woken:
+                    warnings.warn(
+                        f"spdk_io task {call.name} did not unwind within {timeout} s of its "
+                        "cancellation: the awaiter is cancelled, the task still runs",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    raise
+            if call.cancel_delivered:
+                raise  # whatever the spdk_io task ended with after it was told to stop
+            # It had finished before the cancellation reached it: its outcome wins; the
+            # scope, still cancelled, raises at the next checkpoint.
         err = call.error
         if isinstance(err, Cancelled):
             raise err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -189,13 +190,14 @@ def test_cancellation_on_the_spdk_side_reaches_the_awaiter() -> None:
                     fut.result(timeout=30)
                 except concurrent.futures.CancelledError:
                     print("future cancelled:", fut.cancelled(), flush=True)
-                # the runtime stopping cancels what still runs on SPDK's side
+                # the runtime stopping stops what still runs on SPDK's side: nobody
+                # cancelled the awaiter, so it is told the runtime stopped
                 task = asyncio.create_task(rt.run(spdk_io.sleep, float("inf")))
                 await asyncio.sleep(0.05)
             try:
                 await task
-            except asyncio.CancelledError as exc:
-                print("stopping cancelled it:", exc.__cause__, flush=True)
+            except RuntimeStoppedError as exc:
+                print("stopping stopped it:", exc, type(exc.__cause__).__name__, flush=True)
 
         asyncio.run(main())
         """
@@ -203,7 +205,7 @@ def test_cancellation_on_the_spdk_side_reaches_the_awaiter() -> None:
     assert "CancelledError caused by: Cancelled" in out
     assert "task cancelled: True" in out
     assert "future cancelled: True" in out
-    assert "stopping cancelled it: runtime spdk_io-aio stopped while call sleep ran" in out
+    assert "stopping stopped it: runtime spdk_io-aio stopped while call sleep ran Cancelled" in out
 
 
 def test_neither_loop_blocks_the_other() -> None:
@@ -412,7 +414,6 @@ def test_loop_idle_pause_is_checked(env: Any) -> None:
 def test_courier_batches_keeps_order_and_survives_a_failing_item() -> None:
     """The one crossing mechanism: one wake-up per batch, in order, nothing dropped."""
     import functools
-    from collections.abc import Callable
 
     from spdk_io._runtime import Courier
 
@@ -445,3 +446,269 @@ def test_courier_batches_keeps_order_and_survives_a_failing_item() -> None:
     with pytest.raises(RuntimeError, match="closed"):  # not stuck "scheduled"
         broken.post(lambda: seen.append(6))
     assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_crash_of_spdks_loop_fails_the_calls_in_flight_with_runtime_stopped() -> None:
+    """Calls the runtime ends are not cancellations of their awaiters: a TaskGroup
+    would swallow those, and the crash would vanish."""
+    out = child(
+        """
+        def boom():
+            raise LookupError("a bug on SPDK's side")
+
+        async def main():
+            try:
+                async with Runtime(mem_size_mb=512) as rt:
+                    task = asyncio.create_task(rt.run(spdk_io.sleep, float("inf")))
+                    await rt.run(lambda: None)  # after this, the sleep runs
+                    rt.submit(lambda: spdk_io.ThreadHandle.current().send(boom))
+                    try:
+                        await task
+                    except RuntimeStoppedError as exc:
+                        print("in flight:", exc, "| cause:", repr(exc.__cause__), flush=True)
+                    try:
+                        await rt.run(version)
+                    except RuntimeStoppedError as exc:
+                        print("after the crash:", exc, flush=True)
+            except spdk_io.CallbackError as exc:
+                print("the block raised:", repr(exc.__cause__), flush=True)
+            print("down:", spdk_threads(), is_up(), flush=True)
+
+        asyncio.run(main())
+        """
+    )
+    assert "in flight: runtime spdk_io-aio crashed (CallbackError(" in out
+    assert "| cause: CallbackError(" in out
+    assert "after the crash: runtime spdk_io-aio is " in out
+    assert 'the block raised: LookupError("a bug on SPDK\'s side")' in out
+    assert "down: [] False" in out
+
+
+def test_a_call_that_finished_before_its_cancellation_returns_its_result() -> None:
+    """A finished call beats a cancel (trio's convention): its result (an open
+    descriptor, say) is not lost; the cancellation hits at the next await."""
+    out = child(
+        """
+        async def opened():
+            return "descriptor"
+
+        async def main():
+            async with Runtime(mem_size_mb=512) as rt:
+                got = []
+
+                async def user():
+                    got.append(await rt.run(opened))
+                    await asyncio.sleep(0)  # the pending cancellation is raised here
+                    got.append("not reached")
+
+                task = asyncio.create_task(user())
+                await asyncio.sleep(0)  # user's call is sent
+                # Block asyncio's thread until SPDK has run a later call: the first one
+                # has finished too, and its result waits in asyncio's queue.
+                rt.submit(lambda: None).result(timeout=30)
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    print("got:", got, "cancelled:", task.cancelled(), flush=True)
+                # the same when asyncio.timeout expires: the value, then TimeoutError
+                got = []
+                try:
+                    async with asyncio.timeout(None) as cm:
+
+                        async def expire_once_spdk_ran():
+                            rt.submit(lambda: None).result(timeout=30)
+                            cm.reschedule(asyncio.get_running_loop().time())
+
+                        helper = asyncio.create_task(expire_once_spdk_ran())
+                        got.append(await rt.run(opened))
+                        await asyncio.sleep(0)
+                        got.append("not reached")
+                except TimeoutError:
+                    print("timeout:", got, flush=True)
+                await helper
+
+        asyncio.run(main())
+        """
+    )
+    assert "got: ['descriptor'] cancelled: True" in out
+    assert "timeout: ['descriptor']" in out
+
+
+def test_an_spdk_task_ignoring_its_cancellation_does_not_hold_the_awaiter_forever() -> None:
+    out = child(
+        """
+        import warnings
+        import spdk_io._runtime
+        spdk_io._runtime.UNWIND_TIMEOUT = 0.2  # keep the test short
+        release = threading.Event()
+        log = []
+
+        async def stubborn():
+            log.append("started")
+            try:
+                await spdk_io.sleep(float("inf"))
+            except spdk_io.Cancelled:
+                log.append("ignores Cancelled")
+                while not release.is_set():  # until asyncio's side has given up
+                    await spdk_io.sleep(0.001)
+                log.append("finished late")
+                return "late"
+
+        async def main():
+            async with Runtime(mem_size_mb=512) as rt:
+                task = asyncio.create_task(rt.run(stubborn))
+                while "started" not in await rt.run(lambda: list(log)):
+                    await asyncio.sleep(0.001)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    task.cancel()
+                    await asyncio.sleep(0)
+                    task.cancel()  # cancelling again does not hurt
+                    try:
+                        await task
+                    except asyncio.CancelledError:
+                        print("cancelled anyway", flush=True)
+                print("warned:", [str(w.message) for w in caught], flush=True)
+                release.set()
+                while "finished late" not in await rt.run(lambda: list(log)):
+                    await asyncio.sleep(0.001)
+                print("the task:", log, flush=True)
+                print("still serving:", await rt.run(version), flush=True)
+
+        asyncio.run(main())
+        """
+    )
+    assert "cancelled anyway" in out
+    assert "the task: ['started', 'ignores Cancelled', 'finished late']" in out
+    assert "warned: ['spdk_io task stubborn did not unwind within 0.2 s" in out
+    assert "still serving: SPDK v26.05" in out
+
+
+def test_stopping_does_not_depend_on_one_message() -> None:
+    """A post whose wake-up fails drops only its own item; a stop request caught in
+    that batch is still noticed (the watch poller), and the block ends."""
+    out = child(
+        """
+        async def main():
+            async with Runtime(mem_size_mb=512) as rt:
+                courier = rt._host._courier
+                entered, go = threading.Event(), threading.Event()
+
+                def failing(drain):  # SPDK could not queue the message (ENOMEM)
+                    entered.set()
+                    go.wait(30)
+                    raise OSError(12, "no message buffer (injected)")
+
+                courier._schedule = failing
+                refused = []
+
+                def third_thread():
+                    try:
+                        rt.submit(version)
+                    except RuntimeStoppedError as exc:
+                        refused.append(repr(exc.__cause__))
+
+                thread = threading.Thread(target=third_thread)
+                thread.start()
+                await asyncio.to_thread(entered.wait, 30)
+                rt._host.stop()  # joins the batch whose wake-up is being scheduled
+                go.set()
+                await asyncio.to_thread(thread.join, 30)
+                print("refused:", refused, flush=True)
+            print("stopped:", spdk_threads(), is_up(), flush=True)
+
+        asyncio.run(main())
+        """,
+        timeout=30,
+    )
+    assert "refused: [\"OSError(12, 'no message buffer (injected)')\"]" in out
+    assert "stopped: [] False" in out
+
+
+def test_courier_a_failed_wake_up_drops_only_the_callers_item() -> None:
+    import threading
+
+    from spdk_io._runtime import Courier
+
+    entered, go = threading.Event(), threading.Event()
+    drains: list[Callable[[], None]] = []
+
+    def schedule(drain: Callable[[], None]) -> None:
+        if not entered.is_set():  # the first wake-up fails, after another post joined
+            entered.set()
+            go.wait(30)
+            raise OSError(12, "injected")
+        drains.append(drain)
+
+    courier = Courier(schedule)
+    seen: list[str] = []
+    errors: list[BaseException] = []
+
+    def poster() -> None:
+        try:
+            courier.post(lambda: seen.append("mine"))
+        except OSError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=poster)
+    thread.start()
+    assert entered.wait(30)
+    courier.post(lambda: seen.append("other"))  # a wake-up is pending: only appended
+    go.set()
+    thread.join(30)
+    assert len(errors) == 1  # the poster whose wake-up failed is told
+    assert len(drains) == 1  # the other item is scheduled again
+    drains[0]()
+    assert seen == ["other"]
+
+
+def test_courier_an_interrupted_drain_keeps_its_batch() -> None:
+    import threading
+
+    from spdk_io._runtime import Courier
+
+    class InterruptibleLock:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.interrupt = False
+
+        def __enter__(self) -> None:
+            if self.interrupt:
+                self.interrupt = False
+                raise KeyboardInterrupt
+            self.lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    drains: list[Callable[[], None]] = []
+    courier = Courier(drains.append)
+    lock = InterruptibleLock()
+    courier._lock = lock  # type: ignore[assignment]
+    seen: list[int] = []
+    courier.post(lambda: seen.append(1))
+    lock.interrupt = True  # Ctrl-C as the drain starts
+    with pytest.raises(KeyboardInterrupt):
+        drains[0]()
+    assert len(drains) == 2  # the batch is scheduled again
+    courier.post(lambda: seen.append(2))
+    drains[1]()
+    assert seen == [1, 2]
+
+
+def test_thread_handle_send_checks_its_dropped_callback(env: Any) -> None:
+    handle = env.thread.handle()
+    with pytest.raises(TypeError, match="dropped"):
+        handle.send(lambda: None, dropped=42)
+    ran: list[str] = []
+    handle.send(lambda: ran.append("ran"), dropped=lambda: ran.append("dropped"))
+    env.block_on(_until(lambda: bool(ran)))
+    assert ran == ["ran"]
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    import spdk_io
+
+    while not predicate():
+        await spdk_io.sleep(0.001)

@@ -254,3 +254,101 @@ def test_ctrl_c_stops_spdk_and_the_process_exits() -> None:
     assert proc.returncode == 0, err[-3000:]
     assert "spdk cleanup ran\n" in out
     assert "KeyboardInterrupt; threads: [] up: False" in out
+
+
+def test_finished_calls_beat_cancels_stubborn_tasks_are_bounded_and_stops_are_not_cancels() -> None:
+    out = child(
+        """
+        import warnings
+        import spdk_io._runtime
+        release = threading.Event()
+        log = []
+
+        gate = threading.Event()
+        returned = []
+
+        async def opened():
+            while not gate.is_set():
+                await spdk_io.sleep(0.001)
+            returned.append(1)  # in the step that returns and posts the result
+            return "descriptor"
+
+        async def after_opened():
+            while not returned:
+                await spdk_io.sleep(0.001)
+
+        async def stubborn():
+            log.append("started")
+            try:
+                await spdk_io.sleep(float("inf"))
+            except spdk_io.Cancelled:
+                log.append("ignores Cancelled")
+                while not release.is_set():  # until trio's side has given up
+                    await spdk_io.sleep(0.001)
+                log.append("finished late")
+                return "late"
+
+        async def in_flight(rt):
+            try:
+                await rt.run(sleeper)
+            except RuntimeStoppedError as exc:
+                print("stopping stopped it:", exc, type(exc.__cause__).__name__, flush=True)
+
+        async def sleeper():
+            log.append("sleeping")
+            await spdk_io.sleep(float("inf"))
+
+        async def main():
+            async with trio.open_nursery() as outer:
+                async with Runtime(mem_size_mb=512) as rt:
+                    # 1. the call finished before the cancellation reached it: its value is
+                    # returned, the scope (still cancelled) raises at the next checkpoint
+                    got = []
+                    with trio.CancelScope() as scope:
+                        async with trio.open_nursery() as nursery:
+                            async def user():
+                                got.append(await rt.run(opened))
+                                await trio.sleep(0)
+                                got.append("not reached")
+                            nursery.start_soon(user)
+                            await trio.testing.wait_all_tasks_blocked()  # user's call is sent
+                            # let it finish, blocking trio's thread until its result has
+                            # been posted: that result waits in trio's queue
+                            gate.set()
+                            rt.submit(after_opened).result(timeout=30)
+                            scope.cancel()
+                    print("finished first:", got, scope.cancelled_caught, flush=True)
+                    # 2. a task that ignores its cancellation holds the awaiter only so long
+                    spdk_io._runtime.UNWIND_TIMEOUT = 0.2  # (read at use) keep the test short
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        with trio.CancelScope() as scope:
+                            async with trio.open_nursery() as nursery:
+                                nursery.start_soon(rt.run, stubborn)
+                                while "started" not in await rt.run(lambda: list(log)):
+                                    await trio.sleep(0.001)
+                                scope.cancel()
+                    # (whether SPDK's side has seen its Cancelled yet is a matter of timing)
+                    print("cancelled anyway:", scope.cancelled_caught, flush=True)
+                    print("warned:", [str(w.message) for w in caught], flush=True)
+                    release.set()
+                    while "finished late" not in await rt.run(lambda: list(log)):
+                        await trio.sleep(0.001)
+                    print("the task:", log, flush=True)
+                    # 3. the runtime stopping (leaving its block) ends a call in flight with
+                    # RuntimeStoppedError: nobody cancelled its awaiter
+                    outer.start_soon(in_flight, rt)
+                    while "sleeping" not in await rt.run(lambda: list(log)):
+                        await trio.sleep(0.001)
+
+        import trio.testing
+        trio.run(main)
+        """
+    )
+    assert "finished first: ['descriptor'] True" in out
+    assert "cancelled anyway: True" in out
+    assert "the task: ['started', 'ignores Cancelled', 'finished late']" in out
+    assert "warned: ['spdk_io task stubborn did not unwind within 0.2 s" in out
+    assert (
+        "stopping stopped it: runtime spdk_io-trio stopped while call sleeper ran Cancelled" in out
+    )
