@@ -163,7 +163,7 @@ class SpdkError(OSError):
             self.task = task
             self._note(f"task: {task}")
 
-    def _created_elsewhere(self) -> None:
+    def created_elsewhere(self) -> None:
         """The task recorded at creation only made the error, completing another task's
         operation (the loop tells): it becomes the note ``created in task T``, and the
         task that awaits the operation is recorded when it does."""

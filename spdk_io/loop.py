@@ -47,8 +47,10 @@ gets the task that awaits the failed ``Op`` when it is delivered.  In debug mode
 ``python -X dev``) every ``Op`` records where it was submitted - the innermost
 frames outside spdk_io, when it is created or rearmed - and an exception it fails
 with gets the note ``submitted at file:line in function`` with that traceback,
-like asyncio's debug mode.  Off, it costs one test of a module global per ``Op``
-created or rearmed; what Ops recorded is forgotten when it is turned off.
+like asyncio's debug mode.  Turning it on swaps ``Op.__init__`` and ``Op.rearm`` for
+recording ones, so off, creating or rearming an ``Op`` runs exactly the code it runs
+without debug mode (a failing one tests one module global); what Ops recorded is
+forgotten when it is turned off.
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ def debug(enabled: bool | None = None) -> bool:
         if enabled != _debug:
             _debug_period += 1
             _debug = enabled
+            _record_submissions(enabled)
     return _debug
 
 
@@ -275,6 +278,8 @@ class Op(Generic[T]):
     """
 
     __slots__ = ("_abort", "_source", "_state", "_value", "_waiter", "keep", "what")
+    #: Where it was submitted (debug mode only: unset otherwise, see _record_submissions).
+    _source: _Source
 
     def __init__(self, what: str = "", abort: Callable[[], None] | None = None) -> None:
         self._state = _PENDING
@@ -283,8 +288,6 @@ class Op(Generic[T]):
         self._abort = abort
         self.keep: object = None
         self.what = what
-        if _debug:  # off, _source stays unset: creating an Op costs this test only
-            self._source: _Source = _submitter()
 
     def __repr__(self) -> str:
         state = ("pending", "done", "failed")[self._state]
@@ -323,7 +326,7 @@ class Op(Generic[T]):
             # inline, a synchronous poll): that task only created it.
             running = _running_task()
             if running is not None and running is not waiter and exc.task == running.name:
-                exc._created_elsewhere()
+                exc.created_elsewhere()
         if _debug:  # off, a record made before is stale (and reading an unset slot raises)
             source = getattr(self, "_source", None)  # where it was submitted
             if source is not None:
@@ -338,8 +341,6 @@ class Op(Generic[T]):
         self._state = _PENDING
         self._value = None
         self._abort = None
-        if _debug:  # off, what it recorded before is stale (another debug period)
-            self._source = _submitter()
 
     def _finish(self, state: int, value: object) -> None:
         """Record the outcome, drop what was kept alive, and make the waiter ready."""
@@ -375,6 +376,33 @@ class Op(Generic[T]):
                 exc.add_context(*error_context())  # C callback: this task), or noted awaited
             raise exc
         return self.result()
+
+
+# Debug mode swaps Op's __init__ and rearm for recording ones, and back: off, creating
+# or rearming an Op runs exactly the code it runs without debug mode (no test of a flag).
+_plain_init = Op.__init__
+_plain_rearm = Op.rearm
+
+
+def _recording_init(self: Op[Any], what: str = "", abort: Callable[[], None] | None = None) -> None:
+    _plain_init(self, what, abort)
+    self._source = _submitter()
+
+
+def _recording_rearm(self: Op[Any]) -> None:
+    _plain_rearm(self)
+    self._source = _submitter()  # the rearming call is the new submitter
+
+
+def _record_submissions(on: bool) -> None:
+    """Make every Op created or rearmed from now on record its submitter (``on``), or not.
+    Per interpreter: each has its own ``Op`` class."""
+    setattr(Op, "__init__", _recording_init if on else _plain_init)  # noqa: B010
+    setattr(Op, "rearm", _recording_rearm if on else _plain_rearm)  # noqa: B010
+
+
+if _debug:
+    _record_submissions(True)
 
 
 class _Yield:
