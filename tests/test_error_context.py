@@ -286,6 +286,27 @@ def test_debug_mode_notes_the_line_that_submitted_a_failed_io(run: Run) -> None:
         assert isinstance(exc, SpdkError) and exc.task is not None and not submitted(exc)
 
 
+def test_debug_mode_off_runs_ops_plain_code() -> None:
+    """Off costs nothing: Op's constructor and rearm are the plain ones, which record
+    nothing; on swaps in recording ones, and off swaps the plain ones back."""
+    was = spdk_io.debug()
+    try:
+        spdk_io.debug(False)
+        plain = (Op.__init__, Op.rearm)
+        assert not hasattr(Op("x"), "_source")  # the slot stays unset: nothing ran for it
+        spdk_io.debug(True)
+        assert (Op.__init__, Op.rearm) != plain
+        assert hasattr(Op("x"), "_source")
+        spdk_io.debug(False)
+        assert (Op.__init__, Op.rearm) == plain
+        op: Op[None] = Op("x")
+        op.set_result(None)
+        op.rearm()
+        assert not hasattr(op, "_source")
+    finally:
+        spdk_io.debug(was)
+
+
 def test_debug_switch_refuses_bad_input_and_reports_its_state() -> None:
     was = spdk_io.debug()
     try:
