@@ -21,9 +21,10 @@ import contextlib
 import inspect
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from types import TracebackType
+from typing import Any, Generic, TypeVar, cast, overload
 
 from spdk_io import env as env_mod
 from spdk_io._validate import duration
@@ -608,3 +609,66 @@ def _tell(
     """``deliver(lambda: fn(exc))``; a framework loop that is gone is not an error here."""
     with contextlib.suppress(Exception):
         deliver(lambda: fn(exc))
+
+
+class RuntimeBase:
+    """What :class:`spdk_io.aio.Runtime` and :class:`spdk_io.trio.Runtime` share: their
+    :class:`Host`, options, ``submit`` and leaving the block.  Each adapter adds entering,
+    ``run`` and ``_wait_stopped`` (waiting for the Host's stop on its own event loop)."""
+
+    def __init__(
+        self,
+        options: env_mod.EnvOptions | None,
+        config: str | Path | Mapping[str, Any] | None,
+        stop_on_error: bool,
+        kwargs: Mapping[str, Any],
+        thread_name: str,
+        idle_pause: float,
+    ) -> None:
+        self._host = Host(options, config, stop_on_error, kwargs, thread_name, idle_pause)
+
+    def __repr__(self) -> str:
+        cls = type(self)
+        return f"<{cls.__module__}.{cls.__qualname__} {'up' if self._host.up else 'down'}>"
+
+    @property
+    def options(self) -> env_mod.EnvOptions:
+        """The environment options, resolved for this machine."""
+        return self._host.env.options
+
+    async def __aexit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._host.stop()
+        error = await self._wait_stopped()
+        if error is not None:
+            if ev is None:
+                raise error
+            ev.add_note(f"stopping SPDK failed too: {error!r}")
+
+    async def _wait_stopped(self) -> BaseException | None:
+        """Wait (on the adapter's event loop, never blocking it) until SPDK is down and
+        its OS thread has ended; return the teardown's error, if any."""
+        raise NotImplementedError
+
+    @overload
+    def submit(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> concurrent.futures.Future[T]: ...
+
+    @overload
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]: ...
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Start ``await fn(*args)`` on SPDK's app thread; return a
+        :class:`concurrent.futures.Future` of its result, for synchronous callers.
+
+        Safe from any thread while the runtime runs.  Cancelling the future
+        cancels the spdk_io task (without waiting for it to unwind); a task
+        cancelled on the SPDK side cancels the future; a call the runtime stops
+        fails it with :class:`RuntimeStoppedError`.
+        """
+        return self._host.submit(fn, args)

@@ -29,15 +29,13 @@ in the awaiter as the very object, with its cause, context and notes.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from spdk_io import _runtime
-from spdk_io._runtime import IDLE_PAUSE, Call, Courier, Host
+from spdk_io._runtime import IDLE_PAUSE, Call, Courier, RuntimeBase
 from spdk_io.env import EnvOptions
 from spdk_io.errors import Cancelled, RuntimeStoppedError
 
@@ -51,7 +49,7 @@ __all__ = ["Runtime", "RuntimeStoppedError"]
 T = TypeVar("T")
 
 
-class Runtime:
+class Runtime(RuntimeBase):
     """SPDK on a dedicated OS thread, for one asyncio event loop: ``async with``.
 
     Options are an :class:`~spdk_io.env.EnvOptions` or its fields as keywords,
@@ -79,18 +77,10 @@ class Runtime:
         idle_pause: float = IDLE_PAUSE,
         **kwargs: Unpack[EnvKwargs],
     ) -> None:
-        self._host = Host(options, config, stop_on_error, kwargs, thread_name, idle_pause)
+        super().__init__(options, config, stop_on_error, kwargs, thread_name, idle_pause)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._courier: Courier | None = None
         self._stopped: asyncio.Future[BaseException | None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<spdk_io.aio.Runtime {'up' if self._host.up else 'down'}>"
-
-    @property
-    def options(self) -> EnvOptions:
-        """The environment options, resolved for this machine."""
-        return self._host.env.options
 
     async def __aenter__(self) -> Runtime:
         loop = asyncio.get_running_loop()
@@ -109,19 +99,6 @@ class Runtime:
             await self._wait_stopped()
             raise error
         return self
-
-    async def __aexit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._host.stop()
-        error = await self._wait_stopped()
-        if error is not None:
-            if ev is None:
-                raise error
-            ev.add_note(f"stopping SPDK failed too: {error!r}")
 
     async def _wait_stopped(self) -> BaseException | None:
         """Wait until SPDK is down and its OS thread has ended (joined in a worker
@@ -200,25 +177,6 @@ class Runtime:
             task.cancel(*cancel.args[:1])
             task.uncancel()  # re-armed, not requested twice (asyncio.timeout counts them)
         return _outcome(call)
-
-    @overload
-    def submit(
-        self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
-    ) -> concurrent.futures.Future[T]: ...
-
-    @overload
-    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]: ...
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        """Start ``await fn(*args)`` on SPDK's app thread; return a
-        :class:`concurrent.futures.Future` of its result, for synchronous callers.
-
-        Safe from any thread while the runtime runs.  Cancelling the future
-        cancels the spdk_io task (without waiting for it to unwind); a task
-        cancelled on the SPDK side cancels the future; a call the runtime stops
-        fails it with :class:`RuntimeStoppedError`.
-        """
-        return self._host.submit(fn, args)
 
     def _check_loop(self) -> tuple[asyncio.AbstractEventLoop, Courier]:
         loop, courier = self._loop, self._courier

@@ -21,17 +21,15 @@ exception is raised as the very object, with its cause, context and notes.
 
 from __future__ import annotations
 
-import concurrent.futures
 import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import trio
 
 from spdk_io import _runtime
-from spdk_io._runtime import IDLE_PAUSE, Call, Courier, Host
+from spdk_io._runtime import IDLE_PAUSE, Call, Courier, RuntimeBase
 from spdk_io.env import EnvOptions
 from spdk_io.errors import Cancelled, RuntimeStoppedError
 
@@ -78,7 +76,7 @@ class _Waiter:
             self.event.set()
 
 
-class Runtime:
+class Runtime(RuntimeBase):
     """SPDK on a dedicated OS thread, for one ``trio.run``: ``async with``.
 
     As :class:`spdk_io.aio.Runtime`: options are checked on creation; entering
@@ -99,18 +97,10 @@ class Runtime:
         idle_pause: float = IDLE_PAUSE,
         **kwargs: Unpack[EnvKwargs],
     ) -> None:
-        self._host = Host(options, config, stop_on_error, kwargs, thread_name, idle_pause)
+        super().__init__(options, config, stop_on_error, kwargs, thread_name, idle_pause)
         self._token: trio.lowlevel.TrioToken | None = None
         self._courier: Courier | None = None
         self._stopped = _Signal()
-
-    def __repr__(self) -> str:
-        return f"<spdk_io.trio.Runtime {'up' if self._host.up else 'down'}>"
-
-    @property
-    def options(self) -> EnvOptions:
-        """The environment options, resolved for this machine."""
-        return self._host.env.options
 
     async def __aenter__(self) -> Runtime:
         token = trio.lowlevel.current_trio_token()
@@ -128,19 +118,6 @@ class Runtime:
             await self._wait_stopped()
             raise started.value
         return self
-
-    async def __aexit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._host.stop()
-        error = await self._wait_stopped()
-        if error is not None:
-            if ev is None:
-                raise error
-            ev.add_note(f"stopping SPDK failed too: {error!r}")
 
     async def _wait_stopped(self) -> BaseException | None:
         with trio.CancelScope(shield=True):
@@ -198,20 +175,6 @@ class Runtime:
         if isinstance(err, Cancelled):
             raise err
         return call.result()
-
-    @overload
-    def submit(
-        self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
-    ) -> concurrent.futures.Future[T]: ...
-
-    @overload
-    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]: ...
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        """Start ``await fn(*args)`` on SPDK's app thread; return a
-        :class:`concurrent.futures.Future` of its result, for synchronous callers
-        (as :meth:`spdk_io.aio.Runtime.submit`)."""
-        return self._host.submit(fn, args)
 
     def _check_token(self) -> Courier:
         token, courier = self._token, self._courier
