@@ -41,6 +41,7 @@ WAITS_FD = "waits on file descriptors for events, up to its timeout"
 RUNS_APP = "runs SPDK's reactors on this thread until spdk_app_stop()"
 ENV = "brings DPDK's environment up or down: starts or joins threads, maps memory, scans devices"
 THREADS = "starts an OS thread or waits for threads to finish"
+THREAD_LIB = "sets up or tears down the thread library with the env (DPDK memory, EAL's locks)"
 DEVICE_SCAN = "scans and attaches (or detaches) devices, waiting for each"
 SUBSYSTEMS = "runs every subsystem's (or the config's) setup or teardown code: opens devices"
 NVME_SYNC = "synchronous NVMe: polls (and sleeps) until the controller answers"
@@ -71,8 +72,8 @@ RELEASES_GIL: dict[str, str] = {
     "spdk_env_fini": ENV,
     "spdk_env_dpdk_post_init": ENV,
     "spdk_env_dpdk_post_fini": ENV,
-    "spdk_thread_lib_init": ENV,
-    "spdk_thread_lib_fini": ENV,
+    "spdk_thread_lib_init": THREAD_LIB,
+    "spdk_thread_lib_fini": THREAD_LIB,
     "spdk_env_thread_launch_pinned": THREADS,
     "spdk_env_thread_wait_all": THREADS,
     "spdk_subsystem_init": SUBSYSTEMS,
