@@ -127,9 +127,11 @@ def require_version(generated_from: str) -> SpdkInstall:
 
 load()
 
-#: Every SPDK symbol, through the process's global scope.  Calls release the GIL.
+#: Every SPDK symbol, through the process's global scope.  Calls release the GIL: the
+#: generated layer binds here the functions that can block (its ``RELEASES_GIL``).
 lib = ctypes.CDLL(None)
 #: The same symbols, called with the GIL held: cheaper for short, non-blocking calls.
+#: The generated layer binds every other function here.
 pylib = ctypes.PyDLL(None)
 
 

@@ -54,10 +54,13 @@ def bindings_of(tmp_path: Path, text: str, exports: tuple[str, ...] = ()) -> Bin
 
 
 class _AnyFunctionLib:
-    """Stands in for the SPDK library: every name is a fresh function object."""
+    """Stands in for the SPDK library: every name is a fresh function object.
 
-    def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None)
+    ``keeps_gil`` picks the flavour: a ``ctypes.PyDLL`` (GIL held) or ``ctypes.CDLL``.
+    """
+
+    def __init__(self, keeps_gil: bool = False) -> None:
+        self._libc = ctypes.PyDLL(None) if keeps_gil else ctypes.CDLL(None)
 
     def __getattr__(self, name: str) -> Any:
         return self._libc._FuncPtr(("abs", self._libc))
@@ -67,12 +70,15 @@ def execute(b: Bindings) -> dict[str, Any]:
     """Run the rendered module with the stand-in library; returns its namespace."""
     text = render_module(b)
     render_stub(b)  # renders without error
-    source_text = text.replace(
-        "from spdk_io._loader import lib as _lib", "_lib = _AnyFunctionLib()"
-    ).replace(
-        "from spdk_io._loader import require_version as _require_version",
-        "_require_version = str  # no SPDK of release 0.0 to check against",
+    source_text = (
+        text.replace("from spdk_io._loader import lib as _lib", "_lib = _AnyFunctionLib()")
+        .replace("from spdk_io._loader import pylib as _pylib", "_pylib = _AnyFunctionLib(True)")
+        .replace(
+            "from spdk_io._loader import require_version as _require_version",
+            "_require_version = str  # no SPDK of release 0.0 to check against",
+        )
     )
+    assert "_loader import" not in source_text
     ns: dict[str, Any] = {"_AnyFunctionLib": _AnyFunctionLib}
     exec(compile(source_text, "synthetic", "exec"), ns)
     return ns

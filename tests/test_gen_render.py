@@ -36,16 +36,15 @@ from bindgen.render_pyi import render_stub
 pytestmark = pytest.mark.spdk_free  # runs where SPDK is not installed
 
 
-
 U32 = int_ctype("ctypes.c_uint32", 4, False)
 I32 = int_ctype("ctypes.c_int32", 4, True)
 
 
 class FakeLib:
-    """Stands in for SPDK: every name is a fresh function object."""
+    """Stands in for SPDK: every name is a fresh function object (PyDLL's if ``keeps_gil``)."""
 
-    def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None)
+    def __init__(self, keeps_gil: bool = False) -> None:
+        self._libc = ctypes.PyDLL(None) if keeps_gil else ctypes.CDLL(None)
 
     def __getattr__(self, name: str) -> Any:
         return self._libc._FuncPtr(("abs", self._libc))
@@ -115,11 +114,15 @@ def model() -> Bindings:
 
 
 def execute(text: str) -> dict[str, Any]:
-    source = text.replace("from spdk_io._loader import lib as _lib", "_lib = _FakeLib()").replace(
-        "from spdk_io._loader import require_version as _require_version",
-        "_require_version = str",
+    source = (
+        text.replace("from spdk_io._loader import lib as _lib", "_lib = _FakeLib()")
+        .replace("from spdk_io._loader import pylib as _pylib", "_pylib = _FakeLib(True)")
+        .replace(
+            "from spdk_io._loader import require_version as _require_version",
+            "_require_version = str",
+        )
     )
-    assert source != text
+    assert "_loader import" not in source
     ns: dict[str, Any] = {"_FakeLib": FakeLib}
     exec(compile(source, "_generated", "exec"), ns)
     return ns

@@ -215,6 +215,33 @@ def test_every_bound_function_is_a_real_symbol() -> None:
         assert isinstance(func.argtypes, list)
 
 
+def test_gil_table_names_only_declared_functions() -> None:
+    """Every entry of tools/bindgen/gil.py is declared by the installed headers.
+
+    Fails when SPDK renames or drops a listed function (its new name would otherwise
+    silently keep the GIL while it blocks).
+    """
+    from bindgen import gil
+
+    bindings = gen_bindings.build_bindings(find_spdk())
+    assert gil.stale_entries(bindings.declared) == []
+
+
+def test_each_function_is_bound_on_the_library_the_table_says() -> None:
+    """Listed functions release the GIL (CDLL), all others keep it (PyDLL)."""
+    from bindgen import gil
+
+    bound = {n: v for n, v in vars(g).items() if isinstance(v, CFuncPtr) and n.startswith("spdk_")}
+    releasing = {n for n in bound if gil.gil_reason(n)}
+    assert {n: gil.gil_reason(n) for n in releasing} == g.RELEASES_GIL
+    for name, func in bound.items():
+        keeps_gil = bool(func._flags_ & ctypes._FUNCFLAG_PYTHONAPI)  # type: ignore[attr-defined]  # private ctypes flag, not in typeshed
+        assert keeps_gil == (name not in releasing), name
+    # what the typed layer calls that waits on other threads or devices releases the GIL
+    for name in ("spdk_env_init", "spdk_env_fini", "spdk_app_start", "spdk_nvme_connect_async"):
+        assert name in g.RELEASES_GIL
+
+
 def test_variadic_functions_keep_fixed_argtypes() -> None:
     sprintf_alloc: Any = g.spdk_sprintf_alloc  # the stub types it as a plain function
     assert sprintf_alloc.argtypes == [ctypes.c_char_p]
@@ -348,6 +375,7 @@ def test_raw_is_the_generated_layer() -> None:
     assert raw.struct_spdk_env_opts is g.struct_spdk_env_opts
     assert raw.SPDK_BDEV_IO_TYPE_READ == g.SPDK_BDEV_IO_TYPE_READ
     assert raw.GENERATED_FROM_SPDK == g.GENERATED_FROM_SPDK
+    assert raw.RELEASES_GIL is g.RELEASES_GIL
 
 
 def test_mypy_uses_the_generated_stub(tmp_path: Path) -> None:

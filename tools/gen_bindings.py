@@ -17,7 +17,10 @@ libclang (the ``libclang`` wheel from PyPI: no C compiler is needed) and writes:
     constant per enumerator;
   - object-like ``#define``s whose value clang can evaluate to an integer, float or
     string -> constants (strings as ``bytes``);
-  - functions -> ``name = _lib.name`` with ``argtypes``/``restype`` set.  Functions that
+  - functions -> ``name = _pylib.name`` (``ctypes.PyDLL``: called with the GIL held) with
+    ``argtypes``/``restype`` set, or ``name = _lib.name`` (``ctypes.CDLL``: the GIL is
+    released during the call) for the functions that can block, listed with the reason
+    in ``tools/bindgen/gil.py`` and in the module's ``RELEASES_GIL``.  Functions that
     cannot be called (``static inline``, not exported by any library, ...) are listed in
     ``OMITTED`` with the reason instead; nothing callable is a no-op.
 
@@ -57,6 +60,7 @@ for _path in (str(TOOLS), str(ROOT)):
         sys.path.insert(0, _path)
 
 import clang.cindex as ci  # type: ignore[import-untyped]  # noqa: E402
+from bindgen.gil import classify  # noqa: E402
 from bindgen.layout import solve_layouts  # noqa: E402
 from bindgen.model import Bindings, GenerationError  # noqa: E402
 from bindgen.order import order_statements  # noqa: E402
@@ -77,7 +81,8 @@ MODULE_NAME = "_generated"
 
 
 def build_bindings(install: SpdkInstall, exports: dict[str, str] | None = None) -> Bindings:
-    """Parse the headers, collect declarations, order them and solve every record layout.
+    """Parse the headers, collect declarations, order them, solve every record layout and
+    mark the functions that release the GIL.
 
     ``exports`` (function -> library) defaults to what the installed libraries export.
     """
@@ -104,6 +109,7 @@ def build_bindings(install: SpdkInstall, exports: dict[str, str] | None = None) 
     )
     bindings.statements = order_statements(bindings.records, bindings.typedefs)
     solve_layouts(bindings)
+    classify(bindings)
     return bindings
 
 

@@ -8,10 +8,11 @@ Each phase is one module that takes the previous phase's result:
 3. :mod:`bindgen.order` - typedefs and record layouts in dependency order;
 4. :mod:`bindgen.layout` - each record's ctypes ``_fields_``, built and checked
    against clang's offsets;
-5. :mod:`bindgen.render_py` / :mod:`bindgen.render_pyi` - the module and its stub;
-6. :mod:`bindgen.report` - coverage for humans.
+5. :mod:`bindgen.gil` - which functions release the GIL during the call (the table);
+6. :mod:`bindgen.render_py` / :mod:`bindgen.render_pyi` - the module and its stub;
+7. :mod:`bindgen.report` - coverage for humans.
 
 Finding SPDK is not a phase of ours: ``spdk_io._discover`` does it, for the runtime
 and for the generator alike, without loading anything.  The pure phases (model,
-order, layout, both renderers) need neither clang nor SPDK.
+order, layout, gil, both renderers) need neither clang nor SPDK.
 """

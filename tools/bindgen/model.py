@@ -220,7 +220,11 @@ class Param:
 
 @dataclass
 class Function:
-    """A bound function; ``notes`` are comments written next to its binding."""
+    """A bound function; ``notes`` are comments written next to its binding.
+
+    ``releases_gil`` is why the call releases the GIL (set by :mod:`bindgen.gil`), or
+    ``""`` when it is called with the GIL held.
+    """
 
     name: str
     header: str
@@ -228,6 +232,7 @@ class Function:
     params: list[Param]
     variadic: bool
     notes: list[str] = field(default_factory=list)
+    releases_gil: str = ""
 
 
 @dataclass

@@ -4,8 +4,10 @@ Takes a :class:`~bindgen.model.Bindings` after :mod:`bindgen.layout` (every reco
 with fields has its verified layout); gives the module's text.  Guarantees: the text
 is a function of the model only (deterministic, no path of the build machine);
 every class exists before any ``_fields_`` names it; functions are bound as
-``_lib.name`` with ``argtypes``/``restype``, and the module refuses, at import, an
-SPDK release other than the one it was generated from.
+``_pylib.name`` (GIL held during the call) or, when :mod:`bindgen.gil` gives a reason,
+``_lib.name`` (GIL released) with the reason beside it and in ``RELEASES_GIL``, with
+``argtypes``/``restype``; and the module refuses, at import, an SPDK release other than
+the one it was generated from.
 """
 
 from __future__ import annotations
@@ -57,12 +59,19 @@ def render_module(b: Bindings) -> str:
         "Callback types are CFUNCTYPE subclasses: wrap a Python function with the type",
         "(``spdk_msg_fn(fn)``, and keep a reference while C may call it); a parameter of",
         "a callback type also accepts None for NULL.",
+        "",
+        "Functions are called with the GIL held (bound on ``_pylib``, a ``ctypes.PyDLL``),",
+        "except those that can block (sleep, spin, wait for threads or devices), which",
+        "release it during the call (bound on ``_lib``, a ``ctypes.CDLL``): they are the",
+        "keys of ``RELEASES_GIL``, with the reason.  A callback that C calls during a call",
+        "runs on the calling thread, whichever library the call went through.",
         '"""',
         "",
         "# ruff: noqa",
         "import ctypes",
         "",
         "from spdk_io._loader import lib as _lib",
+        "from spdk_io._loader import pylib as _pylib",
         "from spdk_io._loader import require_version as _require_version",
         "",
         "",
@@ -74,6 +83,15 @@ def render_module(b: Bindings) -> str:
         "OMITTED: dict[str, str] = {",
     ]
     out += [f"    {name!r}: {reason!r}," for name, reason in sorted(b.omitted.items())]
+    out += [
+        "}",
+        "",
+        "#: Functions that release the GIL during the call (bound on ``_lib``), with the reason;",
+        "#: every other function is called with the GIL held.",
+        "RELEASES_GIL: dict[str, str] = {",
+    ]
+    releasing = sorted((fn.name, fn.releases_gil) for fn in b.functions if fn.releases_gil)
+    out += [f"    {name!r}: {reason!r}," for name, reason in releasing]
     out += ["}", "", "# " + "-" * 30 + " constants (enumerators and #defines)"]
     header = ""
     for const in b.constants:
@@ -100,7 +118,10 @@ def render_module(b: Bindings) -> str:
             header = fn.header
             out.append(f"# {header}")
         out += [f"# {note}" for note in fn.notes]
-        out.append(f"{fn.name} = _lib.{fn.name}")
+        if fn.releases_gil:
+            out.append(f"{fn.name} = _lib.{fn.name}  # releases the GIL: {fn.releases_gil}")
+        else:
+            out.append(f"{fn.name} = _pylib.{fn.name}")
         args = ", ".join(p.ctype.expr for p in fn.params)
         note = "  # variadic: fixed parameters only" if fn.variadic else ""
         out.append(f"{fn.name}.argtypes = [{args}]{note}")

@@ -41,6 +41,7 @@ class _Callback(_ctypes.CFuncPtr):
 
 GENERATED_FROM_SPDK: str
 OMITTED: dict[str, str]
+RELEASES_GIL: dict[str, str]
 '''
 
 

@@ -13,6 +13,7 @@ import clang.cindex as ci  # type: ignore[import-untyped]
 
 from spdk_io._discover import SpdkInstall
 
+from .gil import stale_entries
 from .model import Bindings
 from .source import EXCLUDED_HEADERS, UMBRELLA, clang_args, scrub_paths
 
@@ -63,6 +64,13 @@ def report(b: Bindings, install: SpdkInstall, elapsed: float) -> str:
         f"OMITTED: {len(b.omitted)}",
     ]
     lines += [f"  {count:5d}  {reason}" for reason, count in sorted(reasons.items())]
+    releasing = sum(bool(f.releases_gil) for f in b.functions)
+    stale = stale_entries(b.declared)
+    lines += [
+        f"releasing the GIL during the call (bindgen/gil.py): {releasing}; "
+        f"called with the GIL held: {len(bound) - releasing}",
+        f"  GIL table entries no header declares: {len(stale)} {' '.join(stale)}",
+    ]
     lines += [
         f"records: {len(records)} ({sum(r.layout is not None for r in records)} with layout, "
         f"{sum(r.fields is None for r in records)} opaque); layouts: "
