@@ -299,9 +299,7 @@ def _local_call(core: int, target: str, blob: bytes) -> Op[Any]:
 
 
 @overload
-def run_on(
-    core: int, target: Callable[..., Coroutine[Any, Any, T]], *args: Any
-) -> Op[T]: ...
+def run_on(core: int, target: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> Op[T]: ...
 
 
 @overload
