@@ -50,27 +50,23 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import importlib
-import inspect
 import itertools
 import os
 import pickle
-import re
-import struct
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from spdk_io import _generated as g
-from spdk_io import env, log
+from spdk_io import _interp, env, log
+from spdk_io._interp import POLL_US
 from spdk_io._validate import integer
-from spdk_io.errors import Cancelled, CoreError, SpdkError, WrongThreadError
-from spdk_io.loop import Op, Task, current_loop, wait, wait_for
-from spdk_io.thread import Poller, SpdkThread, create_for_core, release_current
+from spdk_io.errors import CoreError, SpdkError, WrongThreadError
+from spdk_io.loop import Op
+from spdk_io.thread import Poller, SpdkThread, create_for_core
 
 if TYPE_CHECKING:
     from spdk_io.env import EnvOptions
@@ -90,19 +86,14 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: How often (microseconds) each side looks for messages from the other.
-POLL_US = 50
 #: Seconds a worker interpreter may take to come up (it imports spdk_io).
 START_TIMEOUT = 60.0
 #: Seconds every core together may take to stop.
 STOP_TIMEOUT = 10.0
 _ROOT = str(Path(__file__).resolve().parent.parent)
-_HEADER = struct.Struct("!I")
-_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 _lock = threading.Lock()
 _cores: Cores | None = None  # the main interpreter's running cores (under _lock)
-_worker: _Worker | None = None  # in a worker interpreter: what it serves
 
 
 def unsupported_reason() -> str | None:
@@ -120,179 +111,6 @@ def unsupported_reason() -> str | None:
     if not own:
         return f"this Python's isolated subinterpreters share one GIL ({here})"
     return None
-
-
-# -- messages between interpreters ---------------------------------------------------------
-
-
-class _Link:
-    """One end of a core's two pipes: length-prefixed pickled tuples out and in.
-
-    Never blocks: what the pipe does not take now stays queued and goes with the
-    next :meth:`flush`.  Each end is used by one OS thread only.
-    """
-
-    def __init__(self, read_fd: int, write_fd: int) -> None:
-        self.read_fd, self.write_fd = read_fd, write_fd
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self._out = bytearray()
-        self._in = bytearray()
-        self.eof = False  # the other side has gone
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        body = pickle.dumps(message, protocol=5)
-        self._out += _HEADER.pack(len(body))
-        self._out += body
-        self.flush()
-
-    def flush(self) -> bool:
-        """Write what is queued; whether everything went."""
-        while self._out:
-            try:
-                n = os.write(self.write_fd, self._out)
-            except BlockingIOError:
-                return False
-            except OSError:  # the other side has gone: nobody will read it
-                self._out.clear()
-                self.eof = True
-                break
-            del self._out[:n]
-        return True
-
-    def drain(self, timeout: float) -> None:
-        """Flush, waiting up to ``timeout`` s for the reader (when this end stops)."""
-        deadline = time.monotonic() + timeout
-        while not self.flush() and time.monotonic() < deadline:
-            time.sleep(0.0005)
-
-    def receive(self) -> list[tuple[Any, ...]]:
-        """The messages that have arrived completely."""
-        while True:
-            try:
-                chunk = os.read(self.read_fd, 1 << 16)
-            except BlockingIOError:
-                break
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.eof = True
-                break
-            self._in += chunk
-        messages: list[tuple[Any, ...]] = []
-        while len(self._in) >= _HEADER.size:
-            (n,) = _HEADER.unpack_from(self._in)
-            end = _HEADER.size + n
-            if len(self._in) < end:
-                break
-            messages.append(pickle.loads(self._in[_HEADER.size : end]))
-            del self._in[:end]
-        return messages
-
-
-# -- what runs: a target by name, arguments and outcome as pickles -----------------------
-
-
-def _target_name(target: object) -> str:
-    """``"module:function"`` for a target, or ``TypeError``/``ValueError`` saying why not."""
-    if isinstance(target, str):
-        if not _TARGET.fullmatch(target):
-            raise ValueError(f"target {target!r} is not of the form 'package.module:function'")
-        return target
-    if inspect.iscoroutine(target):
-        target.close()  # never run: close it so Python does not warn
-        raise TypeError("target must be a function (or 'module:function'), not a coroutine")
-    module = getattr(target, "__module__", None)
-    qualname = getattr(target, "__qualname__", None)
-    if not callable(target) or not isinstance(module, str) or not isinstance(qualname, str):
-        raise TypeError(f"target must be a function or 'module:function', not {target!r}")
-    if "<" in qualname or module == "__main__":
-        raise TypeError(
-            f"target {qualname} must be a function defined at the top of an importable "
-            f"module (not in __main__, not a lambda or a local function): each core's "
-            "interpreter imports it by name"
-        )
-    return f"{module}:{qualname}"
-
-
-def _resolve(target: str) -> Callable[..., Any]:
-    module, _, qualname = target.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"target {target} is a {type(obj).__name__}, not a function")
-    return obj  # type: ignore[no-any-return]
-
-
-async def _execute(core: int, target: str, blob: bytes) -> tuple[Any, ...]:
-    """Run ``target(*pickle.loads(blob))``; the reply: ``("ok", result pickle)`` or
-    ``("err", exception pickle or b"", traceback text)``.  ``Cancelled`` propagates."""
-    try:
-        result = _resolve(target)(*pickle.loads(blob))
-        if inspect.isawaitable(result):
-            result = await result
-    except Cancelled:
-        raise
-    except BaseException as exc:
-        tb = "".join(traceback.format_exception(exc))
-        exc.add_note(f"raised by {target} on core {core}")
-        try:
-            return ("err", pickle.dumps(exc, protocol=5), tb)
-        except Exception:
-            return ("err", b"", tb)
-    try:
-        return ("ok", pickle.dumps(result, protocol=5))
-    except Exception as exc:
-        err = CoreError(
-            f"{target} on core {core} returned a {type(result).__name__}, which cannot be "
-            f"pickled back: {exc}",
-            core,
-        )
-        return ("err", pickle.dumps(err, protocol=5), "")
-
-
-def _deliver(op: Op[Any], core: int, target: str, reply: tuple[Any, ...]) -> None:
-    """Finish ``op`` with a reply of :func:`_execute` (unless its caller gave up)."""
-    if op.done():
-        return
-    exc: object = None
-    tb = reply[2] if len(reply) > 2 else ""
-    try:
-        if reply[0] == "ok":
-            op.set_result(pickle.loads(reply[1]))
-            return
-        exc = pickle.loads(reply[1]) if reply[1] else None
-    except Exception as unpickling:
-        tb = tb or f"{type(unpickling).__name__}: {unpickling}"
-    if not isinstance(exc, BaseException):
-        exc = CoreError(
-            f"{target} on core {core} failed, and what it sent back cannot be unpickled "
-            f"here; its traceback:\n{tb}",
-            core,
-            tb,
-        )
-    elif tb:
-        exc.add_note(f"traceback on core {core}:\n{tb.rstrip()}")
-    op.set_exception(exc)
-
-
-def _local_call(core: int, target: str, blob: bytes) -> Op[Any]:
-    """Run a call on this interpreter's own loop, through pickle as on any core."""
-
-    async def run() -> None:
-        try:
-            reply = await _execute(core, target, blob)
-        except Cancelled:
-            return
-        _deliver(op, core, target, reply)
-
-    def abort() -> None:  # the caller gave up: so does the call
-        task.cancel()
-
-    op: Op[Any] = Op(f"{target} on core {core}", abort)
-    task = current_loop().spawn(run(), f"{target} on core {core}")
-    return op
 
 
 # -- the public surface ----------------------------------------------------------------------
@@ -320,9 +138,9 @@ def run_on(core: int, target: str | Callable[..., Any], *args: Any) -> Op[Any]:
     and nothing is sent; a core that is not running raises :class:`CoreError`.
     """
     core = integer(core, "core", lo=0, hi=1023)
-    name = _target_name(target)
+    name = _interp.target_name(target)
     blob = pickle.dumps(args, protocol=5)
-    worker = _worker
+    worker = _interp.worker()
     if worker is not None:
         if core != worker.core:
             raise CoreError(
@@ -330,7 +148,7 @@ def run_on(core: int, target: str | Callable[..., Any], *args: Any) -> Op[Any]:
                 "reaches only its own core; place work from the main interpreter",
                 core,
             )
-        return _local_call(core, name, blob)
+        return _interp.local_call(core, name, blob)
     cores = _running_cores()
     if core not in cores.cores:
         raise ValueError(f"core {core} is not one of the cores running, {list(cores.cores)}")
@@ -340,7 +158,7 @@ def run_on(core: int, target: str | Callable[..., Any], *args: Any) -> Op[Any]:
             "threads reach it with ThreadHandle.call"
         )
     if core == cores.main_core:
-        return _local_call(core, name, blob)
+        return _interp.local_call(core, name, blob)
     return cores.call(core, name, blob)
 
 
@@ -359,29 +177,32 @@ def _running_cores() -> Cores:
 def current() -> int:
     """The core this code runs on: a worker's core, or the main core in the main
     interpreter (while an Env runs)."""
-    if _worker is not None:
-        return _worker.core
+    worker = _interp.worker()
+    if worker is not None:
+        return worker.core
     return _running_cores().main_core
 
 
 def main_core() -> int:
     """The main core: the one the app thread (and ``main``) runs on."""
-    if _worker is not None:
-        return _worker.main_core
+    worker = _interp.worker()
+    if worker is not None:
+        return worker.main_core
     return _running_cores().main_core
 
 
 def running() -> tuple[int, ...]:
     """Every core of the running Env, in order (the main core included)."""
-    if _worker is not None:
-        return _worker.cores
+    worker = _interp.worker()
+    if worker is not None:
+        return worker.cores
     return _running_cores().cores
 
 
 def polled_elsewhere(thread_id: int) -> bool:
     """Whether the SPDK thread ``thread_id`` is polled by another interpreter (see
     :class:`~spdk_io.thread.ThreadHandle`)."""
-    if _worker is not None:  # everything but its own thread is polled elsewhere
+    if _interp.worker() is not None:  # everything but its own thread is polled elsewhere
         return bool(g.spdk_thread_get_by_id(thread_id))
     cores = _cores
     return cores is not None and cores.owns_thread(thread_id)
@@ -392,7 +213,7 @@ def refuse_iteration(what: str) -> None:
     visit a thread another interpreter polls (it would run this interpreter's callback
     there)."""
     cores = _cores
-    if _worker is not None or (cores is not None and len(cores.cores) > 1):
+    if _interp.worker() is not None or (cores is not None and len(cores.cores) > 1):
         raise CoreError(
             f"{what} visits every SPDK thread, and other cores' threads are polled by "
             "other interpreters (spdk_io.cores): it is refused while more than one core runs"
@@ -411,7 +232,7 @@ class _Core:
         self.thread_id = thread_id
         to_worker = os.pipe()
         from_worker = os.pipe()
-        self.link = _Link(from_worker[0], to_worker[1])
+        self.link = _interp.Link(from_worker[0], to_worker[1])
         self.worker_fds = (to_worker[0], from_worker[1])
         self.pending: dict[int, tuple[Op[Any], str]] = {}
         self.attached = False  # the worker owns its SPDK thread
@@ -460,8 +281,8 @@ def _host(core: _Core, code: str) -> None:
 _BOOTSTRAP = """\
 import sys
 sys.path.insert(0, {root!r})
-from spdk_io import cores
-cores._worker_main({core}, {cores!r}, {main}, {address}, {read_fd}, {write_fd})
+from spdk_io import _interp
+_interp.worker_main({core}, {cores!r}, {main}, {address}, {read_fd}, {write_fd})
 """
 
 
@@ -545,7 +366,7 @@ class Cores:
         if kind in ("ok", "err"):
             entry = core.pending.pop(message[1], None)
             if entry is not None:
-                _deliver(entry[0], core.number, entry[1], (kind, *message[2:]))
+                _interp.deliver(entry[0], core.number, entry[1], (kind, *message[2:]))
         elif kind == "attached":
             core.attached = True
         elif kind == "ready":
@@ -640,86 +461,3 @@ def _destroy_unattached(address: int) -> None:
             g.spdk_thread_destroy(ptr)
     finally:
         g.spdk_set_thread(previous)
-
-
-# -- a worker interpreter's side ---------------------------------------------------------
-
-
-class _Worker:
-    """What a worker interpreter serves: calls from main, until told to stop."""
-
-    def __init__(self, core: int, cores: tuple[int, ...], main: int, link: _Link) -> None:
-        self.core = core
-        self.cores = cores
-        self.main_core = main
-        self.link = link
-        self.tasks: dict[int, Task[None]] = {}
-        self.stopping: Op[None] = Op(f"stop core {core}")
-
-    async def serve(self) -> None:
-        poller = Poller(self._pump, POLL_US, name=f"core{self.core} inbox")
-        self.link.send(("ready",))
-        try:
-            await self.stopping
-        finally:
-            tasks = list(self.tasks.values())
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                with contextlib.suppress(TimeoutError):
-                    await wait_for(wait(tasks), STOP_TIMEOUT / 2)
-            poller.close()
-            await release_current()
-
-    def _stop(self) -> None:
-        if not self.stopping.done():
-            self.stopping.set_result(None)
-
-    def _pump(self) -> bool:
-        self.link.flush()
-        messages = self.link.receive()
-        for message in messages:
-            kind = message[0]
-            if kind == "call":
-                _, call_id, target, blob = message
-                self.tasks[call_id] = current_loop().spawn(
-                    self._run(call_id, target, blob), f"{target} on core {self.core}"
-                )
-            elif kind == "cancel":
-                task = self.tasks.get(message[1])
-                if task is not None:
-                    task.cancel()
-            elif kind == "stop":
-                self._stop()
-        if self.link.eof:  # main has gone
-            self._stop()
-        return bool(messages)
-
-    async def _run(self, call_id: int, target: str, blob: bytes) -> None:
-        try:
-            reply = await _execute(self.core, target, blob)
-        except Cancelled:
-            return  # the caller gave up, or the core stops (main fails the call)
-        finally:
-            self.tasks.pop(call_id, None)
-        self.link.send((reply[0], call_id, *reply[1:]))
-
-
-def _worker_main(
-    core: int, cores: tuple[int, ...], main: int, address: int, read_fd: int, write_fd: int
-) -> None:
-    """A worker interpreter's life (called by its bootstrap): pin to ``core``, take the
-    SPDK thread main created, serve calls until told to stop, release, exit it."""
-    global _worker
-    os.sched_setaffinity(0, {core})  # 0: this OS thread (DPDK pinned main's to its core)
-    env.join()
-    link = _Link(read_fd, write_fd)
-    thread = SpdkThread.attach(address, f"core{core}")
-    link.send(("attached",))
-    _worker = _Worker(core, cores, main, link)
-    try:
-        thread.block_on(_worker.serve())
-    finally:
-        thread.close()
-        link.send(("closed",))
-        link.drain(1.0)

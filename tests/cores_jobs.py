@@ -11,7 +11,7 @@ from spdk_io import cores, loop, rpc
 from spdk_io.bdev import Bdev
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import Cancelled
-from spdk_io.thread import SpdkThread, ThreadHandle, current_thread
+from spdk_io.thread import Poller, SpdkThread, ThreadHandle, current_thread
 
 BLOCK = 4096
 
@@ -116,3 +116,18 @@ async def refused_here(app_thread_id: int) -> list[str]:
 async def ping() -> str:
     await loop.sleep(0.001)
     return "pong"
+
+
+def crash_core() -> str:
+    """Make this core's loop stop with an error (a poller that raises): its worker ends."""
+
+    def broken() -> bool:
+        raise RuntimeError("poller broke")
+
+    Poller(broken, 0, name="broken")
+    return "armed"
+
+
+def big(n: int) -> bytes:
+    """``n`` bytes, more than a pipe holds at once."""
+    return bytes(i & 0xFF for i in range(n))

@@ -267,6 +267,65 @@ go(main)
     assert leftovers == []
 
 
+@needs_313
+def test_a_crashed_core_fails_its_calls_with_core_error(tmp_path: Path) -> None:
+    out = run_cores(
+        f"""
+        async def main():
+            waiting = spdk_io.spawn(
+                awaited(cores.run_on(1, "tests.cores_jobs:forever", "Malloc0", {str(tmp_path / "m")!r}))
+            )
+            await loop.sleep(0.2)
+            print(await cores.run_on(1, "tests.cores_jobs:crash_core"))
+            try:
+                await waiting
+            except spdk_io.CoreError as exc:
+                print("pending:", exc.core, "poller broke" in str(exc))
+            try:
+                cores.run_on(1, "tests.cores_jobs:ping")
+            except spdk_io.CoreError as exc:
+                print("later:", exc.core, str(exc)[:30])
+            print("core 0 still works:", await cores.run_on(0, "tests.cores_jobs:ping"))
+        go(main)
+        """
+    )
+    assert "armed" in out
+    assert "pending: 1 True" in out
+    assert "later: 1 core 1 is not running" in out
+    assert "core 0 still works: pong" in out
+
+
+@needs_313
+def test_results_larger_than_a_pipe_cross_whole() -> None:
+    out = run_cores(
+        """
+        async def main():
+            data = await cores.run_on(1, "tests.cores_jobs:big", 5_000_000)
+            print("big", len(data), data == bytes(i & 0xFF for i in range(5_000_000)))
+        go(main)
+        """
+    )
+    assert "big 5000000 True" in out
+
+
+def test_run_on_under_app_is_refused() -> None:
+    proc = run_py(
+        """
+        import spdk_io
+        from spdk_io import cores
+        async def main():
+            try:
+                cores.run_on(0, "tests.cores_jobs:ping")
+            except spdk_io.CoreError as exc:
+                print("refused:", exc)
+        spdk_io.App(mem_size_mb=%d).run(main())
+        """
+        % MEM
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "refused: run_on needs spdk_io.run or Env" in proc.stdout
+
+
 @pytest.mark.skipif(sys.version_info >= (3, 13), reason="the error of Python before 3.13")
 def test_more_than_one_core_before_python_313_is_a_clear_error() -> None:
     import spdk_io
