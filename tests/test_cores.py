@@ -7,6 +7,7 @@ cores are in tests/cores_jobs.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -272,9 +273,8 @@ def test_a_crashed_core_fails_its_calls_with_core_error(tmp_path: Path) -> None:
     out = run_cores(
         f"""
         async def main():
-            waiting = spdk_io.spawn(
-                awaited(cores.run_on(1, "tests.cores_jobs:forever", "Malloc0", {str(tmp_path / "m")!r}))
-            )
+            job = cores.run_on(1, "tests.cores_jobs:forever", "Malloc0", {str(tmp_path / "m")!r})
+            waiting = spdk_io.spawn(awaited(job))
             await loop.sleep(0.2)
             print(await cores.run_on(1, "tests.cores_jobs:crash_core"))
             try:
@@ -318,12 +318,34 @@ def test_run_on_under_app_is_refused() -> None:
                 cores.run_on(0, "tests.cores_jobs:ping")
             except spdk_io.CoreError as exc:
                 print("refused:", exc)
-        spdk_io.App(mem_size_mb=%d).run(main())
-        """
-        % MEM
+        spdk_io.App(mem_size_mb=MEM).run(main())
+        """.replace("MEM", str(MEM))
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "refused: run_on needs spdk_io.run or Env" in proc.stdout
+
+
+@needs_313
+def test_perf_runs_one_job_per_core_and_adds_them_up() -> None:
+    proc = run_py(
+        args=["-m", "spdk_io", "perf", "-m", "0x3", "--bdev", "null", "-q", "16", "-t", "1",
+              "--json"],
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout.splitlines()[-1])
+    per_core, total = doc["cores"], doc["total"]
+    assert sorted(per_core) == ["0", "1"]
+    assert all(r["ios"] > 0 and r["io_errors"] == 0 for r in per_core.values())
+    assert total["ios"] == sum(r["ios"] for r in per_core.values())
+    assert total["max_lat_us"] == max(r["max_lat_us"] for r in per_core.values())
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="the error of Python before 3.13")
+def test_perf_with_more_than_one_core_before_python_313_is_a_clear_error() -> None:
+    proc = run_py(args=["-m", "spdk_io", "perf", "-m", "0x3", "--bdev", "null", "-t", "1"])
+    assert proc.returncode == 2
+    assert "needs Python 3.13+" in proc.stderr
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 13), reason="the error of Python before 3.13")
