@@ -296,6 +296,8 @@ class Cores:
         self.owner = threading.get_ident()
         self._app = app_thread
         self._extra: dict[int, _Core] = {}
+        # Read from any OS thread (ThreadHandle): replaced whole, never changed in place.
+        self._thread_ids: frozenset[int] = frozenset()
         self._poller: Poller | None = None
         self._ids = itertools.count(1).__next__
 
@@ -304,7 +306,7 @@ class Cores:
 
     def owns_thread(self, thread_id: int) -> bool:
         """Whether ``thread_id`` is one of the extra cores' SPDK threads."""
-        return any(c.thread_id == thread_id for c in list(self._extra.values()))
+        return thread_id in self._thread_ids
 
     def start(self) -> None:
         """Start a worker per extra core and wait until each serves calls.  On failure
@@ -334,6 +336,7 @@ class Cores:
         address, thread_id = create_for_core(f"core{n}", n)
         core = _Core(n, address, thread_id)
         self._extra[n] = core
+        self._thread_ids = self._thread_ids | {thread_id}
         code = _BOOTSTRAP.format(
             root=_ROOT,
             core=n,
