@@ -131,3 +131,10 @@ def crash_core() -> str:
 def big(n: int) -> bytes:
     """``n`` bytes, more than a pipe holds at once."""
     return bytes(i & 0xFF for i in range(n))
+
+
+def log_here(message: str) -> None:
+    """Make SPDK log ``message`` (an error) from this core's OS thread."""
+    from spdk_io import _generated as g
+
+    g.spdk_log(g.SPDK_LOG_ERROR, b"cores_jobs.c", 1, b"log_here", message.encode() + b"\n")

@@ -326,6 +326,34 @@ def test_run_on_under_app_is_refused() -> None:
 
 
 @needs_313
+def test_spdk_logs_to_stderr_while_cores_run_and_to_logging_after() -> None:
+    proc = run_py(
+        PRELUDE
+        + textwrap.dedent(
+            """
+            import logging
+            seen = []
+            class Keep(logging.Handler):
+                def emit(self, record):
+                    seen.append(record.getMessage())
+            logging.getLogger("spdk").addHandler(Keep())
+            async def main():
+                await cores.run_on(1, "tests.cores_jobs:log_here", "from-core-1")
+                await cores.run_on(0, "tests.cores_jobs:log_here", "from-core-0")
+            go(main)
+            async def after():
+                await cores.run_on(0, "tests.cores_jobs:log_here", "after-cores")
+            spdk_io.run(after(), mem_size_mb=MEM)
+            print("python logging saw", seen)
+            """
+        ).replace("MEM", str(MEM))
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "python logging saw ['after-cores']" in proc.stdout
+    assert "from-core-1" in proc.stderr and "from-core-0" in proc.stderr
+
+
+@needs_313
 def test_perf_runs_one_job_per_core_and_adds_them_up() -> None:
     proc = run_py(
         args=["-m", "spdk_io", "perf", "-m", "0x3", "--bdev", "null", "-q", "16", "-t", "1",
