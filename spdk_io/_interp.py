@@ -267,7 +267,13 @@ class Worker:
             return  # the caller gave up, or the core stops (main fails the call)
         finally:
             self.tasks.pop(call_id, None)
-        self.link.send((reply[0], call_id, *reply[1:]))
+        try:
+            self.link.send((reply[0], call_id, *reply[1:]))
+        except Exception as exc:  # too big for a message (4 GiB): the caller must not wait
+            err = CoreError(
+                f"{target} on core {self.core}: its reply cannot be sent: {exc}", self.core
+            )
+            self.link.send(("err", call_id, pickle.dumps(err, protocol=5), ""))
 
 
 def worker_main(

@@ -139,7 +139,12 @@ def run_on(core: int, target: str | Callable[..., Any], *args: Any) -> Op[Any]:
     """
     core = integer(core, "core", lo=0, hi=1023)
     name = _interp.target_name(target)
-    blob = pickle.dumps(args, protocol=5)
+    try:
+        blob = pickle.dumps(args, protocol=5)
+    except Exception as exc:
+        raise TypeError(
+            f"the arguments for {name} cannot be pickled (only pickles cross cores): {exc}"
+        ) from exc
     worker = _interp.worker()
     if worker is not None:
         if core != worker.core:
@@ -389,8 +394,8 @@ class Cores:
                 core.link.send(("cancel", call_id))
 
         op: Op[Any] = Op(f"{target} on core {n}", abort)
-        core.pending[call_id] = (op, target)
-        core.link.send(("call", call_id, target, blob))
+        core.link.send(("call", call_id, target, blob))  # raises before anything is sent
+        core.pending[call_id] = (op, target)  # (replies are read on this thread, later)
         return op
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:

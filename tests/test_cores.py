@@ -159,7 +159,8 @@ def test_errors_reach_the_caller_clearly() -> None:
     assert "bad-target ValueError target 'not a target' is not of the form" in out
     assert "local TypeError" in out
     assert "unknown-core ValueError core 5 is not one of the cores running, [0, 1]" in out
-    assert "bad-args" in out and "still works pong" in out
+    assert "bad-args TypeError the arguments for tests.cores_jobs:where cannot be pickled" in out
+    assert "still works pong" in out
 
 
 @needs_313
