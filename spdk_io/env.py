@@ -440,6 +440,11 @@ class Env:
     before SPDK starts.  Options are an :class:`EnvOptions` or its fields as
     keywords.  An Env can be started again after it stopped; one Env runs at a
     time in a process.
+
+    A ``core_mask`` of more than one core starts, after everything else, a worker
+    interpreter per extra core (:mod:`spdk_io.cores`, Python 3.13+; before that,
+    :class:`~spdk_io.errors.CoreError` here, before SPDK is touched); stopping
+    stops them first.
     """
 
     def __init__(
