@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -265,7 +266,9 @@ go(main)
     assert "KeyboardInterrupt" in err
     assert (tmp_path / "m0").read_text() == "cancelled on core 0"
     assert (tmp_path / "m1").read_text() == "cancelled on core 1"
-    leftovers = [f for f in os.listdir("/dev/shm") if name in f or str(proc.pid) in f]
+    # SPDK names its shared memory after the app name, or with a .pid<PID> suffix.
+    ours = re.compile(rf"{name}|\.pid{proc.pid}$")
+    leftovers = [f for f in os.listdir("/dev/shm") if ours.search(f)]
     assert leftovers == []
 
 
