@@ -66,6 +66,8 @@ _EXPORTS: dict[str, str] = {
     "WrongThreadError": "errors",
     "CallbackError": "errors",
     "Cancelled": "errors",
+    "CoreError": "errors",
+    "MainInterpreterOnlyError": "errors",
     "ThreadExitedError": "errors",
     "EnvUnusableError": "errors",
     "SpdkNotFoundError": "errors",
@@ -85,6 +87,7 @@ _SUBMODULES = {
     "bdev_modules",
     "blob",
     "completion",
+    "cores",
     "nvme",
     "perf",
     "log",
@@ -119,6 +122,7 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io import bdev_modules as bdev_modules
     from spdk_io import blob as blob
     from spdk_io import completion as completion
+    from spdk_io import cores as cores
     from spdk_io import dma as dma
     from spdk_io import env as env
     from spdk_io import errors as errors
@@ -146,8 +150,10 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io.errors import BlobNotFoundError as BlobNotFoundError
     from spdk_io.errors import CallbackError as CallbackError
     from spdk_io.errors import Cancelled as Cancelled
+    from spdk_io.errors import CoreError as CoreError
     from spdk_io.errors import EnvUnusableError as EnvUnusableError
     from spdk_io.errors import InvalidStateError as InvalidStateError
+    from spdk_io.errors import MainInterpreterOnlyError as MainInterpreterOnlyError
     from spdk_io.errors import NvmeError as NvmeError
     from spdk_io.errors import RpcError as RpcError
     from spdk_io.errors import SpdkError as SpdkError

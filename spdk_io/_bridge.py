@@ -521,6 +521,9 @@ async def iterate(what: str, visit: Callable[..., None], start: Callable[[int], 
     (an ``Exception``) is kept, the iteration goes on, and the first is raised here once
     it is over.  Anything else a visit raises (``KeyboardInterrupt``) goes to the
     visited thread's loop; a channel visit's also ends the iteration with ``-EIO``."""
+    from spdk_io import cores  # cores imports this module: look it up when called
+
+    cores.refuse_iteration(what)
     errors: list[BaseException] = []
 
     def guarded(*args: Any) -> None:

@@ -77,6 +77,7 @@ class App:
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         """Start the framework, run ``main`` on the app thread, stop; return its result."""
         try:
+            env.main_interpreter_only("App.run")
             env.check_startable()
             if App._started or env.is_up():
                 raise RuntimeError("SPDK supports one App per process, and not alongside an Env")

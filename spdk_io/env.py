@@ -31,8 +31,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from spdk_io import _bridge, log, trace
 from spdk_io import _generated as g
+from spdk_io import cores as cores_mod
 from spdk_io._validate import flag, integer, text
-from spdk_io.errors import EnvUnusableError, SpdkError, WrongThreadError
+from spdk_io.errors import (
+    CoreError,
+    EnvUnusableError,
+    MainInterpreterOnlyError,
+    SpdkError,
+    WrongThreadError,
+)
 from spdk_io.loop import Op, interrupts_deferred, wait_for
 from spdk_io.thread import (
     SpdkThread,
@@ -317,9 +324,63 @@ _subsystems_were_up = False
 
 
 def is_up() -> bool:
-    """Whether SPDK's environment is initialised in this process (by an Env or an App)."""
+    """Whether SPDK's environment is initialised in this process (by an Env or an App,
+    or, in a core's worker interpreter, by the main interpreter: see :func:`join`)."""
     active = _active
-    return _framework_up or (active is not None and active._stage >= 1)
+    return _joined or _framework_up or (active is not None and active._stage >= 1)
+
+
+def _is_main_interpreter() -> bool:
+    try:
+        import _interpreters  # type: ignore[import-not-found]  # CPython 3.13+
+    except ImportError:
+        return True  # before 3.13 spdk_io cannot run in another interpreter (no _ctypes)
+    return bool(_interpreters.get_current()[0] == _interpreters.get_main()[0])
+
+
+#: Whether this interpreter is Python's main one (fixed for its life).
+_MAIN_INTERPRETER = _is_main_interpreter()
+#: Set once in a core's worker interpreter: SPDK is up, run by the main interpreter.
+_joined = False
+
+
+def in_main_interpreter() -> bool:
+    """Whether this code runs in Python's main interpreter (not a core's worker)."""
+    return _MAIN_INTERPRETER
+
+
+def main_interpreter_only(what: str) -> None:
+    """Raise :class:`MainInterpreterOnlyError` in a worker interpreter: ``what`` would
+    make SPDK create threads or register callbacks process-wide, which SPDK then calls
+    on whatever OS thread it runs, in the wrong interpreter."""
+    if not _MAIN_INTERPRETER:
+        raise MainInterpreterOnlyError(
+            f"{what} is for the main interpreter only: SPDK would call this worker "
+            "interpreter's callbacks from other OS threads; do it in the main interpreter "
+            "(spdk_io.cores.run_on the main core)"
+        )
+
+
+def join() -> None:
+    """In a core's worker interpreter: SPDK is up (the main interpreter runs it), so
+    DMA buffers, bdevs and the rest work here; this interpreter never starts or stops it."""
+    global _joined
+    if _MAIN_INTERPRETER:
+        raise RuntimeError("env.join() is for the worker interpreters of spdk_io.cores")
+    _joined = True
+
+
+def check_cores_supported(options: EnvOptions) -> None:
+    """Raise :class:`CoreError` if ``options`` name more cores than this Python can run
+    (one isolated interpreter per extra core needs Python 3.13+ with own-GIL interpreters)."""
+    if len(options.cores) <= 1:
+        return
+    why = cores_mod.unsupported_reason()
+    if why is not None:
+        raise CoreError(
+            f"core_mask {options.core_mask!r} selects {len(options.cores)} cores, but {why}; "
+            "use one core (core_mask='0x1'), or Python 3.13+"
+        )
 
 
 def check_startable() -> None:
@@ -379,6 +440,11 @@ class Env:
     before SPDK starts.  Options are an :class:`EnvOptions` or its fields as
     keywords.  An Env can be started again after it stopped; one Env runs at a
     time in a process.
+
+    A ``core_mask`` of more than one core starts, after everything else, a worker
+    interpreter per extra core (:mod:`spdk_io.cores`, Python 3.13+; before that,
+    :class:`~spdk_io.errors.CoreError` here, before SPDK is touched); stopping
+    stops them first.
     """
 
     def __init__(
@@ -390,6 +456,7 @@ class Env:
         **kwargs: Unpack[EnvKwargs],
     ) -> None:
         self.options = resolve_options(options, kwargs, "Env")
+        check_cores_supported(self.options)
         self._config = config_bytes(config)
         self._stop_on_error = flag(stop_on_error, "stop_on_error")
         self.thread: SpdkThread | None = None
@@ -397,6 +464,7 @@ class Env:
         self._owner: int | None = None  # the OS thread that started it
         self._log_token = False  # whether this Env's start installed spdk_io.log
         self._tracing = False
+        self._cores: cores_mod.Cores | None = None
         #: The trace file ``spdk_trace -f`` reads (with ``tpoint_group_mask``), kept after stop.
         self.trace_file: Path | None = None
 
@@ -412,6 +480,7 @@ class Env:
         process left SPDK unable to start again.
         """
         global _active
+        main_interpreter_only("Env.start")
         with _state_lock:
             if _active is not None:
                 raise RuntimeError("an spdk_io Env is already running in this process")
@@ -444,6 +513,9 @@ class Env:
                 self._check_config_methods()
                 self._stage = 4  # from here on, teardown runs spdk_subsystem_fini (as app.c)
                 self.thread.block_on(self._init_subsystems())
+                # Last: the worker interpreters of the other cores (cores_mod.run_on).
+                self._cores = cores_mod.Cores(self.options, self.thread)
+                self._cores.start()
         except BaseException as exc:
             _stop_while_raising(self, exc)
             raise
@@ -540,6 +612,11 @@ class Env:
                 if self._stage >= 4 and self.thread is not None:
                     # Tasks main left running unwind now, while SPDK is still up.
                     self.thread.loop.cancel_all()
+                    if self._cores is not None:
+                        # Every core releases what it holds and exits before SPDK's
+                        # subsystems finish (they would wait for its descriptors).
+                        cores, self._cores = self._cores, None
+                        cores.stop()
                     self.thread.block_on(self._teardown())
                     self._stage = 3
                 if self._stage >= 3 and self.thread is not None:

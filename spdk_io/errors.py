@@ -25,8 +25,10 @@ __all__ = [
     "BlobNotFoundError",
     "CallbackError",
     "Cancelled",
+    "CoreError",
     "EnvUnusableError",
     "InvalidStateError",
+    "MainInterpreterOnlyError",
     "NvmeError",
     "RpcError",
     "RuntimeStoppedError",
@@ -275,6 +277,28 @@ class CallbackError(RuntimeError):
 
     The original exception is the ``__cause__``.
     """
+
+
+class CoreError(RuntimeError):
+    """Work placed on another core (:mod:`spdk_io.cores`) could not run or answer there:
+    the core is not running or crashed, or its result or exception could not be pickled.
+
+    ``core`` is the core's number; ``remote_traceback`` the worker's traceback text, if any.
+    """
+
+    def __init__(self, message: str, core: int = -1, remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.core = core
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.core, self.remote_traceback), self.__dict__)
+
+
+class MainInterpreterOnlyError(RuntimeError):
+    """Done in a per-core worker interpreter (:mod:`spdk_io.cores`), something only the
+    main interpreter may do: create SPDK threads, start or stop SPDK, register anything
+    process-wide (NVMe-oF targets, RPC servers and calls, bdev creation)."""
 
 
 class Cancelled(BaseException):

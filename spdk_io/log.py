@@ -68,9 +68,11 @@ __all__ = [
     "logger_for",
     "logger_name",
     "release",
+    "resume",
     "set_spdk_level",
     "spdk_level_for",
     "supported",
+    "suspend",
     "sync_level",
     "uninstall",
 ]
@@ -290,7 +292,7 @@ callback = ctypes.cast(_log_thunk, g.spdk_log_cb)
 # its code must outlive this module's teardown.
 ctypes.pythonapi.Py_IncRef(ctypes.py_object(_log_thunk))
 
-_state: dict[str, Any] = {"installed": False, "saved_levels": None}
+_state: dict[str, Any] = {"installed": False, "saved_levels": None, "suspended": False}
 
 
 def _main_interpreter() -> bool:
@@ -315,7 +317,8 @@ def install() -> bool:
         return False
     if not _state["installed"]:
         _state["saved_levels"] = (g.spdk_log_get_level(), g.spdk_log_get_print_level())
-        g.spdk_log_open(callback)
+        if not _state["suspended"]:
+            g.spdk_log_open(callback)
         _state["installed"] = True
     sync_level()
     return True
@@ -325,7 +328,8 @@ def uninstall() -> None:
     """Give SPDK's log back to SPDK (stderr at its print level, which is restored to what
     it was before :func:`install`).  Idempotent."""
     if _state["installed"]:
-        g.spdk_log_close()
+        if not _state["suspended"]:
+            g.spdk_log_close()
         _state["installed"] = False
         saved = _state["saved_levels"]
         if saved is not None:
@@ -349,8 +353,26 @@ def release(token: bool, *, closed_by_spdk: bool = False) -> None:
     an installation that was not this holder's is then opened again."""
     if token:
         uninstall()
-    elif closed_by_spdk and _state["installed"]:
+    elif closed_by_spdk and _state["installed"] and not _state["suspended"]:
         g.spdk_log_open(callback)
+
+
+def suspend() -> None:
+    """While other interpreters run SPDK code (:mod:`spdk_io.cores`): SPDK prints its log
+    itself (stderr, at its print level) instead of calling this interpreter's callback,
+    which it would call on their OS threads.  :func:`resume` brings it back."""
+    if not _state["suspended"]:
+        _state["suspended"] = True
+        if _state["installed"]:
+            g.spdk_log_close()
+
+
+def resume() -> None:
+    """Undo :func:`suspend` (every other interpreter has stopped running SPDK code)."""
+    if _state["suspended"]:
+        _state["suspended"] = False
+        if _state["installed"]:
+            g.spdk_log_open(callback)
 
 
 @atexit.register

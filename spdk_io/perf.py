@@ -25,23 +25,33 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
 from spdk_io import bdev_modules as bm
+from spdk_io import cores
 from spdk_io._cli import Parser, parse
 from spdk_io._validate import duration, integer, text
 from spdk_io.bdev import BdevDesc
 from spdk_io.dma import DmaBuf
-from spdk_io.env import run
-from spdk_io.errors import SpdkError
+from spdk_io.env import min_mem_size_mb, parse_core_mask, run
+from spdk_io.errors import CoreError, SpdkError
 from spdk_io.loop import Op, gather, spawn, wait_for
 from spdk_io.nvme import Controller, QpairOptions, TransportId
 from spdk_io.stats import BUCKETS, LatencyHistogram
 from spdk_io.thread import Poller
 
-__all__ = ["WORKLOADS", "PerfConfig", "PerfResult", "Workload", "main", "run_perf"]
+__all__ = [
+    "WORKLOADS",
+    "PerfConfig",
+    "PerfResult",
+    "Workload",
+    "core_job",
+    "main",
+    "run_perf",
+    "run_perf_cores",
+]
 
 Workload = Literal["read", "write", "randread", "randwrite", "rw", "randrw"]
 WORKLOADS: tuple[Workload, ...] = get_args(Workload)
@@ -470,6 +480,97 @@ def run_perf(cfg: PerfConfig, progress: bool = False) -> PerfResult:
     return run(_run(cfg, progress), config=config, name="spdk_io_perf", mem_size_mb=ENV_MEM_MIB)
 
 
+# -- several cores (spdk_io.cores): one measuring job per core, as bdevperf -m does ----------
+
+#: What :func:`core_job` sends back: seconds, I/Os, errors, total and longest latency
+#: (ns), and the latency histogram's bucket counts.
+CoreNumbers = tuple[float, int, int, int, int, list[int]]
+
+
+async def core_job(cfg: PerfConfig, name: str) -> CoreNumbers:
+    """One core's share of :func:`run_perf_cores`, placed with ``spdk_io.cores.run_on``:
+    the single-core measurement of bdev ``name``, on this core, as picklable numbers."""
+    stats, elapsed = await _on_bdev(cfg, name, False)
+    return elapsed, stats.ios, stats.errors, stats.total, stats.max, stats.counts
+
+
+def _stats_of(numbers: list[CoreNumbers]) -> tuple[_Stats, float]:
+    """The numbers of one or more cores as one :class:`_Stats` and the longest run time."""
+    stats = _Stats()
+    for _, ios, errors, total, longest, counts in numbers:
+        stats.ios += ios
+        stats.errors += errors
+        stats.total += total
+        stats.max = max(stats.max, longest)
+        stats.counts = [a + b for a, b in zip(stats.counts, counts, strict=True)]
+    return stats, max(n[0] for n in numbers)
+
+
+async def _run_cores(cfg: PerfConfig) -> tuple[list[tuple[int, PerfResult]], PerfResult]:
+    name, created = await _bdev(cfg)
+    try:
+        every = cores.running()
+        numbers: list[CoreNumbers] = await gather(
+            *(cores.run_on(c, core_job, replace(cfg, seed=cfg.seed + i), name) for i, c in
+              enumerate(every))
+        )  # fmt: skip
+    finally:
+        if created:
+            with suppress(Exception):  # an error of the run is the one that propagates
+                await _delete(cfg, name)
+    pairs = zip(every, numbers, strict=True)
+    per_core = [(c, _result(cfg, name, *_stats_of([n]))) for c, n in pairs]
+    return per_core, _result(cfg, name, *_stats_of(numbers))
+
+
+def run_perf_cores(
+    cfg: PerfConfig, core_mask: str
+) -> tuple[list[tuple[int, PerfResult]], PerfResult]:
+    """Run the workload on every core of ``core_mask`` at once (``-q`` per core, one
+    bdev), as bdevperf ``-m`` does; each core's result and the total.  Needs Python 3.13+
+    for more than one core (:mod:`spdk_io.cores`); bad arguments raise before SPDK starts."""
+    cfg.validate()
+    n = len(parse_core_mask(core_mask, "core_mask (-m)"))
+    if cfg.trid is not None:
+        raise ValueError("trid (-r) runs on one core: leave out core_mask (-m)")
+    bufs_mib = math.ceil(cfg.queue_depth * (cfg.io_size + BUF_ALIGN) / MIB) * n
+    if bufs_mib > DMA_BUDGET_MIB // 2:
+        raise ValueError(
+            f"-q {cfg.queue_depth} x -o {cfg.io_size} on {n} cores needs {bufs_mib} MiB of "
+            "DMA buffers: lower -q or -o"
+        )
+    config = cfg.config()
+    mem = ENV_MEM_MIB + min_mem_size_mb(n) - min_mem_size_mb(1)
+    return run(
+        _run_cores(cfg), config=config, name="spdk_io_perf", core_mask=core_mask, mem_size_mb=mem
+    )
+
+
+def _summary(r: PerfResult) -> str:
+    return (
+        f"{r.bdev} {r.workload} qd={r.queue_depth} {r.io_size} B: {r.iops:,.0f} IOPS, "
+        f"{r.mib_s:,.1f} MiB/s, avg {r.avg_lat_us:.2f} us, p50 {r.p50_lat_us:.2f} us, "
+        f"p99 {r.p99_lat_us:.2f} us, p99.9 {r.p999_lat_us:.2f} us, "
+        f"max {r.max_lat_us:.2f} us, errors {r.io_errors}"
+    )
+
+
+def _main_cores(cfg: PerfConfig, core_mask: str, as_json: bool) -> int:
+    try:
+        per_core, total = run_perf_cores(cfg, core_mask)
+    except (TypeError, ValueError, LookupError, CoreError) as exc:
+        print(f"perf: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        doc = {"cores": {c: asdict(r) for c, r in per_core}, "total": asdict(total)}
+        print(json.dumps(doc))
+    else:
+        for c, r in per_core:
+            print(f"core {c}: {_summary(r)}")
+        print(f"total: {_summary(total)}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m spdk_io perf", description="bdevperf in Python")
     p.add_argument(
@@ -505,6 +606,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json-config", default=None, help="SPDK JSON config to load first")
     p.add_argument("--malloc-mib", type=int, default=128, help="size of the malloc bdev in MiB")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.add_argument(
+        "-m",
+        default=None,
+        dest="core_mask",
+        metavar="MASK",
+        help="core mask ('0x3'): one job per core, each with -q slots, reported per core "
+        "and in total (Python 3.13+)",
+    )
     return p
 
 
@@ -523,7 +632,10 @@ def _main(argv: list[str] | None) -> int:
         return args
     opts: dict[str, Any] = vars(args)
     as_json = opts.pop("json")
+    core_mask = opts.pop("core_mask")
     cfg = PerfConfig(**opts)
+    if core_mask is not None:
+        return _main_cores(cfg, core_mask, as_json)
     try:
         result = run_perf(cfg, progress=sys.stderr.isatty() and not as_json)
     except (TypeError, ValueError, LookupError) as exc:
@@ -536,11 +648,5 @@ def _main(argv: list[str] | None) -> int:
     if as_json:
         print(json.dumps(asdict(result)))
     else:
-        r = result
-        print(
-            f"{r.bdev} {r.workload} qd={r.queue_depth} {r.io_size} B: {r.iops:,.0f} IOPS, "
-            f"{r.mib_s:,.1f} MiB/s, avg {r.avg_lat_us:.2f} us, p50 {r.p50_lat_us:.2f} us, "
-            f"p99 {r.p99_lat_us:.2f} us, p99.9 {r.p999_lat_us:.2f} us, "
-            f"max {r.max_lat_us:.2f} us, errors {r.io_errors}"
-        )
+        print(_summary(result))
     return 0

@@ -47,6 +47,7 @@ from typing import Any
 
 from spdk_io import _generated as g
 from spdk_io import _validate
+from spdk_io.env import main_interpreter_only
 from spdk_io.errors import RpcError, SpdkError, WrongThreadError
 from spdk_io.loop import Op
 from spdk_io.resource import Resource
@@ -364,6 +365,7 @@ class RpcServer(Resource):
 
 def serve(path: str | os.PathLike[str]) -> RpcServer:
     """Serve SPDK's JSON-RPC on the unix socket ``path`` (mode 0600) until closed."""
+    main_interpreter_only("spdk_io.rpc.serve")
     return RpcServer(path)
 
 
@@ -657,6 +659,7 @@ def call(method: str, params: Mapping[str, Any] | list[Any] | None = None) -> Op
     lost before the answer came.
     """
     global _client
+    main_interpreter_only("spdk_io.rpc.call")
     if params is not None and not isinstance(params, Mapping | list):
         raise TypeError(f"RPC params must be a dict or a list, got {type(params).__name__}")
     body = dict(params) if isinstance(params, Mapping) else params

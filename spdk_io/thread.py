@@ -100,6 +100,35 @@ def _refuse_under_framework() -> None:
         )
 
 
+def _main_only(what: str) -> None:
+    """SPDK calls back into the interpreter that registered the new-thread hook (the
+    main one) on the OS thread that creates a thread: a worker interpreter must not."""
+    from spdk_io import env  # env imports this module: look it up when called
+
+    env.main_interpreter_only(what)
+
+
+def create_for_core(name: str, core: int) -> tuple[int, int]:
+    """Create an SPDK thread for another interpreter's OS thread pinned to ``core``
+    (:mod:`spdk_io.cores`); return its address and id.  Not made current here and not polled
+    by this interpreter: the worker wraps it with :meth:`SpdkThread.attach`, polls it,
+    exits and destroys it."""
+    text(name, "name", max_len=MAX_NAME_LEN)
+    _refuse_under_framework()
+    _main_only("creating a core's SPDK thread")
+    mask = g.struct_spdk_cpuset()
+    g.spdk_cpuset_zero(ctypes.byref(mask))
+    g.spdk_cpuset_set_cpu(ctypes.byref(mask), core, True)
+    _local.creating = True  # ours: the new-thread hook must not adopt it as a guest
+    try:
+        ptr = g.spdk_thread_create(name.encode(), ctypes.byref(mask))
+    finally:
+        _local.creating = False
+    if not ptr:
+        raise SpdkError(errno.ENOMEM, "spdk_thread_create", name)
+    return _addr(ptr), int(g.spdk_thread_get_id(ptr))
+
+
 def _check_callable(fn: object, what: str = "fn", *, plain: bool = False) -> None:
     """Refuse a non-callable ``fn`` (and, if ``plain``, a coroutine function)."""
     if inspect.iscoroutine(fn):
@@ -167,6 +196,7 @@ class SpdkThread:
         global _host
         text(name, "name", max_len=MAX_NAME_LEN)
         _refuse_under_framework()
+        _main_only("SpdkThread.create")
         if getattr(_local, "thread", None) is not None:
             raise RuntimeError(f"OS thread already polls SPDK thread {_local.thread.name}")
         _local.creating = True
@@ -194,6 +224,21 @@ class SpdkThread:
         if not ptr:
             raise RuntimeError("no SPDK thread is current on this OS thread")
         thread = cls(ptr, name)
+        _local.thread = thread
+        return thread
+
+    @classmethod
+    def attach(cls, address: int, name: str) -> SpdkThread:
+        """Wrap the SPDK thread at ``address``, created for this OS thread by another
+        interpreter (:func:`create_for_core`), and make it current here.  From then on
+        this OS thread owns it: it polls it, and :meth:`close` exits and destroys it."""
+        text(name, "name", max_len=MAX_NAME_LEN)
+        address = integer(address, "address", lo=1, hi=2**64 - 1)
+        if getattr(_local, "thread", None) is not None:
+            raise RuntimeError(f"OS thread already polls SPDK thread {_local.thread.name}")
+        ptr = ctypes.cast(ctypes.c_void_p(address), ctypes.POINTER(g.struct_spdk_thread))
+        thread = cls(ptr, name)
+        g.spdk_set_thread(ptr)
         _local.thread = thread
         return thread
 
@@ -403,6 +448,7 @@ class SpdkThread:
         _check_callable(fn)
         text(name, "name", max_len=MAX_NAME_LEN)
         _refuse_under_framework()
+        _main_only("SpdkThread.spawn")
         join: JoinHandle[Any] = JoinHandle(name)
 
         def main() -> None:
@@ -576,6 +622,7 @@ class ThreadHandle:
         with _registry_lock:
             target = _by_id.get(self.id)
             if target is None:
+                _refuse_foreign(self)
                 raise ThreadExitedError(self.name)
             inbox = target._inbox
             key = _bridge.once(run)
@@ -654,6 +701,20 @@ class ThreadHandle:
 
         self._post(remote, exited)
         return op
+
+
+def _refuse_foreign(handle: ThreadHandle) -> None:
+    """Raise :class:`WrongThreadError` if ``handle``'s thread is polled by another
+    interpreter (a core of :mod:`spdk_io.cores`): SPDK would run this interpreter's
+    callback on that interpreter's OS thread, which corrupts memory."""
+    from spdk_io import cores  # cores imports this module: look it up when called
+
+    if cores.polled_elsewhere(handle.id):
+        raise WrongThreadError(
+            f"SPDK thread {handle.name} (id {handle.id}) is polled by another interpreter "
+            "(a core of spdk_io.cores): messages carry callbacks of the sending interpreter "
+            "only; place work on that core with spdk_io.cores.run_on"
+        )
 
 
 class JoinHandle(Generic[T]):

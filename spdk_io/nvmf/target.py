@@ -26,6 +26,7 @@ from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._validate import flag, integer, text
 from spdk_io.completion import Ending
+from spdk_io.env import main_interpreter_only
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 from spdk_io.nvme.transport import TransportId
@@ -78,6 +79,7 @@ class Target(Resource):
 
         ``ValueError`` for a bad or taken name, before anything is made.
         """
+        main_interpreter_only("nvmf.Target.create")
         name = text(name, "name", max_len=MAX_TARGET_NAME)
         options = options if options is not None else TargetOptions()
         if not isinstance(options, TargetOptions):
