@@ -272,12 +272,20 @@ _free_io = fast("spdk_bdev_free_io", None)
 
 
 def _on_bdev_io(bdev_io: _BdevIoPtr, success: bool, ctx: int | None) -> None:
-    """``spdk_bdev_io_completion_cb``: the entry sees ``(op, success, bdev_io)``; we free the io."""
+    """``spdk_bdev_io_completion_cb``: the entry sees ``(op, success, bdev_io)``; we free the io.
+
+    Persistent entries (IoSlots, stream slots: the hot paths) are looked up first,
+    then one-shot I/Os; ``_take``, inlined."""
     entry: Entry | None = None
     try:
-        entry = _take(ctx)  # one-shot I/Os, and the persistent entries of IoSlots
-        if entry is not None:
-            entry[0](entry[1], success, bdev_io)
+        key = ctx or 0  # 0 (NULL) is no key
+        entry = _persistent.get(key)
+        if entry is None:
+            entry = _once.pop(key, None)
+            if entry is None:
+                _take(None)  # counts the stale callback
+                return
+        entry[0](entry[1], success, bdev_io)
     except BaseException as exc:
         _fail(exc, "bdev I/O completion", entry[1] if entry is not None else None)
     finally:
