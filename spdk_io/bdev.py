@@ -325,6 +325,8 @@ class BdevDesc(Resource):
                 self.close()
         elif event_type == g.SPDK_BDEV_EVENT_RESIZE and not self.closed:
             self.num_blocks = g.spdk_bdev_get_num_blocks(self._bdev_ptr)
+            for stream in self._streams:
+                stream.resized()
 
     # -- checks --------------------------------------------------------------------------
     # Each returns the checked value(s) in canonical form and raises before any side effect.
@@ -850,12 +852,10 @@ class StreamSlot:
     """
 
     __slots__ = (
-        "_buf_arg",
-        "_ch_arg",
-        "_desc_arg",
+        "_args",
         "_fn",
         "_key",
-        "_key_arg",
+        "_limit",
         "_num",
         "_off",
         "buf",
@@ -874,13 +874,21 @@ class StreamSlot:
         self._fn: Any = _read_blocks_raw
         self._off = ctypes.c_uint64()
         self._num = ctypes.c_uint64(1)
-        self._buf_arg = ctypes.c_void_p(buf.addr)
-        self._desc_arg = self.desc._desc_arg
-        self._ch_arg = self.desc._ch_arg
+        self._limit = -1  # the highest offset the current kind and length may go to
         # One persistent entry on the bdev completion bridge; errors are handled in
         # _complete itself (they go to the stream's waiter, not to an Op per I/O).
         self._key = _bridge.persistent(self._complete)
-        self._key_arg = ctypes.c_void_p(self._key)
+        #: Every argument of spdk_bdev_{read,write}_blocks, prebuilt; _off and _num
+        #: are set in place.
+        self._args = (
+            self.desc._desc_arg,
+            self.desc._ch_arg,
+            ctypes.c_void_p(buf.addr),
+            self._off,
+            self._num,
+            _bdev_io_thunk,
+            ctypes.c_void_p(self._key),
+        )
 
     def __repr__(self) -> str:
         return f"<StreamSlot {self.index} of {self.desc.name} {'busy' if self.busy else 'idle'}>"
@@ -904,16 +912,14 @@ class StreamSlot:
         desc._buffer(self.buf, num)
         self._fn = fn
         self._num.value = num
+        self._limit = desc.num_blocks - num
         self._submit(off)
 
     def _submit(self, off: int) -> None:
         """Call SPDK with the prebuilt arguments at ``off`` (checked); the I/O is in flight
         on return (queued for a ``bdev_io`` on ``-ENOMEM``), or it raised ``SpdkError``."""
         self._off.value = off
-        rc = self._fn(
-            self._desc_arg, self._ch_arg, self._buf_arg, self._off, self._num,
-            _bdev_io_thunk, self._key_arg,
-        )  # fmt: skip
+        rc = self._fn(*self._args)
         if rc and rc != -errno.ENOMEM:
             raise SpdkError(
                 -rc, "write" if self._fn is _write_blocks_raw else "read", self.desc.name
@@ -922,13 +928,8 @@ class StreamSlot:
         self.stream._inflight += 1
         self.desc._inflight += 1
         if rc:  # out of bdev_io: SPDK calls back when one is free
-            args = (self._desc_arg, self._ch_arg, self._buf_arg, self._off, self._num)
-            fn, key_arg = self._fn, self._key_arg
-            self.desc._wait_for_io(
-                lambda _key: fn(*args, _bdev_io_thunk, key_arg),
-                self._key,
-                self._failed,
-            )
+            fn, args = self._fn, self._args
+            self.desc._wait_for_io(lambda _key: fn(*args), self._key, self._failed)
 
     def _failed(self, exc: BaseException) -> None:
         """The I/O could not be resubmitted after an ``-ENOMEM`` wait: it ends, failed."""
@@ -970,18 +971,13 @@ class StreamSlot:
             if nxt is not None:
                 if (
                     type(nxt) is int
+                    and 0 <= nxt <= self._limit
                     and not self.busy  # on_complete did not start another I/O itself
                     and stream._live  # nor stop the stream
-                    and nxt >= 0
-                    and nxt + self._num.value <= self.desc.num_blocks
                 ):
                     # _submit, inlined: the I/O stays counted in flight.
                     self._off.value = nxt
-                    rc = self._fn(
-                        self._desc_arg, self._ch_arg, self._buf_arg, self._off, self._num,
-                        _bdev_io_thunk, self._key_arg,
-                    )  # fmt: skip
-                    if not rc:
+                    if not self._fn(*self._args):
                         self.busy = True
                         return
                 self._resubmit_slow(nxt)
@@ -1094,6 +1090,11 @@ class IoStream(Resource):
         self._live = False
         if error is not None and self._error is None:
             self._error = error
+
+    def resized(self) -> None:
+        """The bdev's size changed: resubmissions are checked against the new size."""
+        for s in self.slots:
+            s._limit = self.desc.num_blocks - s._num.value
 
     def _check_open(self) -> None:
         if self.closed:
