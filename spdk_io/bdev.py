@@ -729,6 +729,7 @@ class IoSlot(Resource):
     ``int``).  Use one slot per concurrently outstanding I/O (a perf tool's
     queue depth); close it (or leave the ``with`` block) to release the buffer.  A
     slot is a child of its descriptor: closing the descriptor closes its slots.
+    For throughput without a task per I/O, see :class:`IoStream`.
     """
 
     def __init__(self, desc: BdevDesc, buf: DmaBuf) -> None:
@@ -742,10 +743,21 @@ class IoSlot(Resource):
         self._op.set_result(None)  # idle: finished; rearmed by each submission
         self._off = ctypes.c_uint64()
         self._num = ctypes.c_uint64()
-        self._buf_arg = ctypes.c_void_p(buf.addr)
         self._key = _bridge.persistent(self._complete, self._op)  # errors reach the awaiter
-        self._key_arg = ctypes.c_void_p(self._key)
+        #: Every argument of spdk_bdev_{read,write}_blocks, prebuilt (_off, _num set in place).
+        self._args = (
+            desc._desc_arg,
+            desc._ch_arg,
+            ctypes.c_void_p(buf.addr),
+            self._off,
+            self._num,
+            _bdev_io_thunk,
+            ctypes.c_void_p(self._key),
+        )
         self._ident = desc.thread.owner  # the OS thread that may submit
+        #: Open and idle: the one state the fast path tests (False while the I/O is in
+        #: flight and once closed; the slow path then says which).
+        self._ready = True
         super().__init__(desc.thread, parent=desc)
 
     def _refusal(self) -> BaseException | None:
@@ -755,61 +767,83 @@ class IoSlot(Resource):
 
     def _release(self) -> None:
         """Release the buffer (closing is refused while the slot's I/O is in flight)."""
+        self._ready = False
         _bridge.forget(self._key)
         self.buf.unpin()
 
     def _abandoned(self) -> None:
+        self._ready = False
         _bridge.forget(self._key)
         if self._op.done():  # an I/O SPDK never completed may still reach the buffer
             self.buf.unpin()
 
     def read_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
         """Read into the slot's buffer; await the result."""
+        desc = self.desc
+        if (  # every check, in one expression; anything unusual takes the slow path
+            self._ready
+            and type(offset_blocks) is int  # bool, float, numpy ints: the slow path decides
+            and type(num_blocks) is int
+            and 0 < num_blocks <= self._capacity_blocks
+            and 0 <= offset_blocks <= desc.num_blocks - num_blocks
+            and not desc._removed  # (a closed descriptor closed its slots first)
+            and _get_ident() == self._ident
+        ):
+            self._off.value = offset_blocks
+            self._num.value = num_blocks
+            if not _read_blocks_raw(*self._args):
+                self._ready = False
+                op = self._op
+                op.rearm()
+                desc._inflight += 1
+                return op
         return self._submit(_read_blocks_raw, offset_blocks, num_blocks, False)
 
     def write_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
         """Write from the slot's buffer; await the result."""
+        desc = self.desc
+        if (  # read_blocks' checks, and a writable descriptor
+            self._ready
+            and type(offset_blocks) is int
+            and type(num_blocks) is int
+            and 0 < num_blocks <= self._capacity_blocks
+            and 0 <= offset_blocks <= desc.num_blocks - num_blocks
+            and desc.writable
+            and not desc._removed
+            and _get_ident() == self._ident
+        ):
+            self._off.value = offset_blocks
+            self._num.value = num_blocks
+            if not _write_blocks_raw(*self._args):
+                self._ready = False
+                op = self._op
+                op.rearm()
+                desc._inflight += 1
+                return op
         return self._submit(_write_blocks_raw, offset_blocks, num_blocks, True)
 
-    def _submit(self, fn: Any, offset_blocks: int, num_blocks: int, write: bool) -> Op[None]:
+    def _submit(self, fn: Any, offset_blocks: object, num_blocks: object, write: bool) -> Op[None]:
+        """The slow path: every check with its own exception, then submit (or wait for a
+        ``bdev_io`` on ``-ENOMEM``)."""
+        offset_blocks, num_blocks = self._slow_check(offset_blocks, num_blocks, write)
         op = self._op
         desc = self.desc
-        if (
-            type(offset_blocks) is not int  # bool, float, numpy ints: the slow path decides
-            or type(num_blocks) is not int
-            or not op.done()
-            or self.closed
-            or not 0 < num_blocks <= self._capacity_blocks
-            or offset_blocks < 0
-            or offset_blocks + num_blocks > desc.num_blocks
-            or desc._removed  # (a closed descriptor closed its slots first)
-            or (write and not desc.writable)
-            or _get_ident() != self._ident
-        ):
-            offset_blocks, num_blocks = self._slow_check(offset_blocks, num_blocks, write)
         self._off.value = offset_blocks
         self._num.value = num_blocks
-        rc = fn(
-            desc._desc_arg,
-            desc._ch_arg,
-            self._buf_arg,
-            self._off,
-            self._num,
-            _bdev_io_thunk,
-            self._key_arg,
-        )
+        rc = fn(*self._args)
         if rc and rc != -errno.ENOMEM:
             raise SpdkError(-rc, "write" if write else "read", desc.name)
+        self._ready = False
         op.rearm()
         desc._inflight += 1
         if rc:  # out of bdev_io: wait for one, then submit the same prebuilt arguments again
-            args = (desc._desc_arg, desc._ch_arg, self._buf_arg, self._off, self._num)
-            desc._wait_for_io(
-                lambda _key: fn(*args, _bdev_io_thunk, self._key_arg),
-                self._key,
-                lambda exc: desc._finish(op, exc),
-            )
+            args = self._args
+            desc._wait_for_io(lambda _key: fn(*args), self._key, self._wait_failed)
         return op
+
+    def _wait_failed(self, exc: BaseException) -> None:
+        self._ready = not self.closed
+        self.desc._finish(self._op, exc)
 
     def _slow_check(
         self, offset_blocks: object, num_blocks: object, write: bool
@@ -828,6 +862,7 @@ class IoSlot(Resource):
 
     def _complete(self, op: Op[None], success: bool, bdev_io: Any) -> None:
         desc = self.desc
+        self._ready = not self.closed  # (closed: abandoned with its thread, I/O pending)
         if success and not desc._removed:
             desc._inflight -= 1
             op.set_result(None)

@@ -1,0 +1,344 @@
+"""The single-core gap between spdk_io and bare ctypes, side by side in one run (issue #12).
+
+    PYTHONPATH=. python benchmarks/bench_gap.py [--seconds 5] [--rounds 3] [--only SCENARIO]
+                                                [--json PATH]
+
+Every measurement is its own process on core 0 (one SPDK env per process), and the
+tools of a scenario alternate round by round, so machine noise hits them alike;
+medians over the rounds are reported.  The tools:
+
+* ``naive`` / ``naive-prebuilt``: ``benchmarks/naive_loop.py`` (plain ctypes: one
+  shared ``CFUNCTYPE`` completion that resubmits; ``--prebuilt`` is its cheapest form);
+* ``perf``: ``python -m spdk_io perf``, which streams through
+  :class:`spdk_io.bdev.IoStream` and keeps a latency histogram per I/O;
+* ``stream``: an :class:`~spdk_io.bdev.IoStream` whose ``on_complete`` does the naive
+  loop's bookkeeping (a latency sum and a count), no more (``--child stream``);
+* ``ioslot``: one task per queue slot awaiting :class:`~spdk_io.bdev.IoSlot` reads
+  (``--child ioslot``), the typed await path, same bookkeeping.
+
+Scenarios and targets (ratios of medians measured in this run):
+
+* ``null_randread_4k_qd128``: IOPS / naive-prebuilt's, >= 0.85;
+* ``malloc_randread_4k_qd128``: IOPS / naive's, >= 0.9;
+* ``null_randread_4k_qd1``: average latency minus naive's, <= 0.3 us;
+* ``malloc_read_128k_qd32``: MiB/s / naive's, >= 0.9.
+
+The ``cpu %`` column is a process's CPU time over its wall time (start-up included): a
+polling tool alone on its core is near 100 %; much less means it shared the core and
+its numbers are suspect.  Exit status 0 (also when targets are missed), 2 on bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(REPO) not in sys.path:  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import bench_bdev  # noqa: E402
+from benchmarks.naive_loop import _offsets  # noqa: E402
+
+MALLOC_MIB = bench_bdev.MALLOC_MIB
+NULL_BLOCKS = bench_bdev.NULL_BLOCKS
+BLOCK = bench_bdev.BLOCK
+CHILD_TOOLS = ("stream", "ioslot")
+
+
+@dataclass(frozen=True)
+class Target:
+    """``metric`` of ``tool`` against ``baseline``'s: a ratio (``>=``) or a difference (``<=``)."""
+
+    metric: str  # iops | mib_s | avg_lat_us
+    baseline: str
+    op: str  # ">=" (ratio) | "<=" (difference)
+    value: float
+
+
+SCENARIOS: dict[str, tuple[bench_bdev.Scenario, Target]] = {
+    "null_randread_4k_qd128": (
+        bench_bdev.Scenario("null_randread_4k_qd128", "null", "randread", 128, 4096,
+                            ("naive", "naive-prebuilt", "perf", "stream", "ioslot")),
+        Target("iops", "naive-prebuilt", ">=", 0.85),
+    ),
+    "malloc_randread_4k_qd128": (
+        bench_bdev.Scenario("malloc_randread_4k_qd128", "malloc", "randread", 128, 4096,
+                            ("naive", "naive-prebuilt", "perf", "stream", "ioslot")),
+        Target("iops", "naive", ">=", 0.9),
+    ),
+    "null_randread_4k_qd1": (
+        bench_bdev.Scenario("null_randread_4k_qd1", "null", "randread", 1, 4096,
+                            ("naive", "naive-prebuilt", "perf", "stream", "ioslot")),
+        Target("avg_lat_us", "naive", "<=", 0.3),
+    ),
+    "malloc_read_128k_qd32": (
+        bench_bdev.Scenario("malloc_read_128k_qd32", "malloc", "read", 32, 131072,
+                            ("naive", "naive-prebuilt", "perf", "stream", "ioslot")),
+        Target("mib_s", "naive", ">=", 0.9),
+    ),
+}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- children
+
+
+def child(
+    tool: str, qd: int, io_size: int, workload: str, seconds: float, bdev: str
+) -> dict[str, Any]:
+    """Run ``tool`` (stream | ioslot) in this process: its numbers, naive_loop's keys."""
+    import spdk_io
+    from spdk_io import bdev_modules as bm
+    from spdk_io.bdev import BdevDesc, StreamSlot
+    from spdk_io.dma import DmaBuf
+    from spdk_io.errors import SpdkError
+
+    write = workload.endswith("write")
+
+    async def measure(desc: BdevDesc, bufs: list[DmaBuf], blocks: int) -> dict[str, Any]:
+        offsets = _offsets(workload, blocks, desc.num_blocks, 1)
+        mask = len(offsets) - 1
+        now = time.perf_counter_ns
+        ios = lat = errors = pos = 0
+        stop = False
+        t0 = time.perf_counter()
+        if tool == "stream":
+            starts = [0] * len(bufs)
+
+            def on_complete(slot: StreamSlot, ok: bool) -> int | None:
+                nonlocal ios, lat, errors, pos
+                t = now()
+                i = slot.index
+                lat += t - starts[i]
+                starts[i] = t
+                ios += 1
+                if not ok:
+                    errors += 1
+                if stop:
+                    return None
+                j = pos
+                pos = j + 1
+                return offsets[j & mask]
+
+            with desc.stream(bufs, on_complete) as stream:
+                for s in stream.slots:
+                    starts[s.index] = now()
+                    (s.write_blocks if write else s.read_blocks)(offsets[pos & mask], blocks)
+                    pos += 1
+                await spdk_io.sleep(seconds)
+                stop = True
+                elapsed = time.perf_counter() - t0
+                counted, summed = ios, lat
+                await stream.wait()
+        else:
+
+            async def worker(buf: DmaBuf) -> None:
+                nonlocal ios, lat, errors, pos
+                with desc.slot(buf) as slot:
+                    submit = slot.write_blocks if write else slot.read_blocks
+                    while not stop:
+                        j = pos
+                        pos = j + 1
+                        t = now()
+                        try:
+                            await submit(offsets[j & mask], blocks)
+                        except SpdkError:
+                            errors += 1
+                        lat += now() - t
+                        ios += 1
+
+            tasks = [spdk_io.spawn(worker(b)) for b in bufs]
+            await spdk_io.sleep(seconds)
+            stop = True
+            elapsed = time.perf_counter() - t0
+            counted, summed = ios, lat
+            await spdk_io.gather(*tasks)
+        return {
+            "seconds": round(elapsed, 3),
+            "ios": counted,
+            "iops": round(counted / elapsed, 1),
+            "mib_s": round(counted * io_size / elapsed / (1 << 20), 2),
+            "avg_lat_us": round(summed / counted / 1000, 3) if counted else 0.0,
+            "io_errors": errors,
+        }
+
+    async def main() -> dict[str, Any]:
+        name = f"Gap_{bdev}"
+        if bdev == "null":
+            await bm.create_null(name, NULL_BLOCKS, BLOCK)
+        else:
+            await bm.create_malloc(name, MALLOC_MIB * (1 << 20) // BLOCK, BLOCK)
+        try:
+            bufs = [DmaBuf.alloc(io_size, 4096) for _ in range(qd)]
+            try:
+                with BdevDesc.open(name, write=write) as desc:
+                    return await measure(desc, bufs, io_size // desc.block_size)
+            finally:
+                for b in bufs:
+                    b.free()
+        finally:
+            await (bm.delete_null(name) if bdev == "null" else bm.delete_malloc(name))
+
+    result: dict[str, Any] = spdk_io.run(
+        main(), name=f"bench_gap_{tool}", mem_size_mb=bench_bdev.MEM_MB, core_mask="0x1"
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------- the parent
+
+
+def command(tool: str, sc: bench_bdev.Scenario, seconds: int) -> list[str]:
+    """The command line of one measurement (``perf`` is bench_bdev's ``ours``)."""
+    if tool in CHILD_TOOLS:
+        return [
+            sys.executable, str(Path(__file__).resolve()), "--child", tool,
+            "-q", str(sc.queue_depth), "-o", str(sc.io_size), "-w", sc.workload,
+            "-t", str(seconds), "--bdev", sc.bdev,
+        ]  # fmt: skip
+    return bench_bdev.command("ours" if tool == "perf" else tool, sc, seconds, "", Path())
+
+
+def run_one(tool: str, sc: bench_bdev.Scenario, seconds: int) -> dict[str, Any]:
+    """One measurement in its own process: its metrics and ``cpu_pct``, or ``{"error"}``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(
+            command(tool, sc, seconds), capture_output=True, text=True,
+            timeout=seconds + 60, env=env, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {seconds + 60} s"}
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    tail = (out.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+    if out.returncode != 0:
+        return {"error": f"exit {out.returncode}: {tail}"}
+    try:
+        res = bench_bdev.last_json(out.stdout)
+    except ValueError as exc:
+        return {"error": f"{exc}; stderr: {tail}"}
+    keys = ("iops", "mib_s", "avg_lat_us", "io_errors")
+    return {**{k: res[k] for k in keys if k in res}, "cpu_pct": round(100 * cpu / wall, 1)}
+
+
+def compare(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every non-baseline tool of every scenario against the scenario's target."""
+    rows = []
+    for name, tools in results.items():
+        target = SCENARIOS[name][1]
+        base = tools.get(target.baseline, {}).get(target.metric)
+        for tool, r in tools.items():
+            if tool in ("naive", "naive-prebuilt"):
+                continue
+            v = r.get(target.metric)
+            value: float | None = None
+            if isinstance(v, int | float) and isinstance(base, int | float):
+                if target.op == ">=":
+                    value = round(v / base, 3) if base else None
+                else:
+                    value = round(v - base, 3)
+            met = None
+            if value is not None:
+                met = value >= target.value if target.op == ">=" else value <= target.value
+            what = "/" if target.op == ">=" else "-"
+            rows.append({
+                "scenario": name, "tool": tool,
+                "metric": f"{target.metric} {what} {target.baseline}",
+                "value": value, "target": f"{target.op} {target.value}", "met": met,
+            })  # fmt: skip
+    return rows
+
+
+def _fmt(v: Any, digits: int) -> str:
+    return "-" if not isinstance(v, int | float) else f"{v:,.{digits}f}"
+
+
+def print_table(results: dict[str, dict[str, dict[str, Any]]], rows: list[dict[str, Any]]) -> None:
+    print(f"{'scenario':<26} {'tool':<15} {'IOPS':>11} {'MiB/s':>9} {'avg us':>9} "
+          f"{'errors':>6} {'cpu %':>6} runs")  # fmt: skip
+    for sc, tools in results.items():
+        for tool, r in tools.items():
+            if "error" in r:
+                print(f"{sc:<26} {tool:<15} ERROR: {r['error']}")
+                continue
+            print(
+                f"{sc:<26} {tool:<15} {_fmt(r.get('iops'), 0):>11} {_fmt(r.get('mib_s'), 1):>9} "
+                f"{_fmt(r.get('avg_lat_us'), 2):>9} {_fmt(r.get('io_errors'), 0):>6} "
+                f"{_fmt(r.get('cpu_pct'), 0):>6} {r.get('runs', '-')}"
+            )
+    print()
+    print(f"{'scenario':<26} {'tool':<8} {'metric':<30} {'value':>8}  {'target':<8} met")
+    for row in rows:
+        met = {True: "yes", False: "NO", None: "-"}[row["met"]]
+        value = "-" if row["value"] is None else f"{row['value']:.3f}"
+        print(f"{row['scenario']:<26} {row['tool']:<8} {row['metric']:<30} {value:>8}  "
+              f"{row['target']:<8} {met}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--seconds", type=int, default=5, help="run time of each measurement")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
+    p.add_argument("--only", action="append", choices=sorted(SCENARIOS), metavar="SCENARIO",
+                   help=f"only this scenario (repeatable): {', '.join(SCENARIOS)}")  # fmt: skip
+    p.add_argument("--tools", default=None, help="comma-separated subset of the tools")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
+    # A measurement run in this process (what the parent starts for stream and ioslot).
+    p.add_argument("--child", choices=CHILD_TOOLS, help=argparse.SUPPRESS)
+    p.add_argument("-q", type=int, default=128, help=argparse.SUPPRESS)
+    p.add_argument("-o", type=int, default=4096, help=argparse.SUPPRESS)
+    p.add_argument("-w", default="randread", help=argparse.SUPPRESS)
+    p.add_argument("-t", type=float, default=5.0, help=argparse.SUPPRESS)
+    p.add_argument("--bdev", default="null", choices=("null", "malloc"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(a.child, a.q, a.o, a.w, a.t, a.bdev)))
+        return 0
+    if a.seconds < 1 or a.rounds < 1:
+        p.error("--seconds and --rounds must be >= 1")
+    names = a.only or list(SCENARIOS)
+    only_tools = set(a.tools.split(",")) if a.tools else None
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in names:
+        sc = SCENARIOS[name][0]
+        tools = [t for t in sc.tools if only_tools is None or t in only_tools]
+        runs: dict[str, list[dict[str, Any]]] = {t: [] for t in tools}
+        for i in range(a.rounds):
+            for tool in tools:  # alternate, so noise hits every tool alike
+                print(f"[{name} {i + 1}/{a.rounds}] {tool} ...", file=sys.stderr, flush=True)
+                runs[tool].append(run_one(tool, sc, a.seconds))
+        results[name] = {t: bench_bdev.median_of(runs[t]) for t in tools}
+    rows = compare(results)
+    load = os.getloadavg()
+    print(f"{a.seconds} s per measurement, median of {a.rounds} interleaved rounds, core 0; "
+          f"load average now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")  # fmt: skip
+    print_table(results, rows)
+    summary = {
+        "seconds": a.seconds,
+        "rounds": a.rounds,
+        "loadavg_1_5_15": [round(x, 2) for x in load],
+        "results": results,
+        "targets": rows,
+    }
+    if a.json:
+        Path(a.json).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
