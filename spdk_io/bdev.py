@@ -928,6 +928,16 @@ class StreamSlot:
     def __repr__(self) -> str:
         return f"<StreamSlot {self.index} of {self.desc.name} {'busy' if self.busy else 'idle'}>"
 
+    @property
+    def offset_blocks(self) -> int:
+        """Where the slot's latest I/O went (in flight, or just completed)."""
+        return self._off.value
+
+    @property
+    def num_blocks(self) -> int:
+        """How many blocks the slot's latest I/O covers."""
+        return self._num.value
+
     def read_blocks(self, offset_blocks: int, num_blocks: int) -> None:
         """Start reading ``num_blocks`` blocks at ``offset_blocks`` into the slot's buffer."""
         self._start(_read_blocks_raw, offset_blocks, num_blocks, False)

@@ -456,3 +456,33 @@ def test_stream_is_a_resource_of_its_descriptor(run: Run) -> None:
             buf.free()
 
     run(main())
+
+
+def test_a_sequential_scan_sees_each_stripe_once_with_its_offset(run: Run) -> None:
+    """The README's scan: each slot walks its own stripes via ``slot.offset_blocks``."""
+
+    async def main() -> None:
+        async with malloc("St_Scan", 30):
+            with BdevDesc.open("St_Scan", write=True) as d:
+                src = DmaBuf.alloc(30 * BS)
+                src[:] = pattern(30 * BS, 5)
+                await d.write_blocks(src, 0, 30)
+                bufs = [DmaBuf.alloc(2 * BS) for _ in range(3)]
+                seen: dict[int, bytes] = {}
+
+                def on_complete(slot: StreamSlot, ok: bool) -> int | None:
+                    assert ok and slot.num_blocks == 2
+                    assert slot.offset_blocks not in seen
+                    seen[slot.offset_blocks] = bytes(slot.buf)
+                    nxt = slot.offset_blocks + len(bufs) * 2
+                    return nxt if nxt + 2 <= d.num_blocks else None
+
+                with d.stream(bufs, on_complete) as stream:
+                    for slot in stream.slots:
+                        slot.read_blocks(slot.index * 2, 2)
+                    await stream.wait()
+                assert sorted(seen) == list(range(0, 30, 2))
+                for off, data in seen.items():
+                    assert data == bytes(src[off * BS : (off + 2) * BS])
+
+    run(main())
