@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -93,84 +94,95 @@ SCENARIOS: dict[str, tuple[bench_bdev.Scenario, Target]] = {
 # ----------------------------------------------------------------------------- children
 
 
+async def _measure_in(
+    tool: str, desc: Any, bufs: list[Any], seconds: float, workload: str = "randread"
+) -> dict[str, Any]:
+    """Drive ``desc`` with ``tool`` (stream | ioslot) over ``bufs`` for ``seconds``, with
+    the naive loop's bookkeeping (a latency sum and a count); naive_loop's result keys."""
+    import spdk_io
+    from spdk_io.bdev import BdevDesc, StreamSlot
+    from spdk_io.dma import DmaBuf
+    from spdk_io.errors import SpdkError
+
+    assert isinstance(desc, BdevDesc)
+    write = workload.endswith("write")
+    io_size = len(bufs[0])
+    blocks = io_size // desc.block_size
+    offsets = _offsets(workload, blocks, desc.num_blocks, 1)
+    mask = len(offsets) - 1
+    now = time.perf_counter_ns
+    ios = lat = errors = pos = 0
+    stop = False
+    t0 = time.perf_counter()
+    if tool == "stream":
+        starts = [0] * len(bufs)
+
+        def on_complete(slot: StreamSlot, ok: bool) -> int | None:
+            nonlocal ios, lat, errors, pos
+            t = now()
+            i = slot.index
+            lat += t - starts[i]
+            starts[i] = t
+            ios += 1
+            if not ok:
+                errors += 1
+            if stop:
+                return None
+            j = pos
+            pos = j + 1
+            return offsets[j & mask]
+
+        with desc.stream(bufs, on_complete) as stream:
+            for s in stream.slots:
+                starts[s.index] = now()
+                (s.write_blocks if write else s.read_blocks)(offsets[pos & mask], blocks)
+                pos += 1
+            await spdk_io.sleep(seconds)
+            stop = True
+            elapsed = time.perf_counter() - t0
+            counted, summed = ios, lat
+            await stream.wait()
+    else:
+
+        async def worker(buf: DmaBuf) -> None:
+            nonlocal ios, lat, errors, pos
+            with desc.slot(buf) as slot:
+                submit = slot.write_blocks if write else slot.read_blocks
+                while not stop:
+                    j = pos
+                    pos = j + 1
+                    t = now()
+                    try:
+                        await submit(offsets[j & mask], blocks)
+                    except SpdkError:
+                        errors += 1
+                    lat += now() - t
+                    ios += 1
+
+        tasks = [spdk_io.spawn(worker(b)) for b in bufs]
+        await spdk_io.sleep(seconds)
+        stop = True
+        elapsed = time.perf_counter() - t0
+        counted, summed = ios, lat
+        await spdk_io.gather(*tasks)
+    return {
+        "seconds": round(elapsed, 3),
+        "ios": counted,
+        "iops": round(counted / elapsed, 1),
+        "mib_s": round(counted * io_size / elapsed / (1 << 20), 2),
+        "avg_lat_us": round(summed / counted / 1000, 3) if counted else 0.0,
+        "io_errors": errors,
+    }
+
+
 def child(
     tool: str, qd: int, io_size: int, workload: str, seconds: float, bdev: str
 ) -> dict[str, Any]:
     """Run ``tool`` (stream | ioslot) in this process: its numbers, naive_loop's keys."""
     import spdk_io
     from spdk_io import bdev_modules as bm
-    from spdk_io.bdev import BdevDesc, StreamSlot
+    from spdk_io.bdev import BdevDesc
     from spdk_io.dma import DmaBuf
-    from spdk_io.errors import SpdkError
-
-    write = workload.endswith("write")
-
-    async def measure(desc: BdevDesc, bufs: list[DmaBuf], blocks: int) -> dict[str, Any]:
-        offsets = _offsets(workload, blocks, desc.num_blocks, 1)
-        mask = len(offsets) - 1
-        now = time.perf_counter_ns
-        ios = lat = errors = pos = 0
-        stop = False
-        t0 = time.perf_counter()
-        if tool == "stream":
-            starts = [0] * len(bufs)
-
-            def on_complete(slot: StreamSlot, ok: bool) -> int | None:
-                nonlocal ios, lat, errors, pos
-                t = now()
-                i = slot.index
-                lat += t - starts[i]
-                starts[i] = t
-                ios += 1
-                if not ok:
-                    errors += 1
-                if stop:
-                    return None
-                j = pos
-                pos = j + 1
-                return offsets[j & mask]
-
-            with desc.stream(bufs, on_complete) as stream:
-                for s in stream.slots:
-                    starts[s.index] = now()
-                    (s.write_blocks if write else s.read_blocks)(offsets[pos & mask], blocks)
-                    pos += 1
-                await spdk_io.sleep(seconds)
-                stop = True
-                elapsed = time.perf_counter() - t0
-                counted, summed = ios, lat
-                await stream.wait()
-        else:
-
-            async def worker(buf: DmaBuf) -> None:
-                nonlocal ios, lat, errors, pos
-                with desc.slot(buf) as slot:
-                    submit = slot.write_blocks if write else slot.read_blocks
-                    while not stop:
-                        j = pos
-                        pos = j + 1
-                        t = now()
-                        try:
-                            await submit(offsets[j & mask], blocks)
-                        except SpdkError:
-                            errors += 1
-                        lat += now() - t
-                        ios += 1
-
-            tasks = [spdk_io.spawn(worker(b)) for b in bufs]
-            await spdk_io.sleep(seconds)
-            stop = True
-            elapsed = time.perf_counter() - t0
-            counted, summed = ios, lat
-            await spdk_io.gather(*tasks)
-        return {
-            "seconds": round(elapsed, 3),
-            "ios": counted,
-            "iops": round(counted / elapsed, 1),
-            "mib_s": round(counted * io_size / elapsed / (1 << 20), 2),
-            "avg_lat_us": round(summed / counted / 1000, 3) if counted else 0.0,
-            "io_errors": errors,
-        }
 
     async def main() -> dict[str, Any]:
         name = f"Gap_{bdev}"
@@ -181,8 +193,8 @@ def child(
         try:
             bufs = [DmaBuf.alloc(io_size, 4096) for _ in range(qd)]
             try:
-                with BdevDesc.open(name, write=write) as desc:
-                    return await measure(desc, bufs, io_size // desc.block_size)
+                with BdevDesc.open(name, write=workload.endswith("write")) as desc:
+                    return await _measure_in(tool, desc, bufs, seconds, workload)
             finally:
                 for b in bufs:
                     b.free()
@@ -193,6 +205,85 @@ def child(
         main(), name=f"bench_gap_{tool}", mem_size_mb=bench_bdev.MEM_MB, core_mask="0x1"
     )
     return result
+
+
+# ----------------------------------------------------------------------------- profile
+
+
+def profile(seconds: float, rounds: int, qd: int) -> dict[str, list[float]]:
+    """Nanoseconds of CPU per I/O (null bdev, 4 KiB randread) of each layer, in ONE
+    process and SPDK env, rounds interleaved: the naive loop (both variants), the stream
+    with an ``on_complete`` that only returns the next offset (``stream-bare``), with the
+    naive loop's bookkeeping (``stream``), perf's streaming worker with its histogram
+    (``perf``), and the IoSlot await path (``ioslot``).  CPU time (this thread's), not
+    wall time: a run that shares its core with other processes is slowed, not skewed."""
+    import ctypes
+
+    import spdk_io
+    from benchmarks import naive_loop
+    from spdk_io import bdev_modules as bm
+    from spdk_io import perf as perf_mod
+    from spdk_io.bdev import BdevDesc, StreamSlot
+    from spdk_io.dma import DmaBuf
+
+    out: dict[str, list[float]] = {}
+
+    async def bare(desc: BdevDesc, bufs: list[DmaBuf], offsets: list[int]) -> int:
+        n = 0
+        stop = False
+        mask = len(offsets) - 1
+
+        def on_complete(slot: StreamSlot, ok: bool) -> int | None:
+            nonlocal n
+            n += 1
+            return None if stop else offsets[n & mask]
+
+        with desc.stream(bufs, on_complete) as stream:
+            for s in stream.slots:
+                s.read_blocks(offsets[s.index], 1)
+            await spdk_io.sleep(seconds)
+            stop = True
+            await stream.wait()
+        return n
+
+    async def with_perf(desc: BdevDesc, bufs: list[DmaBuf]) -> int:
+        cfg = perf_mod.PerfConfig(queue_depth=len(bufs), seconds=seconds, bdev="null")
+        stats, _ = await perf_mod._stream(cfg, desc, bufs, 1, False)  # perf's own worker
+        return stats.ios
+
+    mem = bench_bdev.MEM_MB
+    with spdk_io.Env(name="bench_gap_profile", mem_size_mb=mem, core_mask="0x1") as env:
+        env.block_on(bm.create_null("Gap_Prof", NULL_BLOCKS, BLOCK))
+        assert env.thread is not None
+        thread = ctypes.cast(env.thread.ptr, ctypes.c_void_p).value
+        desc = BdevDesc.open("Gap_Prof")
+        bufs = [DmaBuf.alloc(BLOCK, 4096) for _ in range(qd)]
+        offsets = _offsets("randread", 1, desc.num_blocks, 1)
+        child_like = {"stream", "ioslot"}
+        try:
+            for _ in range(rounds):
+                for name in ("naive-prebuilt", "naive", "stream-bare", "stream", "perf", "ioslot"):
+                    c0 = time.thread_time()
+                    if name.startswith("naive"):
+                        r = naive_loop._measure(
+                            thread, desc, bufs, 1, offsets, False, name == "naive-prebuilt", seconds
+                        )
+                        ios = int(r["ios"])
+                    elif name == "stream-bare":
+                        ios = env.block_on(bare(desc, bufs, offsets))
+                    elif name == "perf":
+                        ios = env.block_on(with_perf(desc, bufs))
+                    else:
+                        assert name in child_like
+                        ios = int(env.block_on(_measure_in(name, desc, bufs, seconds))["ios"])
+                    cpu = time.thread_time() - c0
+                    out.setdefault(name, []).append(round(cpu * 1e9 / ios, 1))
+        finally:
+            desc.close()
+            for b in bufs:
+                b.free()
+            env.block_on(bm.delete_null("Gap_Prof"))
+    return out
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -298,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"only this scenario (repeatable): {', '.join(SCENARIOS)}")  # fmt: skip
     p.add_argument("--tools", default=None, help="comma-separated subset of the tools")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="print CPU ns per I/O of each layer, all in one process (see profile())",
+    )
+    p.add_argument("--qd", type=int, default=128, help="queue depth of --profile")
     # A measurement run in this process (what the parent starts for stream and ioslot).
     p.add_argument("--child", choices=CHILD_TOOLS, help=argparse.SUPPRESS)
     p.add_argument("-q", type=int, default=128, help=argparse.SUPPRESS)
@@ -311,6 +408,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.seconds < 1 or a.rounds < 1:
         p.error("--seconds and --rounds must be >= 1")
+    if a.profile:
+        layers = profile(a.seconds, a.rounds, a.qd)
+        base = statistics.median(layers["naive-prebuilt"])
+        print(f"CPU ns per I/O, null 4 KiB randread QD{a.qd}, median of {a.rounds} rounds:")
+        for name, values in layers.items():
+            med = statistics.median(values)
+            print(f"  {name:<15} {med:8.0f} ns  ({med - base:+6.0f} vs naive-prebuilt; "
+                  f"naive-prebuilt/this {base / med:.3f})  {values}")  # fmt: skip
+        if a.json:
+            Path(a.json).write_text(json.dumps(layers, indent=1))
+        return 0
     names = a.only or list(SCENARIOS)
     only_tools = set(a.tools.split(",")) if a.tools else None
     results: dict[str, dict[str, dict[str, Any]]] = {}
