@@ -717,6 +717,7 @@ class BdevDesc(Resource):
 
 _get_ident = threading.get_ident
 _bdev_io_thunk = _bridge.bdev_io_thunk
+_free_bdev_io = _bridge.free_bdev_io
 
 
 class IoSlot(Resource):
@@ -889,7 +890,6 @@ class StreamSlot:
     __slots__ = (
         "_args",
         "_fn",
-        "_key",
         "_limit",
         "_num",
         "_off",
@@ -910,19 +910,16 @@ class StreamSlot:
         self._off = ctypes.c_uint64()
         self._num = ctypes.c_uint64(1)
         self._limit = -1  # the highest offset the current kind and length may go to
-        # One persistent entry on the bdev completion bridge; errors are handled in
-        # _complete itself (they go to the stream's waiter, not to an Op per I/O).
-        self._key = _bridge.persistent(self._complete)
-        #: Every argument of spdk_bdev_{read,write}_blocks, prebuilt; _off and _num
-        #: are set in place.
+        #: Every argument of spdk_bdev_{read,write}_blocks, prebuilt (_off and _num are
+        #: set in place): the stream's completion, with the slot's index as cb_arg.
         self._args = (
             self.desc._desc_arg,
             self.desc._ch_arg,
             ctypes.c_void_p(buf.addr),
             self._off,
             self._num,
-            _bdev_io_thunk,
-            ctypes.c_void_p(self._key),
+            stream._thunk,
+            ctypes.c_void_p(index),
         )
 
     def __repr__(self) -> str:
@@ -974,7 +971,7 @@ class StreamSlot:
         self.desc._inflight += 1
         if rc:  # out of bdev_io: SPDK calls back when one is free
             fn, args = self._fn, self._args
-            self.desc._wait_for_io(lambda _key: fn(*args), self._key, self._failed)
+            self.desc._wait_for_io(lambda _key: fn(*args), 0, self._failed)
 
     def _failed(self, exc: BaseException) -> None:
         """The I/O could not be resubmitted after an ``-ENOMEM`` wait: it ends, failed."""
@@ -998,36 +995,6 @@ class StreamSlot:
             stream._idle()
         if desc._removed and not desc._inflight and not desc.closed:
             desc.close()
-
-    def _complete(self, _op: None, success: bool, bdev_io: Any) -> None:
-        """The bridge's completion: report it, resubmit what ``on_complete`` returns.
-
-        The hot path: only the checks a resubmission needs (the OS thread is the
-        owner's: SPDK completes on the channel's thread; the length and kind were
-        checked when the slot's I/O was started)."""
-        stream = self.stream
-        self.busy = False
-        if stream._live:
-            try:
-                nxt = stream._on_complete(self, success)
-            except BaseException as exc:
-                self._fail_with(exc)
-                return
-            if nxt is not None:
-                if (
-                    type(nxt) is int
-                    and 0 <= nxt <= self._limit
-                    and not self.busy  # on_complete did not start another I/O itself
-                    and stream._live  # nor stop the stream
-                ):
-                    # _submit, inlined: the I/O stays counted in flight.
-                    self._off.value = nxt
-                    if not self._fn(*self._args):
-                        self.busy = True
-                        return
-                self._resubmit_slow(nxt)
-                return
-        self._count_out()
 
     def _resubmit_slow(self, nxt: object) -> None:
         """``on_complete`` returned ``nxt``, which the fast path did not submit: submit it
@@ -1086,6 +1053,7 @@ class IoStream(Resource):
         self._live = True  # False once stopped: on_complete is not called again
         self._error: BaseException | None = None
         self._waiters: list[Op[None]] = []  # wait()'s Ops, finished when no I/O is in flight
+        self._thunk = _bridge.bdev_io_callback(self._on_io)  # alive as long as the stream
         pinned = pin_all(items)
         try:
             #: The slots, one per buffer, in the order of ``bufs``.
@@ -1182,18 +1150,54 @@ class IoStream(Resource):
         self.stop()
         await super().aclose()
 
+    def _on_io(self, bdev_io: Any, success: bool, index: int | None) -> None:
+        """The completion of a slot's I/O (``cb_arg`` = the slot's index): report it to
+        ``on_complete``, resubmit what it returns, free the ``bdev_io``.
+
+        The hot path, called by C directly (see :func:`spdk_io._bridge.bdev_io_callback`):
+        only the checks a resubmission needs (the OS thread is the owner's: SPDK completes
+        on the channel's thread; the kind and length were checked when the slot's I/O
+        was started, and ``_limit`` is the last offset they allow)."""
+        try:
+            slot = self.slots[index or 0]
+            slot.busy = False
+            if self._live:
+                try:
+                    nxt = self._on_complete(slot, success)
+                except BaseException as exc:
+                    slot._fail_with(exc)
+                    return
+                if nxt is not None:
+                    if (
+                        type(nxt) is int
+                        and 0 <= nxt <= slot._limit
+                        and not slot.busy  # on_complete did not start another I/O itself
+                        and self._live  # nor stop the stream
+                    ):
+                        slot._off.value = nxt  # slot._submit, inlined: still counted in flight
+                        if not slot._fn(*slot._args):
+                            slot.busy = True
+                            return
+                    slot._resubmit_slow(nxt)
+                    return
+            slot._count_out()
+        except BaseException as exc:  # a bug here: nothing may unwind into C
+            callback_failed(exc, "IoStream completion")
+        finally:
+            _free_bdev_io(bdev_io)
+
     def _release(self) -> None:
         self._live = False
         for s in self.slots:
-            _bridge.forget(s._key)
             s.buf.unpin()
         if self in self.desc._streams:
             self.desc._streams.remove(self)
 
     def _abandoned(self) -> None:
         self._live = False
+        if any(s.busy for s in self.slots):  # SPDK may still call back, however unlikely
+            _bridge.retain(self._thunk)
         for s in self.slots:
-            _bridge.forget(s._key)
             if not s.busy:  # an I/O SPDK never completed may still reach the buffer
                 s.buf.unpin()
         if self in self.desc._streams:
