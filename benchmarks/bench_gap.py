@@ -210,13 +210,87 @@ def child(
 # ----------------------------------------------------------------------------- profile
 
 
+def ctypes_variant(
+    batched: bool, thread: int | None, desc: Any, bufs: list[Any], offsets: list[int],
+    seconds: float,
+) -> float:  # fmt: skip
+    """Plain ctypes (naive_loop's prebuilt PyDLL calls), no bookkeeping: resubmitting in
+    the completion (``batched=False``) or recording the slot in the completion and
+    resubmitting the recorded slots in a tight loop after each poll (``batched``: the
+    only batching Python can do, SPDK calls completions one by one).  CPU ns per I/O."""
+    import ctypes
+
+    from benchmarks import naive_loop as nl
+
+    vp, u64 = ctypes.c_void_p, ctypes.c_uint64
+    d = vp(ctypes.cast(desc._ptr, ctypes.c_void_p).value)
+    c = vp(ctypes.cast(desc._channel._ptr, ctypes.c_void_p).value)
+    n = u64(1)
+    buf_args = [vp(b.addr) for b in bufs]
+    off_args = [u64() for _ in bufs]
+    slot_args = [vp(k) for k in range(len(bufs))]
+    mask = len(offsets) - 1
+    fn, free, poll = nl._read_blocks_pb, nl._free_io_pb, nl._thread_poll_pb
+    poll_args = (vp(thread), ctypes.c_uint32(0), u64(0))
+    pos = ios = inflight = 0
+    stop = False
+    done: list[int] = []
+    record = done.append
+
+    def submit(slot: int) -> int:
+        nonlocal pos
+        i = pos
+        pos = i + 1
+        off = off_args[slot]
+        off.value = offsets[i & mask]
+        rc: int = fn(d, c, buf_args[slot], off, n, cb, slot_args[slot])
+        return rc
+
+    def direct(bdev_io: int | None, success: bool, arg: int | None) -> None:
+        nonlocal ios, inflight
+        free(bdev_io)
+        ios += 1
+        if stop or submit(arg or 0):
+            inflight -= 1
+
+    def recorded(bdev_io: int | None, success: bool, arg: int | None) -> None:
+        free(bdev_io)
+        record(arg or 0)
+
+    cb = nl.COMPLETION_CB(recorded if batched else direct)
+    c0 = time.thread_time()
+    for slot in range(len(bufs)):
+        if not submit(slot):
+            inflight += 1
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(64):
+            poll(*poll_args)
+            if done:
+                k = len(done)
+                ios += k
+                inflight -= k
+                for slot in done:
+                    if not submit(slot):
+                        inflight += 1
+                done.clear()
+    stop = True
+    cpu = time.thread_time() - c0
+    counted = ios
+    drain = time.perf_counter() + 10
+    while time.perf_counter() < drain and inflight > len(done):
+        poll(*poll_args)  # (batched: completions are only recorded now)
+    return round(cpu * 1e9 / counted, 1)
+
+
 def profile(seconds: float, rounds: int, qd: int) -> dict[str, list[float]]:
     """Nanoseconds of CPU per I/O (null bdev, 4 KiB randread) of each layer, in ONE
     process and SPDK env, rounds interleaved: the naive loop (both variants), the stream
     with an ``on_complete`` that only returns the next offset (``stream-bare``), with the
     naive loop's bookkeeping (``stream``), perf's streaming worker with its histogram
-    (``perf``), and the IoSlot await path (``ioslot``).  CPU time (this thread's), not
-    wall time: a run that shares its core with other processes is slowed, not skewed."""
+    (``perf``), the IoSlot await path (``ioslot``), and plain ctypes resubmitting in the
+    completion or in a batch after each poll (:func:`ctypes_variant`).  CPU time (this
+    thread's), not wall time: a run that shares its core is slowed, not skewed."""
     import ctypes
 
     import spdk_io
@@ -278,6 +352,9 @@ def profile(seconds: float, rounds: int, qd: int) -> dict[str, list[float]]:
                         ios = int(env.block_on(_measure_in(name, desc, bufs, seconds))["ios"])
                     cpu = time.thread_time() - c0
                     out.setdefault(name, []).append(round(cpu * 1e9 / ios, 1))
+                for batched in (False, True):
+                    ns = ctypes_variant(batched, thread, desc, bufs, offsets, seconds)
+                    out.setdefault("ctypes-batched" if batched else "ctypes-direct", []).append(ns)
         finally:
             desc.close()
             for b in bufs:
