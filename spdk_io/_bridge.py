@@ -4,7 +4,9 @@ SPDK reports completions by calling ``fn(..., void *cb_arg)``.  spdk_io passes
 a small integer *key* as ``cb_arg`` and keeps what the key stands for in one
 table.  For every callback signature there is exactly one ``CFUNCTYPE``
 trampoline, created at import and kept alive for the life of the process, so
-no callback object is ever created per call or freed while C holds it.
+no callback object is ever created per call or freed while C holds it.  (One
+exception, for a measured reason: each :class:`~spdk_io.bdev.IoStream` has a
+completion of its own, see :func:`bdev_io_callback`.)
 
 An entry is ``(fn, op)``: the trampoline calls ``fn`` with the callback's
 arguments (minus ``cb_arg``); status completions and the hot I/O completions pass
@@ -272,12 +274,20 @@ _free_io = fast("spdk_bdev_free_io", None)
 
 
 def _on_bdev_io(bdev_io: _BdevIoPtr, success: bool, ctx: int | None) -> None:
-    """``spdk_bdev_io_completion_cb``: the entry sees ``(op, success, bdev_io)``; we free the io."""
+    """``spdk_bdev_io_completion_cb``: the entry sees ``(op, success, bdev_io)``; we free the io.
+
+    Persistent entries (IoSlots, stream slots: the hot paths) are looked up first,
+    then one-shot I/Os; ``_take``, inlined."""
     entry: Entry | None = None
     try:
-        entry = _take(ctx)  # one-shot I/Os, and the persistent entries of IoSlots
-        if entry is not None:
-            entry[0](entry[1], success, bdev_io)
+        key = ctx or 0  # 0 (NULL) is no key
+        entry = _persistent.get(key)
+        if entry is None:
+            entry = _once.pop(key, None)
+            if entry is None:
+                _take(None)  # counts the stale callback
+                return
+        entry[0](entry[1], success, bdev_io)
     except BaseException as exc:
         _fail(exc, "bdev I/O completion", entry[1] if entry is not None else None)
     finally:
@@ -412,8 +422,36 @@ void_cb = g.spdk_app_shutdown_cb(_on_void)
 rc_ctx_cb = g.spdk_subsystem_init_fn(_on_rc_ctx)
 poll_cb = g.spdk_poller_fn(_on_poll)
 bdev_event_cb = g.spdk_bdev_event_cb_t(_on_bdev_event)
+#: The C type of ``spdk_bdev_io_completion_cb`` as the hot paths bind it.
+_BdevIoFn = ctypes.CFUNCTYPE(None, _BdevIoPtr, ctypes.c_bool, ctypes.c_void_p)
 #: The completion thunk, for hot paths that call SPDK without argtypes conversion.
-bdev_io_thunk = ctypes.CFUNCTYPE(None, _BdevIoPtr, ctypes.c_bool, ctypes.c_void_p)(_on_bdev_io)
+bdev_io_thunk = _BdevIoFn(_on_bdev_io)
+
+
+def bdev_io_callback(fn: Callable[[Any, bool, int | None], None]) -> Any:
+    """A ``spdk_bdev_io_completion_cb`` that calls ``fn(bdev_io, success, cb_arg)``
+    directly, for :class:`~spdk_io.bdev.IoStream` only: the one exception to one
+    trampoline per signature, because there the dispatch is the cost (measured: the
+    shared trampoline's key lookup and its extra Python frame are ~150 ns, about 10 %
+    of a streamed I/O on a null bdev, ``benchmarks/bench_gap.py --profile``).  ``fn`` must catch
+    everything and free the ``bdev_io`` itself (``free_bdev_io``); its owner keeps the
+    returned object alive while C may call it, and hands it to :func:`retain` if that
+    can no longer be known."""
+    return _BdevIoFn(fn)
+
+
+#: C callback objects C may still call although their owner is gone (see :func:`retain`).
+_retained: list[object] = []
+
+
+def retain(obj: object) -> None:
+    """Keep ``obj`` (a C callback object) alive for the life of the process: its owner
+    was abandoned with I/O SPDK may never complete (its thread was destroyed)."""
+    _retained.append(obj)
+
+
+#: ``spdk_bdev_free_io``, for the completions of :func:`bdev_io_callback`.
+free_bdev_io = _free_io
 #: The same C thunks, typed as the generated callback types that SPDK's prototypes expect.
 bdev_io_cb = ctypes.cast(bdev_io_thunk, g.spdk_bdev_io_completion_cb)
 

@@ -40,13 +40,26 @@ from spdk_io._loader import fast
 from spdk_io._validate import flag, integer, text
 from spdk_io.dma import DmaBuf, dmabuf, dmabufs, iovecs, pin_all
 from spdk_io.errors import BdevRemovedError, SpdkError
-from spdk_io.loop import Op, sleep
+from spdk_io.loop import Op, callback_failed, sleep
 from spdk_io.resource import ACLOSE_POLL, Resource
 from spdk_io.thread import current_thread
 
-__all__ = ["Bdev", "BdevDesc", "IoChannel", "IoSlot", "IoType", "IoTypeName"]
+__all__ = [
+    "Bdev",
+    "BdevDesc",
+    "IoChannel",
+    "IoSlot",
+    "IoStream",
+    "IoType",
+    "IoTypeName",
+    "OnComplete",
+    "StreamSlot",
+]
 
 _log = logging.getLogger("spdk_io")
+
+#: Settles an I/O that could not be (re)submitted: the I/O is no longer in flight.
+Failure = Callable[[BaseException], None]
 
 
 #: The name of an I/O type, as ``Bdev.io_types`` and ``Bdev.supports`` spell it.
@@ -227,6 +240,7 @@ class BdevDesc(Resource):
         self.writable = write
         self._removed = False
         self._inflight = 0
+        self._streams: list[IoStream] = []  # open streams, told when the bdev goes away
         self._event_key = _bridge.persistent(self._on_event)
         desc = ctypes.POINTER(g.struct_spdk_bdev_desc)()
         rc = g.spdk_bdev_open_ext(
@@ -290,6 +304,8 @@ class BdevDesc(Resource):
         I/O a device still holds after :data:`CLOSE_GRACE` (an error bdev injecting
         ``pending`` holds it forever) is aborted with a bdev reset first.
         """
+        for stream in list(self._streams):
+            stream.stop()  # a stream resubmitting forever would never let us close
         deadline = time.monotonic() + CLOSE_GRACE
         while self._inflight and time.monotonic() < deadline:
             await sleep(ACLOSE_POLL)
@@ -303,10 +319,14 @@ class BdevDesc(Resource):
     def _on_event(self, event_type: int) -> None:
         if event_type == g.SPDK_BDEV_EVENT_REMOVE:
             self._removed = True
+            for stream in list(self._streams):
+                stream.stop(BdevRemovedError(self.name))
             if not self._inflight and not self.closed:
                 self.close()
         elif event_type == g.SPDK_BDEV_EVENT_RESIZE and not self.closed:
             self.num_blocks = g.spdk_bdev_get_num_blocks(self._bdev_ptr)
+            for stream in self._streams:
+                stream.resized()
 
     # -- checks --------------------------------------------------------------------------
     # Each returns the checked value(s) in canonical form and raises before any side effect.
@@ -397,27 +417,25 @@ class BdevDesc(Resource):
             raise SpdkError(-rc, what, self.name)
         self._inflight += 1
         if rc:  # out of bdev_io: wait for one, then submit again
-            self._wait_for_io(op, call, key)
+
+            def fail(exc: BaseException) -> None:
+                _bridge.forget(key)
+                self._finish(op, exc)
+
+            self._wait_for_io(call, key, fail)
         return op
 
-    def _wait_for_io(
-        self, op: Op[Any], call: Callable[[int], int], key: int, one_shot: bool = True
-    ) -> None:
-        """Retry ``call`` when a ``bdev_io`` is free again (``spdk_bdev_queue_io_wait``).
+    def _wait_for_io(self, call: Callable[[int], int], key: int, fail: Failure) -> None:
+        """Retry ``call(key)`` when a ``bdev_io`` is free again (``spdk_bdev_queue_io_wait``).
 
-        ``key`` is the completion's registration: dropped on failure if ``one_shot``.
-        The wait entry SPDK links into its queue is referenced by the retry callback's
-        registration until SPDK has unlinked it and called back.
+        ``fail(exc)`` settles the I/O if the retry cannot be submitted (it is no longer
+        in flight then).  The wait entry SPDK links into its queue is referenced by the
+        retry callback's registration until SPDK has unlinked it and called back.
         """
         entry = g.struct_spdk_bdev_io_wait_entry()
         entry.bdev = self._bdev_ptr
 
         holder = [entry]  # SPDK links the struct into a list: keep it alive until it calls back
-
-        def fail(exc: BaseException) -> None:
-            if one_shot:
-                _bridge.forget(key)
-            self._finish(op, exc)
 
         def retry() -> None:
             holder.clear()  # SPDK unlinked the entry before calling back
@@ -427,12 +445,12 @@ class BdevDesc(Resource):
                 fail(exc)
                 return
             if rc == -errno.ENOMEM:
-                self._wait_for_io(op, call, key, one_shot)
+                self._wait_for_io(call, key, fail)
             elif rc != 0:
-                fail(SpdkError(-rc, op.what, self.name))
+                fail(SpdkError(-rc, "spdk_bdev_queue_io_wait retry", self.name))
 
         entry.cb_fn = _bridge.io_wait_cb
-        entry.cb_arg = _bridge.once(retry, op)
+        entry.cb_arg = _bridge.once(retry)
         rc = g.spdk_bdev_queue_io_wait(self._bdev_ptr, self._channel._ptr, ctypes.byref(entry))
         if rc != 0:
             _bridge.forget(entry.cb_arg)
@@ -671,6 +689,10 @@ class BdevDesc(Resource):
         """A reusable submission context over ``buf`` for the hot path (see :class:`IoSlot`)."""
         return IoSlot(self, buf)
 
+    def stream(self, bufs: Sequence[DmaBuf], on_complete: OnComplete) -> IoStream:
+        """A streaming I/O context over ``bufs``, one slot each (see :class:`IoStream`)."""
+        return IoStream(self, bufs, on_complete)
+
     def reset(self) -> Op[None]:
         """Reset the bdev (``spdk_bdev_reset``); in-flight I/O may fail.
 
@@ -695,6 +717,7 @@ class BdevDesc(Resource):
 
 _get_ident = threading.get_ident
 _bdev_io_thunk = _bridge.bdev_io_thunk
+_free_bdev_io = _bridge.free_bdev_io
 
 
 class IoSlot(Resource):
@@ -707,6 +730,7 @@ class IoSlot(Resource):
     ``int``).  Use one slot per concurrently outstanding I/O (a perf tool's
     queue depth); close it (or leave the ``with`` block) to release the buffer.  A
     slot is a child of its descriptor: closing the descriptor closes its slots.
+    For throughput without a task per I/O, see :class:`IoStream`.
     """
 
     def __init__(self, desc: BdevDesc, buf: DmaBuf) -> None:
@@ -720,10 +744,21 @@ class IoSlot(Resource):
         self._op.set_result(None)  # idle: finished; rearmed by each submission
         self._off = ctypes.c_uint64()
         self._num = ctypes.c_uint64()
-        self._buf_arg = ctypes.c_void_p(buf.addr)
         self._key = _bridge.persistent(self._complete, self._op)  # errors reach the awaiter
-        self._key_arg = ctypes.c_void_p(self._key)
+        #: Every argument of spdk_bdev_{read,write}_blocks, prebuilt (_off, _num set in place).
+        self._args = (
+            desc._desc_arg,
+            desc._ch_arg,
+            ctypes.c_void_p(buf.addr),
+            self._off,
+            self._num,
+            _bdev_io_thunk,
+            ctypes.c_void_p(self._key),
+        )
         self._ident = desc.thread.owner  # the OS thread that may submit
+        #: Open and idle: the one state the fast path tests (False while the I/O is in
+        #: flight and once closed; the slow path then says which).
+        self._ready = True
         super().__init__(desc.thread, parent=desc)
 
     def _refusal(self) -> BaseException | None:
@@ -733,59 +768,83 @@ class IoSlot(Resource):
 
     def _release(self) -> None:
         """Release the buffer (closing is refused while the slot's I/O is in flight)."""
+        self._ready = False
         _bridge.forget(self._key)
         self.buf.unpin()
 
     def _abandoned(self) -> None:
+        self._ready = False
         _bridge.forget(self._key)
         if self._op.done():  # an I/O SPDK never completed may still reach the buffer
             self.buf.unpin()
 
     def read_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
         """Read into the slot's buffer; await the result."""
+        desc = self.desc
+        if (  # every check, in one expression; anything unusual takes the slow path
+            self._ready
+            and type(offset_blocks) is int  # bool, float, numpy ints: the slow path decides
+            and type(num_blocks) is int
+            and 0 < num_blocks <= self._capacity_blocks
+            and 0 <= offset_blocks <= desc.num_blocks - num_blocks
+            and not desc._removed  # (a closed descriptor closed its slots first)
+            and _get_ident() == self._ident
+        ):
+            self._off.value = offset_blocks
+            self._num.value = num_blocks
+            if not _read_blocks_raw(*self._args):
+                self._ready = False
+                op = self._op
+                op.rearm()
+                desc._inflight += 1
+                return op
         return self._submit(_read_blocks_raw, offset_blocks, num_blocks, False)
 
     def write_blocks(self, offset_blocks: int, num_blocks: int) -> Op[None]:
         """Write from the slot's buffer; await the result."""
+        desc = self.desc
+        if (  # read_blocks' checks, and a writable descriptor
+            self._ready
+            and type(offset_blocks) is int
+            and type(num_blocks) is int
+            and 0 < num_blocks <= self._capacity_blocks
+            and 0 <= offset_blocks <= desc.num_blocks - num_blocks
+            and desc.writable
+            and not desc._removed
+            and _get_ident() == self._ident
+        ):
+            self._off.value = offset_blocks
+            self._num.value = num_blocks
+            if not _write_blocks_raw(*self._args):
+                self._ready = False
+                op = self._op
+                op.rearm()
+                desc._inflight += 1
+                return op
         return self._submit(_write_blocks_raw, offset_blocks, num_blocks, True)
 
-    def _submit(self, fn: Any, offset_blocks: int, num_blocks: int, write: bool) -> Op[None]:
+    def _submit(self, fn: Any, offset_blocks: object, num_blocks: object, write: bool) -> Op[None]:
+        """The slow path: every check with its own exception, then submit (or wait for a
+        ``bdev_io`` on ``-ENOMEM``)."""
+        offset_blocks, num_blocks = self._slow_check(offset_blocks, num_blocks, write)
         op = self._op
         desc = self.desc
-        if (
-            type(offset_blocks) is not int  # bool, float, numpy ints: the slow path decides
-            or type(num_blocks) is not int
-            or not op.done()
-            or self.closed
-            or not 0 < num_blocks <= self._capacity_blocks
-            or offset_blocks < 0
-            or offset_blocks + num_blocks > desc.num_blocks
-            or desc._removed  # (a closed descriptor closed its slots first)
-            or (write and not desc.writable)
-            or _get_ident() != self._ident
-        ):
-            offset_blocks, num_blocks = self._slow_check(offset_blocks, num_blocks, write)
         self._off.value = offset_blocks
         self._num.value = num_blocks
-        rc = fn(
-            desc._desc_arg,
-            desc._ch_arg,
-            self._buf_arg,
-            self._off,
-            self._num,
-            _bdev_io_thunk,
-            self._key_arg,
-        )
+        rc = fn(*self._args)
         if rc and rc != -errno.ENOMEM:
             raise SpdkError(-rc, "write" if write else "read", desc.name)
+        self._ready = False
         op.rearm()
         desc._inflight += 1
         if rc:  # out of bdev_io: wait for one, then submit the same prebuilt arguments again
-            args = (desc._desc_arg, desc._ch_arg, self._buf_arg, self._off, self._num)
-            desc._wait_for_io(
-                op, lambda _key: fn(*args, _bdev_io_thunk, self._key_arg), self._key, False
-            )
+            args = self._args
+            desc._wait_for_io(lambda _key: fn(*args), self._key, self._wait_failed)
         return op
+
+    def _wait_failed(self, exc: BaseException) -> None:
+        self._ready = not self.closed
+        self.desc._finish(self._op, exc)
 
     def _slow_check(
         self, offset_blocks: object, num_blocks: object, write: bool
@@ -804,8 +863,342 @@ class IoSlot(Resource):
 
     def _complete(self, op: Op[None], success: bool, bdev_io: Any) -> None:
         desc = self.desc
+        self._ready = not self.closed  # (closed: abandoned with its thread, I/O pending)
         if success and not desc._removed:
             desc._inflight -= 1
             op.set_result(None)
         else:
             desc._finish(op, None if success else SpdkError(errno.EIO, "slot I/O", desc.name))
+
+
+# ------------------------------------------------------------------------------ streaming
+
+#: A stream's completion callback: ``on_complete(slot, ok)`` returns the next
+#: ``offset_blocks`` for the slot (the same kind and length of I/O again), or ``None``.
+OnComplete = Callable[["StreamSlot", bool], "int | None"]
+
+
+class StreamSlot:
+    """One slot of an :class:`IoStream`: a pinned buffer and at most one I/O in flight.
+
+    ``read_blocks``/``write_blocks`` start an I/O with every check of
+    :class:`BdevDesc` (nothing is submitted if one fails); the stream's
+    ``on_complete`` resubmits by returning the next offset.  ``index`` is the slot's
+    position in ``stream.slots``; ``busy`` whether its I/O is in flight.
+    """
+
+    __slots__ = (
+        "_args",
+        "_fn",
+        "_limit",
+        "_num",
+        "_off",
+        "buf",
+        "busy",
+        "desc",
+        "index",
+        "stream",
+    )
+
+    def __init__(self, stream: IoStream, index: int, buf: DmaBuf) -> None:
+        self.stream = stream
+        self.desc = stream.desc
+        self.index = index
+        self.buf = buf
+        self.busy = False
+        self._fn: Any = _read_blocks_raw
+        self._off = ctypes.c_uint64()
+        self._num = ctypes.c_uint64(1)
+        self._limit = -1  # the highest offset the current kind and length may go to
+        #: Every argument of spdk_bdev_{read,write}_blocks, prebuilt (_off and _num are
+        #: set in place): the stream's completion, with the slot's index as cb_arg.
+        self._args = (
+            self.desc._desc_arg,
+            self.desc._ch_arg,
+            ctypes.c_void_p(buf.addr),
+            self._off,
+            self._num,
+            stream._thunk,
+            ctypes.c_void_p(index),
+        )
+
+    def __repr__(self) -> str:
+        return f"<StreamSlot {self.index} of {self.desc.name} {'busy' if self.busy else 'idle'}>"
+
+    @property
+    def offset_blocks(self) -> int:
+        """Where the slot's latest I/O went (in flight, or just completed)."""
+        return self._off.value
+
+    @property
+    def num_blocks(self) -> int:
+        """How many blocks the slot's latest I/O covers."""
+        return self._num.value
+
+    def read_blocks(self, offset_blocks: int, num_blocks: int) -> None:
+        """Start reading ``num_blocks`` blocks at ``offset_blocks`` into the slot's buffer."""
+        self._start(_read_blocks_raw, offset_blocks, num_blocks, False)
+
+    def write_blocks(self, offset_blocks: int, num_blocks: int) -> None:
+        """Start writing ``num_blocks`` blocks from the slot's buffer at ``offset_blocks``."""
+        self._start(_write_blocks_raw, offset_blocks, num_blocks, True)
+
+    def _start(self, fn: Any, offset_blocks: object, num_blocks: object, write: bool) -> None:
+        stream = self.stream
+        stream._check_open()
+        if self.busy:
+            raise RuntimeError(f"{self!r}: its I/O is still in flight")
+        desc = self.desc
+        desc._check(write, "write" if write else "read")
+        off, num = desc._range(offset_blocks, num_blocks)
+        desc._buffer(self.buf, num)
+        self._fn = fn
+        self._num.value = num
+        self._limit = desc.num_blocks - num
+        self._submit(off)
+
+    def _submit(self, off: int) -> None:
+        """Call SPDK with the prebuilt arguments at ``off`` (checked); the I/O is in flight
+        on return (queued for a ``bdev_io`` on ``-ENOMEM``), or it raised ``SpdkError``."""
+        self._off.value = off
+        rc = self._fn(*self._args)
+        if rc and rc != -errno.ENOMEM:
+            raise SpdkError(
+                -rc, "write" if self._fn is _write_blocks_raw else "read", self.desc.name
+            )
+        self.busy = True
+        self.stream._inflight += 1
+        self.desc._inflight += 1
+        if rc:  # out of bdev_io: SPDK calls back when one is free
+            fn, args = self._fn, self._args
+            self.desc._wait_for_io(lambda _key: fn(*args), 0, self._failed)
+
+    def _failed(self, exc: BaseException) -> None:
+        """The I/O could not be resubmitted after an ``-ENOMEM`` wait: it ends, failed."""
+        self.busy = False
+        self._fail_with(exc)
+
+    def _fail_with(self, exc: BaseException) -> None:
+        """Count the slot's finished I/O out and stop the stream with ``exc``."""
+        stream = self.stream
+        stream.stop(exc)  # first, so that an idle stream's waiter sees the error
+        self._count_out()
+        stream._fail(exc)
+
+    def _count_out(self) -> None:
+        """One I/O of this slot is over (the slot may carry a new one already)."""
+        stream = self.stream
+        stream._inflight -= 1
+        desc = self.desc
+        desc._inflight -= 1
+        if not stream._inflight and stream._waiters:
+            stream._idle()
+        if desc._removed and not desc._inflight and not desc.closed:
+            desc.close()
+
+    def _resubmit_slow(self, nxt: object) -> None:
+        """``on_complete`` returned ``nxt``, which the fast path did not submit: submit it
+        with every check (or fail the stream), then count the finished I/O out."""
+        if self.busy:
+            self._fail_with(
+                RuntimeError(
+                    f"{self!r}: on_complete started an I/O on the slot and returned {nxt!r}: "
+                    "return None when it submits itself"
+                )
+            )
+            return
+        if not self.stream._live:  # on_complete stopped the stream: nothing new
+            self._count_out()
+            return
+        try:
+            self._start(self._fn, nxt, self._num.value, self._fn is _write_blocks_raw)
+        except BaseException as exc:
+            self._fail_with(exc)
+            return
+        self._count_out()  # the new I/O is counted in already
+
+
+class IoStream(Resource):
+    """Throughput I/O without a task or an ``Op`` per I/O: N slots, one callback.
+
+    Each slot (:class:`StreamSlot`, in :attr:`slots`) owns one pinned buffer and
+    carries at most one I/O.  Start I/O with ``slot.read_blocks(off, n)`` /
+    ``slot.write_blocks(off, n)`` (checked like :class:`BdevDesc`'s; a bad argument
+    raises and submits nothing).  When an I/O completes, SPDK's completion calls
+    ``on_complete(slot, ok)`` directly, on the descriptor's thread; it returns the
+    next ``offset_blocks`` to resubmit the same kind and length of I/O on that slot
+    at once (no task switch), or ``None`` to leave the slot idle (it may also start
+    another I/O on the slot itself and return ``None``).  An offset it returns that
+    is not an in-range ``int`` fails the stream like an exception.
+
+    ``await stream.wait()`` returns once no I/O of the stream is in flight, or raises
+    the first exception ``on_complete`` raised, once the I/O in flight has drained:
+    after an exception (or :meth:`stop`, or a hot-remove) ``on_complete`` is not
+    called again and the stream takes no new I/O.  ``close()`` is refused
+    (``BlockingIOError``) while I/O is in flight; ``aclose()`` stops the stream and
+    waits.  Completions arrive one by one from SPDK's C loop: there is no batch to
+    hand over without compiled code, so the callback is the unit of work.
+    """
+
+    def __init__(self, desc: BdevDesc, bufs: Sequence[DmaBuf], on_complete: OnComplete) -> None:
+        desc._check(False, "stream")
+        items = dmabufs(bufs)
+        if not callable(on_complete):
+            raise TypeError(f"on_complete must be callable, not {type(on_complete).__name__}")
+        for i, b in enumerate(items):
+            desc._buffer(b, 1, f"bufs[{i}]")
+        self.desc = desc
+        self._on_complete = on_complete
+        self._inflight = 0
+        self._live = True  # False once stopped: on_complete is not called again
+        self._error: BaseException | None = None
+        self._waiters: list[Op[None]] = []  # wait()'s Ops, finished when no I/O is in flight
+        self._thunk = _bridge.bdev_io_callback(self._on_io)  # alive as long as the stream
+        pinned = pin_all(items)
+        try:
+            #: The slots, one per buffer, in the order of ``bufs``.
+            self.slots: tuple[StreamSlot, ...] = tuple(
+                StreamSlot(self, i, b) for i, b in enumerate(items)
+            )
+        except BaseException:
+            for b in pinned:
+                b.unpin()
+            raise
+        super().__init__(desc.thread, parent=desc)
+        desc._streams.append(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("running" if self._live else "stopped")
+        return f"<IoStream {self.desc.name} {len(self.slots)} slots {state}>"
+
+    @property
+    def inflight(self) -> int:
+        """The stream's I/Os submitted and not yet completed."""
+        return self._inflight
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that stopped the stream (``on_complete``'s, a hot-remove), if any."""
+        return self._error
+
+    def wait(self) -> Op[None]:
+        """An awaitable that finishes once no I/O of the stream is in flight, or fails
+        with the stream's error (see the class docstring) once its I/O has drained."""
+        self.desc.thread.check_owner()
+        waiters = self._waiters
+
+        def gave_up() -> None:  # the awaiting task was cancelled: forget its Op
+            if op in waiters:
+                waiters.remove(op)
+
+        op: Op[None] = Op("IoStream.wait", gave_up)
+        waiters.append(op)
+        if not self._inflight:
+            self._idle()
+        return op
+
+    def stop(self, error: BaseException | None = None) -> None:
+        """Stop: ``on_complete`` is not called again and no new I/O is taken; the I/O in
+        flight drains.  ``error`` (if given, and the first) is what ``wait()`` raises."""
+        self._live = False
+        if error is not None and self._error is None:
+            self._error = error
+
+    def resized(self) -> None:
+        """The bdev's size changed: resubmissions are checked against the new size."""
+        for s in self.slots:
+            s._limit = self.desc.num_blocks - s._num.value
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"{self!r} is closed")
+        if self._error is not None:
+            raise RuntimeError(f"{self!r} failed: {self._error!r}") from self._error
+        if not self._live:
+            raise RuntimeError(f"{self!r} is stopped")
+
+    def _fail(self, exc: BaseException) -> None:
+        """``on_complete`` (or a resubmission) raised ``exc``: stop, and tell the waiter
+        once the I/O has drained.  A Ctrl-C or exit goes to the loop at once too."""
+        self.stop(exc)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            callback_failed(exc, "IoStream on_complete")  # stops the loop now
+        if not self._inflight:
+            self._idle()
+
+    def _idle(self) -> None:
+        """No I/O in flight: finish the waiter, with the error if there is one."""
+        waiters, self._waiters = self._waiters, []
+        for op in waiters:
+            if op.done():
+                continue
+            if self._error is None:
+                op.set_result(None)
+            else:
+                callback_failed(self._error, "IoStream on_complete", op)
+
+    def _refusal(self) -> BaseException | None:
+        if self._inflight:
+            return BlockingIOError(
+                f"{self!r}: {self._inflight} I/O still in flight; await stream.wait() "
+                "or stream.aclose()"
+            )
+        return None
+
+    async def aclose(self) -> None:
+        """Stop the stream, wait for its I/O in flight, close it."""
+        self.stop()
+        await super().aclose()
+
+    def _on_io(self, bdev_io: Any, success: bool, index: int | None) -> None:
+        """The completion of a slot's I/O (``cb_arg`` = the slot's index): report it to
+        ``on_complete``, resubmit what it returns, free the ``bdev_io``.
+
+        The hot path, called by C directly (see :func:`spdk_io._bridge.bdev_io_callback`):
+        only the checks a resubmission needs (the OS thread is the owner's: SPDK completes
+        on the channel's thread; the kind and length were checked when the slot's I/O
+        was started, and ``_limit`` is the last offset they allow)."""
+        try:
+            slot = self.slots[index or 0]
+            slot.busy = False
+            if self._live:
+                try:
+                    nxt = self._on_complete(slot, success)
+                except BaseException as exc:
+                    slot._fail_with(exc)
+                    return
+                if nxt is not None:
+                    if (
+                        type(nxt) is int
+                        and 0 <= nxt <= slot._limit
+                        and not slot.busy  # on_complete did not start another I/O itself
+                        and self._live  # nor stop the stream
+                    ):
+                        slot._off.value = nxt  # slot._submit, inlined: still counted in flight
+                        if not slot._fn(*slot._args):
+                            slot.busy = True
+                            return
+                    slot._resubmit_slow(nxt)
+                    return
+            slot._count_out()
+        except BaseException as exc:  # a bug here: nothing may unwind into C
+            callback_failed(exc, "IoStream completion")
+        finally:
+            _free_bdev_io(bdev_io)
+
+    def _release(self) -> None:
+        self._live = False
+        for s in self.slots:
+            s.buf.unpin()
+        if self in self.desc._streams:
+            self.desc._streams.remove(self)
+
+    def _abandoned(self) -> None:
+        self._live = False
+        if any(s.busy for s in self.slots):  # SPDK may still call back, however unlikely
+            _bridge.retain(self._thunk)
+        for s in self.slots:
+            if not s.busy:  # an I/O SPDK never completed may still reach the buffer
+                s.buf.unpin()
+        if self in self.desc._streams:
+            self.desc._streams.remove(self)
