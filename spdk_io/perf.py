@@ -218,12 +218,16 @@ class _Stats:
         """The I/Os counted in the histogram so far."""
         return sum(self.counts) + sum(self.fine)
 
-    def histogram(self) -> LatencyHistogram:
+    def bucket_counts(self) -> list[int]:
+        """Per-bucket counts with ``fine`` folded in (what another core's numbers add to)."""
         counts = list(self.counts)
         for k, c in enumerate(self.fine):
             if c:
                 counts[bucket_index(k << 3)] += c
-        return LatencyHistogram.from_buckets(counts, total=self.total, max=self.max)
+        return counts
+
+    def histogram(self) -> LatencyHistogram:
+        return LatencyHistogram.from_buckets(self.bucket_counts(), total=self.total, max=self.max)
 
 
 class _Slot(Protocol):
@@ -633,7 +637,8 @@ async def core_job(cfg: PerfConfig, name: str) -> CoreNumbers:
     """One core's share of :func:`run_perf_cores`, placed with ``spdk_io.cores.run_on``:
     the single-core measurement of bdev ``name``, on this core, as picklable numbers."""
     stats, elapsed = await _on_bdev(cfg, name, False)
-    return elapsed, stats.ios, stats.errors, stats.total, stats.max, stats.counts
+    h = stats.histogram()  # the maximum as the histogram reports it (fine steps included)
+    return elapsed, stats.ios, stats.errors, stats.total, h.max, stats.bucket_counts()
 
 
 def _stats_of(numbers: list[CoreNumbers]) -> tuple[_Stats, float]:
