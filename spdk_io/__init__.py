@@ -57,6 +57,8 @@ _EXPORTS: dict[str, str] = {
     "Bdev": "bdev",
     "BdevDesc": "bdev",
     "IoSlot": "bdev",
+    "IoStream": "bdev",
+    "StreamSlot": "bdev",
     # errors
     "SpdkError": "errors",
     "RpcError": "errors",
@@ -141,6 +143,8 @@ if TYPE_CHECKING:  # the names __getattr__ provides, for type checkers (explicit
     from spdk_io.bdev import Bdev as Bdev
     from spdk_io.bdev import BdevDesc as BdevDesc
     from spdk_io.bdev import IoSlot as IoSlot
+    from spdk_io.bdev import IoStream as IoStream
+    from spdk_io.bdev import StreamSlot as StreamSlot
     from spdk_io.dma import DmaBuf as DmaBuf
     from spdk_io.env import Env as Env
     from spdk_io.env import EnvOptions as EnvOptions
