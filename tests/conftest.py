@@ -24,6 +24,9 @@ import pytest
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The cores this process may run on, before DPDK pins the OS thread that initialises
+#: SPDK to its main core (children inherit the pin: see :func:`_unpin`).
+_AFFINITY = frozenset(os.sched_getaffinity(0))
 
 # Tests crash child processes on purpose (a regression test shows the crash before its
 # fix): no core files from them, in the checkout or anywhere else.
@@ -123,6 +126,13 @@ def _argv(code: str | None, args: list[str] | None) -> list[str]:
     return ["-c", textwrap.dedent(code)] if code is not None else list(args or [])
 
 
+def _unpin() -> None:
+    """Let this OS thread (and so the children it starts) run on every core again: a
+    multi-core child (tests/test_cores.py) may only use the cores its parent may."""
+    if os.sched_getaffinity(0) != _AFFINITY:
+        os.sched_setaffinity(0, _AFFINITY)
+
+
 def run_py(
     code: str | None = None,
     timeout: float = 60,
@@ -132,6 +142,7 @@ def run_py(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (or ``args``, such as ``["-m", "spdk_io", ...]``) in a fresh Python
     process (its own SPDK), from the repo root."""
+    _unpin()
     return subprocess.run(
         [sys.executable, *_argv(code, args)],
         capture_output=True,
@@ -146,6 +157,7 @@ def run_py(
 def start_py(code: str | None = None, *, args: list[str] | None = None) -> subprocess.Popen[str]:
     """Start Python (``-c code``, or ``args`` such as ``["-m", "spdk_io", ...]``) in a
     fresh process from the repo root, with pipes: for tests that signal a running child."""
+    _unpin()
     return subprocess.Popen(
         [sys.executable, *_argv(code, args)],
         stdout=subprocess.PIPE,
