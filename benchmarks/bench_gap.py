@@ -210,6 +210,10 @@ def child(
 # ----------------------------------------------------------------------------- profile
 
 
+#: Completion callbacks SPDK may still call (a drain that timed out): never freed.
+_KEEP: list[Any] = []
+
+
 def ctypes_variant(
     batched: bool, thread: int | None, desc: Any, bufs: list[Any], offsets: list[int],
     seconds: float,
@@ -280,6 +284,9 @@ def ctypes_variant(
     drain = time.perf_counter() + 10
     while time.perf_counter() < drain and inflight > len(done):
         poll(*poll_args)  # (batched: completions are only recorded now)
+    if inflight > len(done):  # SPDK still holds I/Os whose completion is ``cb``: keep it
+        _KEEP.append(cb)
+        raise RuntimeError(f"{inflight - len(done)} I/Os did not complete in 10 s")
     return round(cpu * 1e9 / counted, 1)
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -69,20 +70,26 @@ def run(minutes: float, every: float, bdev: str, warmup: float) -> dict[str, Any
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     samples: list[tuple[float, int]] = []
     t0 = time.monotonic()
-    with subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    ) as proc:
+    # Output goes to files, not pipes nobody reads while it runs (a chatty log would block).
+    with (
+        tempfile.TemporaryFile("w+") as out_f,
+        tempfile.TemporaryFile("w+") as err_f,
+        subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True, env=env) as proc,
+    ):
         try:
             while proc.poll() is None:
                 kib = rss_kib(proc.pid)
                 if kib is not None:
                     samples.append((time.monotonic() - t0, kib))
                 time.sleep(every)
-            out, err = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
     perf: dict[str, Any] | str
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     perf = json.loads(lines[-1]) if proc.returncode == 0 and lines else f"exit {proc.returncode}"

@@ -1099,7 +1099,14 @@ class IoStream(Resource):
 
     def stop(self, error: BaseException | None = None) -> None:
         """Stop: ``on_complete`` is not called again and no new I/O is taken; the I/O in
-        flight drains.  ``error`` (if given, and the first) is what ``wait()`` raises."""
+        flight drains.  ``error`` (if given, and the first) is what ``wait()`` raises.
+        Called on the descriptor's thread; a bad ``error`` raises ``TypeError`` and
+        changes nothing."""
+        if error is not None and not isinstance(error, BaseException):
+            raise TypeError(
+                f"error must be an exception instance or None, not {type(error).__name__}"
+            )
+        self.desc.thread.check_owner()
         self._live = False
         if error is not None and self._error is None:
             self._error = error

@@ -16,6 +16,7 @@ from spdk_io import bdev_modules as bm
 from spdk_io.bdev import Bdev, BdevDesc, IoStream, StreamSlot
 from spdk_io.dma import DmaBuf
 from spdk_io.errors import BdevRemovedError, WrongThreadError
+from spdk_io.loop import Op
 
 Run = Callable[[Awaitable[Any]], Any]
 BS = 4096
@@ -324,10 +325,13 @@ def test_closing_is_refused_while_io_is_in_flight_and_aclose_stops_and_drains(ru
             with BdevDesc.open("St_Close") as d:
                 bufs = [DmaBuf.alloc(BS) for _ in range(4)]
                 completions = 0
+                first: Op[None] = Op("first completion")
 
                 def forever(slot: StreamSlot, ok: bool) -> int | None:
                     nonlocal completions
                     completions += 1
+                    if not first.done():
+                        first.set_result(None)
                     return (slot.index + completions) % 16
 
                 stream = d.stream(bufs, forever)
@@ -338,8 +342,8 @@ def test_closing_is_refused_while_io_is_in_flight_and_aclose_stops_and_drains(ru
                 with pytest.raises(BlockingIOError):
                     d.close()  # its child is busy
                 assert not stream.closed and not d.closed
-                await spdk_io.sleep(0.01)
-                assert completions > 0 and stream.inflight == 4  # it keeps going
+                await first
+                assert stream.inflight == 4  # it keeps going
                 await stream.aclose()
                 assert stream.closed and stream.inflight == 0 and d.inflight == 0
                 for b in bufs:
@@ -514,3 +518,26 @@ def test_perfs_fine_latency_table_gives_the_histograms_percentiles(samples: list
     assert 0 <= got.max - max(samples) <= 7
     for p in (0, 50, 90, 99, 99.9, 100):
         assert 0 <= got.percentile(p) - exact.percentile(p) <= 7, p
+
+
+def test_stop_refuses_an_error_that_is_not_an_exception_and_changes_nothing(run: Run) -> None:
+    async def main() -> None:
+        await bm.create_null("St_Stop", 64, BS)
+        try:
+            with BdevDesc.open("St_Stop") as d:
+                bufs = [DmaBuf.alloc(BS)]
+                with d.stream(bufs, lambda slot, ok: None) as stream:
+                    for bad in ("oops", 5, ValueError):
+                        with pytest.raises(TypeError, match="exception instance"):
+                            stream.stop(bad)  # type: ignore[arg-type]  # what is tested
+                    stream.slots[0].read_blocks(0, 1)  # still live: nothing changed
+                    await stream.wait()
+                    assert stream.error is None
+                    stream.stop(ValueError("told"))
+                    with pytest.raises(ValueError, match="told"):
+                        await stream.wait()
+                bufs[0].free()
+        finally:
+            await bm.delete_null("St_Stop")
+
+    run(main())

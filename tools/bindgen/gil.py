@@ -45,6 +45,8 @@ THREAD_LIB = "sets up or tears down the thread library with the env (DPDK memory
 DEVICE_SCAN = "scans and attaches (or detaches) devices, waiting for each"
 SUBSYSTEMS = "runs every subsystem's (or the config's) setup or teardown code: opens devices"
 NVME_SYNC = "synchronous NVMe: polls (and sleeps) until the controller answers"
+NVME_PROPERTY = "on fabrics, reads the register with a Property Get and polls until it answers"
+SPINS = "spins until another thread releases the lock"
 NVME_DISCOVERY = (
     "with a discovery NQN, reads the discovery log synchronously (polls until it answers)"
 )
@@ -62,6 +64,7 @@ CUSE = "starts a CUSE device thread and waits for it"
 RELEASES_GIL: dict[str, str] = {
     # time
     "spdk_delay_us": SLEEPS,
+    "spdk_spin_lock": SPINS,
     "spdk_fd_group_wait": WAITS_FD,
     "spdk_nvme_poll_group_wait": WAITS_FD,
     "spdk_jsonrpc_client_poll": WAITS_FD,
@@ -73,6 +76,7 @@ RELEASES_GIL: dict[str, str] = {
     "spdk_env_dpdk_post_init": ENV,
     "spdk_env_dpdk_post_fini": ENV,
     "spdk_thread_lib_init": THREAD_LIB,
+    "spdk_thread_lib_init_ext": THREAD_LIB,
     "spdk_thread_lib_fini": THREAD_LIB,
     "spdk_env_thread_launch_pinned": THREADS,
     "spdk_env_thread_wait_all": THREADS,
@@ -96,6 +100,12 @@ RELEASES_GIL: dict[str, str] = {
     "spdk_nvme_detach_poll": NVME_SYNC,
     "spdk_nvme_scan_attached": NVME_SYNC,
     "spdk_nvme_ctrlr_reset": NVME_SYNC,
+    # (cap and vs are cached at attach: no Property Get)
+    "spdk_nvme_ctrlr_get_regs_csts": NVME_PROPERTY,
+    "spdk_nvme_ctrlr_get_regs_cc": NVME_PROPERTY,
+    "spdk_nvme_ctrlr_get_regs_cmbsz": NVME_PROPERTY,
+    "spdk_nvme_ctrlr_get_regs_pmrcap": NVME_PROPERTY,
+    "spdk_nvme_ctrlr_get_regs_bpinfo": NVME_PROPERTY,
     "spdk_nvme_ctrlr_reset_subsystem": NVME_SYNC,
     "spdk_nvme_ctrlr_attach_ns": NVME_SYNC,
     "spdk_nvme_ctrlr_detach_ns": NVME_SYNC,
