@@ -190,17 +190,3 @@ class Holder:
 
     def get(self) -> int:
         return self.value
-
-
-async def log_forever() -> None:
-    """Make SPDK log from this core until cancelled, and while unwinding."""
-    i = 0
-    try:
-        while True:
-            log_here(f"worker log {i}")
-            i += 1
-            await loop.sleep(0.005)
-    finally:
-        for j in range(100):
-            log_here(f"worker log unwinding {j}")
-            time.sleep(0.005)
