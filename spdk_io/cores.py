@@ -25,7 +25,8 @@ thread it runs, and a ctypes callback runs in the interpreter of that OS thread)
 
 * in a worker, anything that makes SPDK create threads or register callbacks
   process-wide (SpdkThread.create/spawn, NVMe-oF targets, RPC calls and servers, bdev
-  creation, Env/App): :class:`~spdk_io.errors.MainInterpreterOnlyError`;
+  creation, Env/App, the NVMe driver, trace): :class:`~spdk_io.errors.MainInterpreterOnlyError`
+  (an NVMe device on every core: attach it as a bdev in main, open the bdev anywhere);
 * :class:`~spdk_io.thread.ThreadHandle` messages to an SPDK thread another interpreter
   polls: :class:`~spdk_io.errors.WrongThreadError`;
 * iterations over every SPDK thread or channel (:mod:`spdk_io.stats`): :class:`CoreError`;
@@ -34,8 +35,10 @@ thread it runs, and a ctypes callback runs in the interpreter of that OS thread)
 
 Leaving ``run`` (or ``Env.stop``) stops every core first: each cancels its tasks,
 releases what it holds, exits its SPDK thread, and its interpreter is destroyed,
-within :data:`STOP_TIMEOUT` s; a core that does not stop is leaked and SPDK marked
-unusable rather than torn down under it.  Under SPDK's app framework
+within :data:`STOP_TIMEOUT` s; a core whose SPDK thread is still there then is leaked
+and SPDK marked unusable rather than torn down under it.  Jobs must join the Python
+threads they start: an interpreter cannot end before them (it is leaked, with a
+``ResourceWarning``; SPDK stays usable, its thread being gone).  Under SPDK's app framework
 (:class:`~spdk_io.app.App`) reactors run the other cores in C and ``run_on`` refuses.
 
 Transport: two non-blocking pipes per core carry length-prefixed pickles; each side
