@@ -523,3 +523,29 @@ def test_a_core_failing_to_start_leaks_no_spdk_thread_and_gives_the_log_back() -
     assert threads is not None, proc.stdout
     assert "core1" not in threads.group(1), proc.stdout
     assert "python logging saw ['after-failed-start']" in proc.stdout
+
+
+def test_attaching_an_spdk_thread_needs_the_id_of_a_live_one() -> None:
+    proc = run_py(
+        """
+        import threading
+        import spdk_io
+        from spdk_io.thread import SpdkThread, current_thread
+        async def main():
+            unknown = current_thread().id + 1000
+            def other():  # an OS thread polling no SPDK thread yet
+                for tid in (unknown, 0):
+                    try:
+                        SpdkThread.attach(tid, "x")
+                        print("attached", tid)
+                    except ValueError as exc:
+                        print("refused", tid, exc)
+            t = threading.Thread(target=other)
+            t.start()
+            t.join()
+        spdk_io.run(main(), mem_size_mb=MEM)
+        """.replace("MEM", str(min_mem_size_mb(1) + 64))
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"refused \d+ no live SPDK thread has id \d+", proc.stdout), proc.stdout
+    assert "refused 0 thread_id" in proc.stdout, proc.stdout
