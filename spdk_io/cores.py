@@ -236,7 +236,9 @@ def refuse_iteration(what: str) -> None:
 class _Core:
     """The main interpreter's view of one extra core."""
 
-    def __init__(self, number: int, thread_id: int, link: _interp.Link, fds: tuple[int, int]):
+    def __init__(
+        self, number: int, thread_id: int, link: _interp.Link, fds: tuple[int, int]
+    ) -> None:
         self.number = number
         self.thread_id = thread_id
         self.link = link
