@@ -11,7 +11,6 @@ import os
 import pickle
 import re
 import struct
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -72,12 +71,6 @@ class Link:
             del self._out[:n]
         return True
 
-    def drain(self, timeout: float) -> None:
-        """Flush, waiting up to ``timeout`` s for the reader (when this end stops)."""
-        deadline = time.monotonic() + timeout
-        while not self.flush() and time.monotonic() < deadline:
-            time.sleep(0.0005)
-
     def receive(self) -> list[tuple[Any, ...]]:
         """The messages that have arrived completely."""
         while True:
@@ -114,6 +107,11 @@ def target_name(target: object) -> str:
     if inspect.iscoroutine(target):
         target.close()  # never run: close it so Python does not warn
         raise TypeError("target must be a function (or 'module:function'), not a coroutine")
+    if inspect.ismethod(target):  # sent by name, its instance (or class) would be lost
+        raise TypeError(
+            f"target {target.__qualname__} is a bound method: only a module-level function "
+            "crosses cores (by name); pass what the method needs as arguments"
+        )
     module = getattr(target, "__module__", None)
     qualname = getattr(target, "__qualname__", None)
     if not callable(target) or not isinstance(module, str) or not isinstance(qualname, str):
@@ -137,15 +135,26 @@ def resolve(target: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-async def execute(core: int, target: str, blob: bytes) -> tuple[Any, ...]:
+async def execute(
+    core: int, target: str, blob: bytes, given_up: Callable[[], bool]
+) -> tuple[Any, ...]:
     """Run ``target(*pickle.loads(blob))``; the reply: ``("ok", result pickle)`` or
-    ``("err", exception pickle or b"", traceback text)``.  ``Cancelled`` propagates."""
+    ``("err", exception pickle or b"", traceback text)``.  ``Cancelled`` propagates
+    only if ``given_up()`` (the caller cancelled, or the core stops); a ``Cancelled``
+    of the target's own is replied as a :class:`CoreError`."""
     try:
         result = resolve(target)(*pickle.loads(blob))
         if inspect.isawaitable(result):
             result = await result
-    except Cancelled:
-        raise
+    except Cancelled as exc:
+        if given_up():
+            raise
+        err = CoreError(
+            f"{target} was cancelled on core {core}, though its caller did not cancel it "
+            f"(it raised Cancelled: {exc})",
+            core,
+        )
+        return ("err", pickle.dumps(err, protocol=5), "".join(traceback.format_exception(exc)))
     except BaseException as exc:
         tb = "".join(traceback.format_exception(exc))
         exc.add_note(f"raised by {target} on core {core}")
@@ -192,14 +201,18 @@ def deliver(op: Op[Any], core: int, target: str, reply: tuple[Any, ...]) -> None
 def local_call(core: int, target: str, blob: bytes) -> Op[Any]:
     """Run a call on this interpreter's own loop, through pickle as on any core."""
 
+    given_up = False
+
     async def run() -> None:
         try:
-            reply = await execute(core, target, blob)
+            reply = await execute(core, target, blob, lambda: given_up)
         except Cancelled:
             return
         deliver(op, core, target, reply)
 
     def abort() -> None:  # the caller gave up: so does the call
+        nonlocal given_up
+        given_up = True
         task.cancel()
 
     op: Op[Any] = Op(f"{target} on core {core}", abort)
@@ -219,6 +232,7 @@ class Worker:
         self.main_core = main
         self.link = link
         self.tasks: dict[int, Task[None]] = {}
+        self.given_up: set[int] = set()  # calls cancelled by their caller or by stop
         self.stopping: Op[None] = Op(f"stop core {core}")
 
     async def serve(self) -> None:
@@ -227,6 +241,7 @@ class Worker:
         try:
             await self.stopping
         finally:
+            self.given_up.update(self.tasks)
             tasks = list(self.tasks.values())
             for task in tasks:
                 task.cancel()
@@ -253,6 +268,7 @@ class Worker:
             elif kind == "cancel":
                 task = self.tasks.get(message[1])
                 if task is not None:
+                    self.given_up.add(message[1])
                     task.cancel()
             elif kind == "stop":
                 self._stop()
@@ -262,11 +278,12 @@ class Worker:
 
     async def _run(self, call_id: int, target: str, blob: bytes) -> None:
         try:
-            reply = await execute(self.core, target, blob)
+            reply = await execute(self.core, target, blob, lambda: call_id in self.given_up)
         except Cancelled:
             return  # the caller gave up, or the core stops (main fails the call)
         finally:
             self.tasks.pop(call_id, None)
+            self.given_up.discard(call_id)
         try:
             self.link.send((reply[0], call_id, *reply[1:]))
         except Exception as exc:  # too big for a message (4 GiB): the caller must not wait
@@ -277,22 +294,22 @@ class Worker:
 
 
 def worker_main(
-    core: int, cores: tuple[int, ...], main: int, address: int, read_fd: int, write_fd: int
+    core: int, cores: tuple[int, ...], main: int, thread_id: int, read_fd: int, write_fd: int
 ) -> None:
     """A worker interpreter's life (called by its bootstrap): pin to ``core``, take the
-    SPDK thread main created, serve calls until told to stop, release, exit it."""
+    SPDK thread main created, serve calls until told to stop, release, exit and destroy
+    it.  Main judges that by the thread being gone, so replies still queued when it
+    goes (nobody waits for them any more) are dropped."""
     global _current
     os.sched_setaffinity(0, {core})  # 0: this OS thread (DPDK pinned main's to its core)
     from spdk_io import env  # env imports cores, which imports this module
 
     env.join()
     link = Link(read_fd, write_fd)
-    thread = SpdkThread.attach(address, f"core{core}")
+    thread = SpdkThread.attach(thread_id, f"core{core}")
     link.send(("attached",))
     _current = Worker(core, cores, main, link)
     try:
         thread.block_on(_current.serve())
     finally:
         thread.close()
-        link.send(("closed",))
-        link.drain(1.0)

@@ -25,7 +25,8 @@ thread it runs, and a ctypes callback runs in the interpreter of that OS thread)
 
 * in a worker, anything that makes SPDK create threads or register callbacks
   process-wide (SpdkThread.create/spawn, NVMe-oF targets, RPC calls and servers, bdev
-  creation, Env/App): :class:`~spdk_io.errors.MainInterpreterOnlyError`;
+  creation, Env/App, the NVMe driver, trace): :class:`~spdk_io.errors.MainInterpreterOnlyError`
+  (an NVMe device on every core: attach it as a bdev in main, open the bdev anywhere);
 * :class:`~spdk_io.thread.ThreadHandle` messages to an SPDK thread another interpreter
   polls: :class:`~spdk_io.errors.WrongThreadError`;
 * iterations over every SPDK thread or channel (:mod:`spdk_io.stats`): :class:`CoreError`;
@@ -34,8 +35,10 @@ thread it runs, and a ctypes callback runs in the interpreter of that OS thread)
 
 Leaving ``run`` (or ``Env.stop``) stops every core first: each cancels its tasks,
 releases what it holds, exits its SPDK thread, and its interpreter is destroyed,
-within :data:`STOP_TIMEOUT` s; a core that does not stop is leaked and SPDK marked
-unusable rather than torn down under it.  Under SPDK's app framework
+within :data:`STOP_TIMEOUT` s; a core whose SPDK thread is still there then is leaked
+and SPDK marked unusable rather than torn down under it.  Jobs must join the Python
+threads they start: an interpreter cannot end before them (it is leaked, with a
+``ResourceWarning``; SPDK stays usable, its thread being gone).  Under SPDK's app framework
 (:class:`~spdk_io.app.App`) reactors run the other cores in C and ``run_on`` refuses.
 
 Transport: two non-blocking pipes per core carry length-prefixed pickles; each side
@@ -48,7 +51,6 @@ the loop's hot path and a one-core Env runs no poller at all.  Tested on CPython
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import itertools
 import os
@@ -56,6 +58,7 @@ import pickle
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -66,7 +69,7 @@ from spdk_io._interp import POLL_US
 from spdk_io._validate import integer
 from spdk_io.errors import CoreError, SpdkError, WrongThreadError
 from spdk_io.loop import Op
-from spdk_io.thread import Poller, SpdkThread, create_for_core
+from spdk_io.thread import Poller, SpdkThread, create_for_core, destroy_unpolled
 
 if TYPE_CHECKING:
     from spdk_io.env import EnvOptions
@@ -92,8 +95,10 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
-_lock = threading.Lock()
-_cores: Cores | None = None  # the main interpreter's running cores (under _lock)
+# The main interpreter's running cores.  Written only by the app thread (Env start and
+# stop); other OS threads of this interpreter only read it (ThreadHandle asks
+# polled_elsewhere), and a module global's rebinding is atomic, so it needs no lock.
+_cores: Cores | None = None
 
 
 def unsupported_reason() -> str | None:
@@ -231,23 +236,27 @@ def refuse_iteration(what: str) -> None:
 class _Core:
     """The main interpreter's view of one extra core."""
 
-    def __init__(self, number: int, address: int, thread_id: int) -> None:
+    def __init__(
+        self, number: int, thread_id: int, link: _interp.Link, fds: tuple[int, int]
+    ) -> None:
         self.number = number
-        self.address = address
         self.thread_id = thread_id
-        to_worker = os.pipe()
-        from_worker = os.pipe()
-        self.link = _interp.Link(from_worker[0], to_worker[1])
-        self.worker_fds = (to_worker[0], from_worker[1])
+        self.link = link
+        self.worker_fds = fds  # the worker's ends: (read, write)
         self.pending: dict[int, tuple[Op[Any], str]] = {}
         self.attached = False  # the worker owns its SPDK thread
         self.ready = False  # ... and serves calls
-        self.closed = False  # ... and has exited and destroyed it
         self.failure: str | None = None  # why calls fail now
+        self.eof_at: float | None = None  # when main saw the worker's pipe close
         # Written by the OS thread hosting the interpreter, read by main's app thread.
         self.ended = threading.Event()
         self.crash: str | None = None  # set before ``ended``
         self.os_thread: threading.Thread | None = None
+
+    def thread_gone(self) -> bool:
+        """Whether this core's SPDK thread has been destroyed (by its worker, or by main
+        for a worker that never took it)."""
+        return not g.spdk_thread_get_by_id(self.thread_id)
 
     def fail(self, why: str) -> None:
         """Fail every pending call, and every later one, with :class:`CoreError`."""
@@ -287,7 +296,7 @@ _BOOTSTRAP = """\
 import sys
 sys.path.insert(0, {root!r})
 from spdk_io import _interp
-_interp.worker_main({core}, {cores!r}, {main}, {address}, {read_fd}, {write_fd})
+_interp.worker_main({core}, {cores!r}, {main}, {thread_id}, {read_fd}, {write_fd})
 """
 
 
@@ -305,6 +314,7 @@ class Cores:
         self._thread_ids: frozenset[int] = frozenset()
         self._poller: Poller | None = None
         self._ids = itertools.count(1).__next__
+        self._log_suspended = False
 
     def __repr__(self) -> str:
         return f"<Cores {list(self.cores)} main={self.main_core}>"
@@ -317,11 +327,11 @@ class Cores:
         """Start a worker per extra core and wait until each serves calls.  On failure
         the caller stops them (:meth:`stop`)."""
         global _cores
-        with _lock:
-            _cores = self
+        _cores = self
         if len(self.cores) == 1:
             return
         log.suspend()  # from here on SPDK code runs on other interpreters' OS threads
+        self._log_suspended = True
         for n in self.cores:
             if n != self.main_core:
                 self._start_core(n)
@@ -338,23 +348,38 @@ class Cores:
             time.sleep(0.001)
 
     def _start_core(self, n: int) -> None:
-        address, thread_id = create_for_core(f"core{n}", n)
-        core = _Core(n, address, thread_id)
+        """Create core ``n``'s SPDK thread, pipes and OS thread; on failure nothing of
+        them is left (the SPDK thread is destroyed, the pipes closed)."""
+        fds: list[int] = []
+        thread_id = 0
+        try:
+            to_worker, from_worker = os.pipe(), os.pipe()
+            fds = [*to_worker, *from_worker]
+            link = _interp.Link(from_worker[0], to_worker[1])
+            thread_id = create_for_core(f"core{n}", n)
+            core = _Core(n, thread_id, link, (to_worker[0], from_worker[1]))
+            code = _BOOTSTRAP.format(
+                root=_ROOT,
+                core=n,
+                cores=self.cores,
+                main=self.main_core,
+                thread_id=thread_id,
+                read_fd=core.worker_fds[0],
+                write_fd=core.worker_fds[1],
+            )
+            core.os_thread = threading.Thread(
+                target=_host, args=(core, code), name=f"spdk_io-core{n}", daemon=True
+            )
+            core.os_thread.start()
+        except BaseException:
+            if thread_id:
+                destroy_unpolled(thread_id)
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise
         self._extra[n] = core
         self._thread_ids = self._thread_ids | {thread_id}
-        code = _BOOTSTRAP.format(
-            root=_ROOT,
-            core=n,
-            cores=self.cores,
-            main=self.main_core,
-            address=address,
-            read_fd=core.worker_fds[0],
-            write_fd=core.worker_fds[1],
-        )
-        core.os_thread = threading.Thread(
-            target=_host, args=(core, code), name=f"spdk_io-core{n}", daemon=True
-        )
-        core.os_thread.start()
 
     def _pump(self) -> bool:
         """Main's poller: send what is queued, take the replies, notice ended cores."""
@@ -364,8 +389,10 @@ class Cores:
             for message in core.link.receive():
                 busy = True
                 self._on_message(core, message)
-            if core.failure is None and (core.ended.is_set() or core.link.eof):
-                core.ended.wait(1.0)  # the pipe closes as its interpreter goes
+            if core.failure is None and core.link.eof and core.eof_at is None:
+                core.eof_at = time.monotonic()
+            if core.failure is None and (core.ended.is_set() or _past(core.eof_at, 1.0)):
+                # (the pipe closes as its interpreter goes: ``ended`` follows shortly)
                 core.fail(f"its interpreter ended: {core.crash or 'stopped'}")
         return busy
 
@@ -379,8 +406,6 @@ class Cores:
             core.attached = True
         elif kind == "ready":
             core.ready = True
-        elif kind == "closed":
-            core.closed = True
 
     def call(self, n: int, target: str, blob: bytes) -> Op[Any]:
         """Send a call to extra core ``n``; the ``Op`` its reply finishes."""
@@ -402,12 +427,16 @@ class Cores:
         """Stop every extra core (each releases what it holds, exits and destroys its SPDK
         thread, and its interpreter is destroyed), polling the app thread meanwhile.
 
-        Raises :class:`~spdk_io.errors.SpdkError` naming the cores that did not stop in
-        ``timeout`` s (they and their SPDK threads are leaked, SPDK's log stays with SPDK).
+        Whether a core's SPDK thread went is judged by the thread itself.  Raises
+        :class:`~spdk_io.errors.SpdkError` naming the cores whose SPDK threads are still
+        there (they are leaked, SPDK's log stays with SPDK); an interpreter that does
+        not end in ``timeout`` s although its SPDK thread went (a job left a Python
+        thread running) is only warned about (``ResourceWarning``) and leaked.
         """
         global _cores
         extra = list(self._extra.values())
-        stuck: list[int] = []
+        running = list(extra)  # until confirmed ended
+        leaked: list[int] = [c.number for c in extra]  # until confirmed gone
         try:
             for core in extra:
                 core.link.send(("stop",))
@@ -417,55 +446,47 @@ class Cores:
                 self._app.poll()
                 time.sleep(0.0005)
             self._pump()
-            stuck = [c.number for c in extra if not c.ended.is_set()]
+            running = [c for c in extra if not c.ended.is_set()]
             for core in extra:
                 core.fail("the cores stopped")
             if self._poller is not None:
                 self._poller.close()
-            if stuck:
-                raise SpdkError(
-                    errno.ETIMEDOUT,
-                    "stop cores",
-                    ", ".join(map(str, stuck)),
-                    f"still running after {timeout} s (their interpreters and SPDK threads "
-                    "are leaked)",
-                )
-            leaked = [c.number for c in extra if c.attached and not c.closed]
             for core in extra:
-                if not core.attached:  # never reached Python code of its own: main may
-                    _destroy_unattached(core.address)
-                if core.os_thread is not None:
-                    core.os_thread.join(1.0)
-                for fd in (core.link.read_fd, core.link.write_fd):
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                if not core.attached and core.ended.is_set():  # main may: no worker took it
+                    destroy_unpolled(core.thread_id)
+            leaked = [c.number for c in extra if not c.thread_gone()]
+            self._thread_ids = frozenset(c.thread_id for c in extra if c.number in leaked)
+            for core in extra:
+                if core.ended.is_set():
+                    if core.os_thread is not None:
+                        core.os_thread.join(1.0)
+                    for fd in (core.link.read_fd, core.link.write_fd):
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+            stuck = [c.number for c in running if c.number not in leaked]
+            if stuck:
+                warnings.warn(
+                    f"the interpreters of cores {stuck} did not end within {timeout} s "
+                    "although their SPDK threads did (a job left a Python thread running?); "
+                    "they are leaked",
+                    ResourceWarning,
+                    stacklevel=2,
+                )
             if leaked:
                 raise SpdkError(
                     errno.EBUSY,
                     "stop cores",
                     ", ".join(map(str, leaked)),
-                    "ended without exiting their SPDK threads (a worker crashed)",
+                    "did not exit and destroy their SPDK threads (a worker crashed or hangs): "
+                    "they are leaked",
                 )
         finally:
-            with _lock:
-                if _cores is self:
-                    _cores = None
-            if extra and not stuck:
+            if _cores is self and not leaked:  # no SPDK thread is polled elsewhere any more
+                _cores = None
+            if self._log_suspended and not running:  # (a live interpreter may still log)
+                self._log_suspended = False
                 log.resume()
 
 
-def _destroy_unattached(address: int) -> None:
-    """Exit and destroy a core's SPDK thread its worker never took (it failed first):
-    nothing of any interpreter's is registered on it."""
-    ptr = ctypes.cast(ctypes.c_void_p(address), ctypes.POINTER(g.struct_spdk_thread))
-    previous = g.spdk_get_thread()
-    g.spdk_set_thread(ptr)
-    try:
-        g.spdk_thread_exit(ptr)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while not g.spdk_thread_is_exited(ptr) and time.monotonic() < deadline:
-            g.spdk_thread_poll(ptr, 0, 0)
-        if g.spdk_thread_is_exited(ptr):
-            g.spdk_thread_destroy(ptr)
-    finally:
-        g.spdk_set_thread(previous)
+def _past(since: float | None, seconds: float) -> bool:
+    return since is not None and time.monotonic() - since > seconds

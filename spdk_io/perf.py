@@ -38,7 +38,7 @@ from spdk_io.bdev import BdevDesc, StreamSlot
 from spdk_io.dma import DmaBuf
 from spdk_io.env import min_mem_size_mb, parse_core_mask, run
 from spdk_io.errors import CoreError, SpdkError
-from spdk_io.loop import Op, gather, spawn, wait_for
+from spdk_io.loop import Op, gather, spawn, wait, wait_for
 from spdk_io.nvme import Controller, QpairOptions, TransportId
 from spdk_io.stats import BUCKETS, LatencyHistogram, bucket_index
 from spdk_io.thread import Poller
@@ -664,12 +664,16 @@ def _stats_of(numbers: list[CoreNumbers]) -> tuple[_Stats, float]:
 
 async def _run_cores(cfg: PerfConfig) -> tuple[list[tuple[int, PerfResult]], PerfResult]:
     name, created = await _bdev(cfg)
+    calls: list[Op[CoreNumbers]] = []
     try:
         every = cores.running()
-        numbers: list[CoreNumbers] = await gather(
-            *(cores.run_on(c, core_job, replace(cfg, seed=cfg.seed + i), name) for i, c in
-              enumerate(every))
-        )  # fmt: skip
+        try:
+            for i, c in enumerate(every):
+                calls.append(cores.run_on(c, core_job, replace(cfg, seed=cfg.seed + i), name))
+        except BaseException:  # a later core refused: the calls placed go before the bdev
+            await _give_up(calls)
+            raise
+        numbers: list[CoreNumbers] = await gather(*calls)
     finally:
         if created:
             with suppress(Exception):  # an error of the run is the one that propagates
@@ -677,6 +681,18 @@ async def _run_cores(cfg: PerfConfig) -> tuple[list[tuple[int, PerfResult]], Per
     pairs = zip(every, numbers, strict=True)
     per_core = [(c, _result(cfg, name, *_stats_of([n]))) for c, n in pairs]
     return per_core, _result(cfg, name, *_stats_of(numbers))
+
+
+async def _give_up(calls: list[Op[Any]]) -> None:
+    """Cancel calls placed on cores that will not be awaited, until each has given up."""
+
+    async def waiting(op: Op[Any]) -> None:
+        await op
+
+    waiters = [spawn(waiting(op), "perf: give up a core's job") for op in calls]
+    for waiter in waiters:
+        waiter.cancel()
+    await wait(waiters)
 
 
 def run_perf_cores(

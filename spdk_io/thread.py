@@ -108,11 +108,11 @@ def _main_only(what: str) -> None:
     env.main_interpreter_only(what)
 
 
-def create_for_core(name: str, core: int) -> tuple[int, int]:
+def create_for_core(name: str, core: int) -> int:
     """Create an SPDK thread for another interpreter's OS thread pinned to ``core``
-    (:mod:`spdk_io.cores`); return its address and id.  Not made current here and not polled
-    by this interpreter: the worker wraps it with :meth:`SpdkThread.attach`, polls it,
-    exits and destroys it."""
+    (:mod:`spdk_io.cores`); return its id.  Not made current here and not polled by this
+    interpreter: the worker wraps it with :meth:`SpdkThread.attach`, polls it, exits and
+    destroys it (or, if no worker took it, :func:`destroy_unpolled` does)."""
     text(name, "name", max_len=MAX_NAME_LEN)
     _refuse_under_framework()
     _main_only("creating a core's SPDK thread")
@@ -126,7 +126,7 @@ def create_for_core(name: str, core: int) -> tuple[int, int]:
         _local.creating = False
     if not ptr:
         raise SpdkError(errno.ENOMEM, "spdk_thread_create", name)
-    return _addr(ptr), int(g.spdk_thread_get_id(ptr))
+    return int(g.spdk_thread_get_id(ptr))
 
 
 def _check_callable(fn: object, what: str = "fn", *, plain: bool = False) -> None:
@@ -228,15 +228,18 @@ class SpdkThread:
         return thread
 
     @classmethod
-    def attach(cls, address: int, name: str) -> SpdkThread:
-        """Wrap the SPDK thread at ``address``, created for this OS thread by another
+    def attach(cls, thread_id: int, name: str) -> SpdkThread:
+        """Wrap the SPDK thread ``thread_id``, created for this OS thread by another
         interpreter (:func:`create_for_core`), and make it current here.  From then on
-        this OS thread owns it: it polls it, and :meth:`close` exits and destroys it."""
+        this OS thread owns it: it polls it, and :meth:`close` exits and destroys it.
+        ``ValueError`` (nothing changed) if no live SPDK thread has that id."""
         text(name, "name", max_len=MAX_NAME_LEN)
-        address = integer(address, "address", lo=1, hi=2**64 - 1)
+        thread_id = integer(thread_id, "thread_id", lo=1, hi=2**64 - 1)
         if getattr(_local, "thread", None) is not None:
             raise RuntimeError(f"OS thread already polls SPDK thread {_local.thread.name}")
-        ptr = ctypes.cast(ctypes.c_void_p(address), ctypes.POINTER(g.struct_spdk_thread))
+        ptr = g.spdk_thread_get_by_id(thread_id)
+        if not ptr or g.spdk_thread_is_exited(ptr):
+            raise ValueError(f"no live SPDK thread has id {thread_id}")
         thread = cls(ptr, name)
         g.spdk_set_thread(ptr)
         _local.thread = thread
@@ -543,12 +546,40 @@ def shutdown_guests(timeout: float = 5.0) -> None:
             _poll(guest, zero32, zero64)
         _reap_guests()
     for guest in list(_guests):  # still running: make it exit from its own context
-        g.spdk_set_thread(ctypes.cast(guest, ctypes.POINTER(g.struct_spdk_thread)))
-        g.spdk_thread_exit(ctypes.cast(guest, ctypes.POINTER(g.struct_spdk_thread)))
-        while not _is_exited(guest) and time.monotonic() < deadline + timeout:
-            _poll(guest, zero32, zero64)
-        _reap_guests()
+        thread_id = int(
+            g.spdk_thread_get_id(ctypes.cast(guest, ctypes.POINTER(g.struct_spdk_thread)))
+        )
+        with _registry_lock:
+            _guests.remove(guest)
+        if not destroy_unpolled(thread_id, timeout):
+            with _registry_lock:
+                _guests.append(guest)  # not exited: leaked rather than destroyed live
     g.spdk_set_thread(previous)  # SPDK calls on this OS thread go to its own thread again
+
+
+def destroy_unpolled(thread_id: int, timeout: float = EXIT_TIMEOUT) -> bool:
+    """Exit and destroy the SPDK thread ``thread_id`` that no OS thread polls (a guest
+    left over, a core's thread its worker never took), polling it here meanwhile.
+    Whether it is gone: ``True`` also if no such thread exists; ``False`` if it did not
+    exit within ``timeout`` s (it is then left alone: destroying it would corrupt SPDK).
+    The caller's current SPDK thread is restored."""
+    ptr = g.spdk_thread_get_by_id(thread_id)
+    if not ptr:
+        return True
+    previous = g.spdk_get_thread()
+    g.spdk_set_thread(ptr)  # SPDK's exit acts on the current thread
+    try:
+        if not g.spdk_thread_is_exited(ptr):
+            g.spdk_thread_exit(ptr)
+        deadline = time.monotonic() + timeout
+        while not g.spdk_thread_is_exited(ptr):
+            if time.monotonic() > deadline:
+                return False
+            g.spdk_thread_poll(ptr, 0, 0)
+        g.spdk_thread_destroy(ptr)
+        return True
+    finally:
+        g.spdk_set_thread(previous)
 
 
 _bridge.new_thread_hook = _adopt

@@ -135,12 +135,20 @@ def app_opts_fields(mask: str | None, entries: int) -> dict[str, Any]:
     return {"num_entries": entries, "tpoint_group_mask": mask.encode()}
 
 
+def _main_only(what: str) -> None:
+    from spdk_io import env  # env imports this module: look it up when called
+
+    env.main_interpreter_only(what)
+
+
 def start(name: str, shm_id: int, mask: str, entries: int) -> Path:
     """Set up SPDK's trace after ``spdk_env_init`` as SPDK's app framework does (its
     shared memory, then the tracepoints of ``mask``); returns the trace file.
 
     ``ValueError`` for a tracepoint name SPDK does not have, :class:`SpdkError` if the
-    shared memory cannot be set up; nothing is left behind then."""
+    shared memory cannot be set up; nothing is left behind then.  Main interpreter
+    only (SPDK's trace is process-wide)."""
+    _main_only("spdk_io.trace.start")
     shm = shm_name(name, shm_id)
     if g.spdk_trace_init(shm.encode(), entries, 0) != 0:
         raise SpdkError(
@@ -173,5 +181,7 @@ def start(name: str, shm_id: int, mask: str, entries: int) -> Path:
 
 
 def stop() -> None:
-    """SPDK's ``spdk_trace_cleanup`` (the file stays if anything was recorded)."""
+    """SPDK's ``spdk_trace_cleanup`` (the file stays if anything was recorded).  Main
+    interpreter only (SPDK's trace is process-wide)."""
+    _main_only("spdk_io.trace.stop")
     g.spdk_trace_cleanup()

@@ -3,8 +3,10 @@ them); each reports what it observed from real SPDK."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
+import time
 from pathlib import Path
 
 from spdk_io import cores, loop, rpc
@@ -92,16 +94,31 @@ def unpicklable_result() -> object:
     return threading.Lock()
 
 
-async def refused_here(app_thread_id: int) -> list[str]:
+async def refused_here(app_thread_id: int, socket: str, mem: int) -> list[str]:
     """What a worker may not do: each refusal's type and message."""
+    import spdk_io
+    from spdk_io import trace
+    from spdk_io.nvme import Controller
+    from spdk_io.nvmf import Target
+
     seen = []
     for what in (
         lambda: SpdkThread.spawn(where),
         lambda: rpc.call("spdk_get_version"),
         lambda: ThreadHandle(app_thread_id, "app_thread").send(where),
+        lambda: Target.create("worker_tgt"),
+        lambda: rpc.serve(socket),
+        lambda: SpdkThread.create("worker_thread"),
+        lambda: spdk_io.Env(mem_size_mb=mem).start(),
+        lambda: spdk_io.App(mem_size_mb=mem).run(ping()),
+        lambda: Controller.connect("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420"),
+        lambda: trace.start("worker", -1, "bdev", 1024),
+        trace.stop,
     ):
         try:
-            what()
+            result = what()
+            if inspect.isawaitable(result):
+                await result
         except Exception as exc:
             seen.append(f"{type(exc).__name__}: {exc}")
         else:
@@ -138,3 +155,38 @@ def log_here(message: str) -> None:
     from spdk_io import _generated as g
 
     g.spdk_log(g.SPDK_LOG_ERROR, b"cores_jobs.c", 1, b"log_here", message.encode() + b"\n")
+
+
+async def self_cancel() -> str:
+    """Cancel a task of its own and await it: the ``Cancelled`` is the job's, not its
+    caller's."""
+
+    async def sleeper() -> None:
+        await loop.sleep(10)
+
+    task = loop.spawn(sleeper())
+    await loop.sleep(0.01)
+    task.cancel()
+    await task
+    return "never"
+
+
+def zeros(n: int) -> bytes:
+    """``n`` zero bytes (a reply that takes long to cross)."""
+    return bytes(n)
+
+
+def start_thread(seconds: float) -> str:
+    """Leave a Python thread running ``seconds`` (what a job must not do)."""
+    threading.Thread(target=time.sleep, args=(seconds,)).start()
+    return "started"
+
+
+class Holder:
+    """Has a method, which cannot be a target (its instance would not cross)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def get(self) -> int:
+        return self.value

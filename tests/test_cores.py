@@ -29,6 +29,7 @@ PRELUDE = f"""
 import spdk_io
 from spdk_io import cores, loop
 from spdk_io.bdev import Bdev
+MEM = {MEM}
 CONFIG = {{"subsystems": [{{"subsystem": "bdev", "config": [
     {{"method": "bdev_malloc_create",
       "params": {{"name": "Malloc0", "num_blocks": 256, "block_size": 4096}}}},
@@ -37,7 +38,7 @@ CONFIG = {{"subsystems": [{{"subsystem": "bdev", "config": [
 async def awaited(aw):
     return await aw
 def go(main):
-    return spdk_io.run(main(), core_mask="0x3", mem_size_mb={MEM}, config=CONFIG)
+    return spdk_io.run(main(), core_mask="0x3", mem_size_mb=MEM, config=CONFIG)
 """
 
 
@@ -143,6 +144,8 @@ def test_errors_reach_the_caller_clearly() -> None:
             await expect("no-module", cores.run_on(1, "tests.no_such_module:f"))
             show("bad-target", lambda: cores.run_on(1, "not a target"))
             show("local", lambda: cores.run_on(1, lambda: 1))
+            from tests.cores_jobs import Holder
+            show("method", lambda: cores.run_on(1, Holder(7).get))
             show("unknown-core", lambda: cores.run_on(5, "tests.cores_jobs:where"))
             show("bad-args", lambda: cores.run_on(1, "tests.cores_jobs:where", lambda: 1))
             print("still works", await cores.run_on(1, "tests.cores_jobs:ping"))
@@ -159,6 +162,7 @@ def test_errors_reach_the_caller_clearly() -> None:
     assert "no-module ModuleNotFoundError No module named 'tests.no_such_module'" in out
     assert "bad-target ValueError target 'not a target' is not of the form" in out
     assert "local TypeError" in out
+    assert "method TypeError target Holder.get is a bound method" in out
     assert "unknown-core ValueError core 5 is not one of the cores running, [0, 1]" in out
     assert "bad-args TypeError the arguments for tests.cores_jobs:where cannot be pickled" in out
     assert "still works pong" in out
@@ -171,7 +175,9 @@ def test_what_crosses_interpreters_unsafely_is_refused() -> None:
         from spdk_io import stats
         from spdk_io.thread import ThreadHandle, current_thread
         async def main():
-            for line in await cores.run_on(1, "tests.cores_jobs:refused_here", current_thread().id):
+            J = "tests.cores_jobs:refused_here"
+            sock = "/tmp/spdk_io_never.sock"
+            for line in await cores.run_on(1, J, current_thread().id, sock, MEM):
                 print("worker:", line.splitlines()[0][:90])
             _, _, _, tid = await cores.run_on(1, "tests.cores_jobs:where")
             try:
@@ -189,7 +195,23 @@ def test_what_crosses_interpreters_unsafely_is_refused() -> None:
     assert lines[0].startswith("worker: MainInterpreterOnlyError: SpdkThread.spawn"), out
     assert lines[1].startswith("worker: MainInterpreterOnlyError: spdk_io.rpc.call"), out
     assert lines[2].startswith("worker: WrongThreadError: SPDK thread app_thread"), out
-    assert lines[3].startswith("worker: CoreError: run_on core 0 from the worker of core 1"), out
+    for line, what in zip(
+        lines[3:],
+        [
+            "nvmf.Target.create",
+            "spdk_io.rpc.serve",
+            "SpdkThread.create",
+            "Env.start",
+            "App.run",
+            "nvme.Controller.connect",
+            "spdk_io.trace.start",
+            "spdk_io.trace.stop",
+        ],
+        strict=False,
+    ):
+        assert line.startswith(f"worker: MainInterpreterOnlyError: {what} "), out
+    assert lines[11].startswith("worker: CoreError: run_on core 0 from the worker of core 1"), out
+    assert len(lines) == 12, out
     assert "main send: WrongThreadError" in out
     assert "main stats: CoreError" in out
 
@@ -208,9 +230,7 @@ def test_cancelling_the_caller_cancels_the_remote_task(tmp_path: Path) -> None:
                 await task
             except spdk_io.Cancelled:
                 print("caller cancelled")
-            for _ in range(200):
-                if os.path.exists({str(marker)!r}):
-                    break
+            while not os.path.exists({str(marker)!r}):  # (the test's time limit bounds it)
                 await loop.sleep(0.01)
             print("marker", open({str(marker)!r}).read())
         async def _wait():
@@ -390,3 +410,142 @@ def test_more_than_one_core_before_python_313_is_a_clear_error() -> None:
     with pytest.raises(CoreError, match=r"needs Python 3\.13\+"):
         spdk_io.Env(core_mask="0x3", mem_size_mb=MEM)
     assert env.env_initialised_once() == was_up  # SPDK untouched
+
+
+@needs_313
+def test_a_job_cancelling_itself_is_answered_on_every_core() -> None:
+    out = run_cores(
+        """
+        async def main():
+            for core in (0, 1):
+                try:
+                    print("result", await cores.run_on(core, "tests.cores_jobs:self_cancel"))
+                except spdk_io.CoreError as exc:
+                    print("core", core, exc.core, str(exc).splitlines()[0])
+        go(main)
+        """
+    )
+    for core in (0, 1):
+        assert (
+            f"core {core} {core} tests.cores_jobs:self_cancel was cancelled on core {core}" in out
+        ), out
+
+
+@needs_313
+def test_a_large_reply_still_crossing_at_stop_does_not_fail_the_stop() -> None:
+    out = run_cores(
+        """
+        async def fetch():
+            await cores.run_on(1, "tests.cores_jobs:zeros", 300_000_000)
+        async def main():
+            loop.spawn(fetch())
+            await loop.sleep(0.5)
+        go(main)
+        async def again():
+            return await cores.run_on(1, "tests.cores_jobs:ping")
+        print("stopped cleanly, then", go(again))
+        """,
+        timeout=120,
+    )
+    assert "stopped cleanly, then pong" in out
+
+
+@needs_313
+def test_a_job_leaving_a_python_thread_running_does_not_make_spdk_unusable() -> None:
+    proc = run_py(
+        PRELUDE
+        + textwrap.dedent(
+            """
+            import warnings
+            async def main():
+                return await cores.run_on(1, "tests.cores_jobs:start_thread", 12)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                print("job", go(main))
+            print("warned", [str(w.message)[:60] for w in caught])
+            async def after():
+                return await cores.run_on(0, "tests.cores_jobs:ping")
+            print("SPDK after:", spdk_io.run(after(), mem_size_mb=MEM), flush=True)
+            import os
+            os._exit(0)  # the leaked interpreter would hold up Python's exit (see README)
+            """
+        ).replace("MEM", str(MEM)),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "job started" in proc.stdout
+    assert "warned ['the interpreters of cores [1] did not end within" in proc.stdout
+    assert "SPDK after: pong" in proc.stdout
+
+
+@needs_313
+def test_a_core_failing_to_start_leaks_no_spdk_thread_and_gives_the_log_back() -> None:
+    proc = run_py(
+        PRELUDE
+        + textwrap.dedent(
+            """
+            import logging
+            from spdk_io import stats
+            seen = []
+            class Keep(logging.Handler):
+                def emit(self, record):
+                    seen.append(record.getMessage())
+            logging.getLogger("spdk").addHandler(Keep())
+            async def nothing():
+                pass
+            real_core, real_create = cores._Core, cores.create_for_core
+            def boom(*args):  # as os.pipe or the like failing at that point
+                raise OSError(24, "Too many open files (injected)")
+            for where in ("after the SPDK thread", "creating the SPDK thread"):
+                if where == "after the SPDK thread":
+                    cores._Core = boom
+                else:
+                    cores.create_for_core = boom
+                try:
+                    go(nothing)
+                except OSError as exc:
+                    print("failed", where, exc.errno)
+                cores._Core, cores.create_for_core = real_core, real_create
+            async def after():
+                names = [t.name for t in await loop.wait_for(stats.thread_stats(), 30)]
+                await cores.run_on(0, "tests.cores_jobs:log_here", "after-failed-start")
+                return names
+            print("threads after:", spdk_io.run(after(), mem_size_mb=MEM))
+            print("python logging saw", seen)
+            """
+        ).replace("MEM", str(MEM)),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "failed after the SPDK thread 24" in proc.stdout
+    assert "failed creating the SPDK thread 24" in proc.stdout
+    threads = re.search(r"threads after: (\[.*\])", proc.stdout)
+    assert threads is not None, proc.stdout
+    assert "core1" not in threads.group(1), proc.stdout
+    assert "python logging saw ['after-failed-start']" in proc.stdout
+
+
+def test_attaching_an_spdk_thread_needs_the_id_of_a_live_one() -> None:
+    proc = run_py(
+        """
+        import threading
+        import spdk_io
+        from spdk_io.thread import SpdkThread, current_thread
+        async def main():
+            unknown = current_thread().id + 1000
+            def other():  # an OS thread polling no SPDK thread yet
+                for tid in (unknown, 0):
+                    try:
+                        SpdkThread.attach(tid, "x")
+                        print("attached", tid)
+                    except ValueError as exc:
+                        print("refused", tid, exc)
+            t = threading.Thread(target=other)
+            t.start()
+            t.join()
+        spdk_io.run(main(), mem_size_mb=MEM)
+        """.replace("MEM", str(min_mem_size_mb(1) + 64))
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"refused \d+ no live SPDK thread has id \d+", proc.stdout), proc.stdout
+    assert "refused 0 thread_id" in proc.stdout, proc.stdout

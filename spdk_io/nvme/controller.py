@@ -35,6 +35,7 @@ from spdk_io import _bridge
 from spdk_io import _generated as g
 from spdk_io._validate import integer
 from spdk_io.dma import DmaBuf
+from spdk_io.env import main_interpreter_only
 from spdk_io.errors import SpdkError
 from spdk_io.loop import Op
 from spdk_io.nvme.commands import Commands, cdw0
@@ -128,8 +129,12 @@ class Controller(Resource):
 
         Raises :class:`~spdk_io.errors.SpdkError` (``ECONNREFUSED``) naming ``trid``
         when nothing attaches.  If the awaiting task is cancelled, a controller that
-        attaches later is detached.
+        attaches later is detached.  Main interpreter only
+        (:class:`~spdk_io.errors.MainInterpreterOnlyError` in a core's worker): SPDK has
+        one controller per (trid, host NQN) per process, whose admin queue would then be
+        processed by two interpreters; use the controller as a bdev on other cores.
         """
+        main_interpreter_only("nvme.Controller.connect")
         trid = transport_id(trid)
         if options is None:
             options = ControllerOptions()
