@@ -114,6 +114,7 @@ def create_for_core(name: str, core: int) -> int:
     interpreter: the worker wraps it with :meth:`SpdkThread.attach`, polls it, exits and
     destroys it (or, if no worker took it, :func:`destroy_unpolled` does)."""
     text(name, "name", max_len=MAX_NAME_LEN)
+    core = integer(core, "core", lo=0, hi=1023)  # SPDK_CPUSET_SIZE: unchecked in C
     _refuse_under_framework()
     _main_only("creating a core's SPDK thread")
     mask = g.struct_spdk_cpuset()
@@ -232,7 +233,10 @@ class SpdkThread:
         """Wrap the SPDK thread ``thread_id``, created for this OS thread by another
         interpreter (:func:`create_for_core`), and make it current here.  From then on
         this OS thread owns it: it polls it, and :meth:`close` exits and destroys it.
-        ``ValueError`` (nothing changed) if no live SPDK thread has that id."""
+        ``ValueError`` (nothing changed) if no live SPDK thread has that id;
+        ``RuntimeError`` if this interpreter already polls an SPDK thread (a worker
+        attaches exactly one, its core's, before anything else: a thread someone polls
+        must never get a second poller)."""
         text(name, "name", max_len=MAX_NAME_LEN)
         thread_id = integer(thread_id, "thread_id", lo=1, hi=2**64 - 1)
         if getattr(_local, "thread", None) is not None:
@@ -240,6 +244,13 @@ class SpdkThread:
         ptr = g.spdk_thread_get_by_id(thread_id)
         if not ptr or g.spdk_thread_is_exited(ptr):
             raise ValueError(f"no live SPDK thread has id {thread_id}")
+        with _registry_lock:
+            polled = next(iter(_by_id.values()), None)
+        if polled is not None:
+            raise RuntimeError(
+                f"this interpreter already polls SPDK thread {polled.name}: attach is for a "
+                "core's worker interpreter (spdk_io.cores), once"
+            )
         thread = cls(ptr, name)
         g.spdk_set_thread(ptr)
         _local.thread = thread
