@@ -878,6 +878,10 @@ class IoSlot(Resource):
 OnComplete = Callable[["StreamSlot", bool], "int | None"]
 
 
+#: Only IoStream makes StreamSlots: a slot's index is what SPDK hands its completion.
+_SLOT_KEY = object()
+
+
 class StreamSlot:
     """One slot of an :class:`IoStream`: a pinned buffer and at most one I/O in flight.
 
@@ -900,7 +904,9 @@ class StreamSlot:
         "stream",
     )
 
-    def __init__(self, stream: IoStream, index: int, buf: DmaBuf) -> None:
+    def __init__(self, stream: IoStream, index: int, buf: DmaBuf, *, _key: object = None) -> None:
+        if _key is not _SLOT_KEY:  # its index is the C callback's argument: the stream's
+            raise TypeError("StreamSlots come from IoStream.slots (desc.stream(...))")
         self.stream = stream
         self.desc = stream.desc
         self.index = index
@@ -1058,7 +1064,7 @@ class IoStream(Resource):
         try:
             #: The slots, one per buffer, in the order of ``bufs``.
             self.slots: tuple[StreamSlot, ...] = tuple(
-                StreamSlot(self, i, b) for i, b in enumerate(items)
+                StreamSlot(self, i, b, _key=_SLOT_KEY) for i, b in enumerate(items)
             )
         except BaseException:
             for b in pinned:

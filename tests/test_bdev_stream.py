@@ -541,3 +541,22 @@ def test_stop_refuses_an_error_that_is_not_an_exception_and_changes_nothing(run:
             await bm.delete_null("St_Stop")
 
     run(main())
+
+
+def test_stream_slots_come_only_from_a_stream(run: Run) -> None:
+    """A slot's index is its stream's completion argument: one made by hand is refused."""
+
+    async def main() -> None:
+        await bm.create_null("St_Own", 64, BS)
+        try:
+            with BdevDesc.open("St_Own") as d:
+                bufs = [DmaBuf.alloc(BS)]
+                with d.stream(bufs, lambda slot, ok: None) as stream:
+                    with pytest.raises(TypeError, match=r"IoStream\.slots"):
+                        StreamSlot(stream, 5, bufs[0])
+                    assert len(stream.slots) == 1 and stream.inflight == 0
+                bufs[0].free()
+        finally:
+            await bm.delete_null("St_Own")
+
+    run(main())
