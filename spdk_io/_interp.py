@@ -23,6 +23,8 @@ from spdk_io.thread import Poller, SpdkThread, release_current
 POLL_US = 50
 #: Seconds the calls a stopping worker still runs get to unwind.
 UNWIND_TIMEOUT = 5.0
+#: Bytes one :meth:`Link.receive` reads at most (the rest waits for the next poll).
+RECEIVE_MAX = 1 << 20
 _HEADER = struct.Struct("!I")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _current: Worker | None = None  # in a worker interpreter: what it serves
@@ -72,8 +74,12 @@ class Link:
         return True
 
     def receive(self) -> list[tuple[Any, ...]]:
-        """The messages that have arrived completely."""
-        while True:
+        """The messages that have arrived completely.  Reads at most
+        :data:`RECEIVE_MAX` bytes per call, so a big message being written meanwhile
+        cannot keep the poller (and its SPDK thread) here: the rest comes next poll."""
+        budget = RECEIVE_MAX
+        while budget > 0:
+            budget -= 1 << 16
             try:
                 chunk = os.read(self.read_fd, 1 << 16)
             except BlockingIOError:
@@ -149,12 +155,14 @@ async def execute(
     except Cancelled as exc:
         if given_up():
             raise
+        tb = "".join(traceback.format_exception(exc))
         err = CoreError(
             f"{target} was cancelled on core {core}, though its caller did not cancel it "
             f"(it raised Cancelled: {exc})",
             core,
+            tb,
         )
-        return ("err", pickle.dumps(err, protocol=5), "".join(traceback.format_exception(exc)))
+        return ("err", pickle.dumps(err, protocol=5), tb)
     except BaseException as exc:
         tb = "".join(traceback.format_exception(exc))
         exc.add_note(f"raised by {target} on core {core}")
@@ -307,9 +315,9 @@ def worker_main(
     env.join()
     link = Link(read_fd, write_fd)
     thread = SpdkThread.attach(thread_id, f"core{core}")
-    link.send(("attached",))
-    _current = Worker(core, cores, main, link)
-    try:
+    try:  # from here on this thread is ours to close, whatever fails
+        link.send(("attached",))
+        _current = Worker(core, cores, main, link)
         thread.block_on(_current.serve())
     finally:
         thread.close()

@@ -91,8 +91,10 @@ T = TypeVar("T")
 
 #: Seconds a worker interpreter may take to come up (it imports spdk_io).
 START_TIMEOUT = 60.0
-#: Seconds every core together may take to stop.
-STOP_TIMEOUT = 10.0
+#: Seconds every core together may take to stop (read when a stop starts).  Above the
+#: worker's own bounded steps (cancelling its tasks, releasing what it holds, exiting
+#: its SPDK thread: 5-10 s each), so a worker that keeps its bounds is never leaked.
+STOP_TIMEOUT = 30.0
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
 # The main interpreter's running cores.  Written only by the app thread (Env start and
@@ -423,7 +425,7 @@ class Cores:
         core.pending[call_id] = (op, target)  # (replies are read on this thread, later)
         return op
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Stop every extra core (each releases what it holds, exits and destroys its SPDK
         thread, and its interpreter is destroyed), polling the app thread meanwhile.
 
@@ -432,9 +434,12 @@ class Cores:
         there (they are leaked, SPDK's log stays with SPDK); an interpreter that does
         not end in ``timeout`` s although its SPDK thread went (a job left a Python
         thread running) is only warned about (``ResourceWarning``) and leaked.
+        ``timeout`` defaults to :data:`STOP_TIMEOUT` as it is when called.
         """
         global _cores
+        timeout = STOP_TIMEOUT if timeout is None else timeout
         extra = list(self._extra.values())
+        stuck: list[int] = []  # interpreters that outlive their SPDK threads
         running = list(extra)  # until confirmed ended
         leaked: list[int] = [c.number for c in extra]  # until confirmed gone
         try:
@@ -464,14 +469,6 @@ class Cores:
                         with contextlib.suppress(OSError):
                             os.close(fd)
             stuck = [c.number for c in running if c.number not in leaked]
-            if stuck:
-                warnings.warn(
-                    f"the interpreters of cores {stuck} did not end within {timeout} s "
-                    "although their SPDK threads did (a job left a Python thread running?); "
-                    "they are leaked",
-                    ResourceWarning,
-                    stacklevel=2,
-                )
             if leaked:
                 raise SpdkError(
                     errno.EBUSY,
@@ -486,6 +483,14 @@ class Cores:
             if self._log_suspended and not running:  # (a live interpreter may still log)
                 self._log_suspended = False
                 log.resume()
+        if stuck:  # after the state is settled: a warning turned error changes nothing
+            warnings.warn(
+                f"the interpreters of cores {stuck} did not end within {timeout} s "
+                "although their SPDK threads did (a job left a Python thread running?); "
+                "they are leaked",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
 
 def _past(since: float | None, seconds: float) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import inspect
 import os
 import threading
-import time
 from pathlib import Path
 
 from spdk_io import cores, loop, rpc
@@ -176,9 +175,9 @@ def zeros(n: int) -> bytes:
     return bytes(n)
 
 
-def start_thread(seconds: float) -> str:
-    """Leave a Python thread running ``seconds`` (what a job must not do)."""
-    threading.Thread(target=time.sleep, args=(seconds,)).start()
+def start_thread() -> str:
+    """Leave a Python thread running for good (what a job must not do)."""
+    threading.Thread(target=threading.Event().wait).start()
     return "started"
 
 

@@ -458,7 +458,8 @@ def test_a_job_leaving_a_python_thread_running_does_not_make_spdk_unusable() -> 
             """
             import warnings
             async def main():
-                return await cores.run_on(1, "tests.cores_jobs:start_thread", 12)
+                return await cores.run_on(1, "tests.cores_jobs:start_thread")
+            cores.STOP_TIMEOUT = 3.0  # read when the stop starts
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 print("job", go(main))
@@ -532,14 +533,15 @@ def test_attaching_an_spdk_thread_needs_the_id_of_a_live_one() -> None:
         import spdk_io
         from spdk_io.thread import SpdkThread, current_thread
         async def main():
-            unknown = current_thread().id + 1000
+            me = current_thread().id  # the app thread: polled by this OS thread
+            unknown = me + 1000
             def other():  # an OS thread polling no SPDK thread yet
-                for tid in (unknown, 0):
+                for tid in (unknown, 0, me):
                     try:
                         SpdkThread.attach(tid, "x")
                         print("attached", tid)
-                    except ValueError as exc:
-                        print("refused", tid, exc)
+                    except (ValueError, RuntimeError) as exc:
+                        print("refused", tid, type(exc).__name__, exc)
             t = threading.Thread(target=other)
             t.start()
             t.join()
@@ -547,5 +549,12 @@ def test_attaching_an_spdk_thread_needs_the_id_of_a_live_one() -> None:
         """.replace("MEM", str(min_mem_size_mb(1) + 64))
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"refused \d+ no live SPDK thread has id \d+", proc.stdout), proc.stdout
-    assert "refused 0 thread_id" in proc.stdout, proc.stdout
+    assert re.search(r"refused \d+ ValueError no live SPDK thread has id \d+", proc.stdout), (
+        proc.stdout
+    )
+    assert "refused 0 ValueError thread_id" in proc.stdout, proc.stdout
+    # The app thread is polled already: a second poller is refused (not taken over).
+    assert re.search(r"refused \d+ RuntimeError this interpreter already polls", proc.stdout), (
+        proc.stdout
+    )
+    assert "attached" not in proc.stdout, proc.stdout
