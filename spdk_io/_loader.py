@@ -29,7 +29,7 @@ from typing import Any
 from spdk_io._discover import SpdkInstall, check_version, find_spdk, spdk_libraries
 from spdk_io.errors import SpdkNotFoundError
 
-__all__ = ["fast", "lib", "load", "pylib", "require_version"]
+__all__ = ["fast", "lib", "load", "main_interpreter", "pylib", "require_version"]
 
 
 # --------------------------------------------------------------------------- loading
@@ -133,6 +133,16 @@ lib = ctypes.CDLL(None)
 #: The same symbols, called with the GIL held: cheaper for short, non-blocking calls.
 #: The generated layer binds every other function here.
 pylib = ctypes.PyDLL(None)
+
+
+def main_interpreter() -> bool:
+    """Whether this code runs in Python's main interpreter: the one that owns SPDK's
+    process-wide state (its log, its threads' hooks), not a core's worker interpreter."""
+    try:
+        import _interpreters  # type: ignore[import-not-found]  # CPython 3.13+
+    except ImportError:
+        return True  # before 3.13 spdk_io cannot run in another interpreter (no _ctypes)
+    return bool(_interpreters.get_current()[0] == _interpreters.get_main()[0])
 
 
 def fast(name: str, restype: Any, argtypes: list[Any] | None = None) -> Any:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 from spdk_io import _bridge, log, trace
 from spdk_io import _generated as g
 from spdk_io import cores as cores_mod
+from spdk_io._loader import main_interpreter
 from spdk_io._validate import flag, integer, text
 from spdk_io.errors import (
     CoreError,
@@ -330,16 +331,8 @@ def is_up() -> bool:
     return _joined or _framework_up or (active is not None and active._stage >= 1)
 
 
-def _is_main_interpreter() -> bool:
-    try:
-        import _interpreters  # type: ignore[import-not-found]  # CPython 3.13+
-    except ImportError:
-        return True  # before 3.13 spdk_io cannot run in another interpreter (no _ctypes)
-    return bool(_interpreters.get_current()[0] == _interpreters.get_main()[0])
-
-
 #: Whether this interpreter is Python's main one (fixed for its life).
-_MAIN_INTERPRETER = _is_main_interpreter()
+_MAIN_INTERPRETER = main_interpreter()
 #: Set once in a core's worker interpreter: SPDK is up, run by the main interpreter.
 _joined = False
 

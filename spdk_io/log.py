@@ -48,13 +48,12 @@ import logging
 import platform
 import re
 import signal
-import sys
 from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from spdk_io import _generated as g
-from spdk_io._loader import load
+from spdk_io._loader import load, main_interpreter
 from spdk_io._validate import text
 
 __all__ = [
@@ -295,19 +294,9 @@ ctypes.pythonapi.Py_IncRef(ctypes.py_object(_log_thunk))
 _state: dict[str, Any] = {"installed": False, "saved_levels": None, "suspended": False}
 
 
-def _main_interpreter() -> bool:
-    if sys.version_info < (3, 12):
-        return True
-    try:
-        import _interpreters  # type: ignore[import-not-found]  # CPython 3.13+
-    except ImportError:
-        return True
-    return bool(_interpreters.get_current()[0] == _interpreters.get_main()[0])
-
-
 def supported() -> bool:
     """Whether SPDK's log can come to Python here (x86-64, main interpreter)."""
-    return platform.machine() in ("x86_64", "AMD64") and _main_interpreter()
+    return platform.machine() in ("x86_64", "AMD64") and main_interpreter()
 
 
 def install() -> bool:
